@@ -1,0 +1,220 @@
+"""The one settings object of the service, loaded and validated at start.
+
+Sources, highest precedence first: environment variables ``CUTOUT_<NAME>``, the TOML
+site file named by ``CUTOUT_CONFIG``, and ``conf/defaults.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+ENV_PREFIX = "CUTOUT_"
+
+
+class ConfigError(Exception):
+    """Raised with one message per bad value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path
+    database_url: str = ""
+    broker_url: str = ""
+    redis_namespace: str = "cutout"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    trust_forwarded_headers: bool = True
+    log_level: str = "INFO"
+
+    wait_max_seconds: int
+    default_execution_duration: int
+    max_execution_duration: int
+    default_destruction_seconds: int
+    max_destruction_seconds: int
+
+    worker_threads: int
+    heartbeat_seconds: float
+    stale_job_seconds: float
+    max_job_attempts: int
+    requeue_after_seconds: float
+    transient_retries: int
+    retry_backoff_ms: int
+    sweep_interval_seconds: float
+
+    selftest_jobs: bool = False
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if not 0 < v < 65536:
+            raise ValueError("must be a TCP port between 1 and 65535")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        if v and urlsplit(v).scheme.split("+")[0] not in ("sqlite", "postgres", "postgresql"):
+            raise ValueError("must start with sqlite:/// or postgresql:// (or be empty for SQLite in data_dir)")
+        return v
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("redis", "rediss"):
+            raise ValueError("must be a redis:// or rediss:// URL (or empty for the embedded broker)")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return v.upper()
+
+    @field_validator(
+        "wait_max_seconds", "default_destruction_seconds", "max_destruction_seconds",
+        "worker_threads", "max_job_attempts", "heartbeat_seconds", "stale_job_seconds",
+        "requeue_after_seconds", "sweep_interval_seconds", "retry_backoff_ms",
+    )
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+    @field_validator("default_execution_duration", "max_execution_duration", "transient_retries")
+    @classmethod
+    def _not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be 0 or more")
+        return v
+
+    # Derived values: one place that says where state lives.
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'cutout.sqlite').resolve()}"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    def cross_checks(self) -> list[str]:
+        problems = []
+        if self.max_execution_duration and self.default_execution_duration > self.max_execution_duration:
+            problems.append(
+                f"{ENV_PREFIX}DEFAULT_EXECUTION_DURATION={self.default_execution_duration}: "
+                f"must not exceed max_execution_duration ({self.max_execution_duration})")
+        if self.max_execution_duration and not self.default_execution_duration:
+            problems.append(
+                f"{ENV_PREFIX}DEFAULT_EXECUTION_DURATION=0 (unlimited): not allowed while "
+                f"max_execution_duration is {self.max_execution_duration}")
+        if self.default_destruction_seconds > self.max_destruction_seconds:
+            problems.append(
+                f"{ENV_PREFIX}DEFAULT_DESTRUCTION_SECONDS={self.default_destruction_seconds}: "
+                f"must not exceed max_destruction_seconds ({self.max_destruction_seconds})")
+        if self.stale_job_seconds < 2 * self.heartbeat_seconds:
+            problems.append(
+                f"{ENV_PREFIX}STALE_JOB_SECONDS={self.stale_job_seconds}: must be at least twice "
+                f"heartbeat_seconds ({self.heartbeat_seconds}), or live jobs would be taken for dead")
+        return problems
+
+    def describe(self) -> dict[str, Any]:
+        """The effective settings with secrets masked, for ``cutout check-config``."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            out[name] = mask_url(value) if name.endswith("_url") else value
+        out["effective_database_url"] = mask_url(self.effective_database_url)
+        out["results_dir"] = self.results_dir
+        out["shape"] = "embedded" if self.embedded else "distributed"
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL (``postgresql://u:***@host/db``)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        problems.append(f"{ENV_PREFIX}CONFIG={path}: no such file")
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{path}: not valid TOML ({exc})")
+    return {}
+
+
+def defaults() -> dict[str, Any]:
+    with resources.files("conf").joinpath("defaults.toml").open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from defaults, site file and environment; raise ConfigError."""
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    values = defaults()
+    origin = {key: "conf/defaults.toml" for key in values}
+
+    site = env.get(f"{ENV_PREFIX}CONFIG")
+    if site:
+        site_values = _read_toml(Path(site), problems)
+        values.update(site_values)
+        origin.update({key: site for key in site_values})
+
+    fields = Settings.model_fields
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in fields:
+            problems.append(f"{key}: unknown setting (known: {', '.join(sorted(fields))})")
+            continue
+        values[name] = raw
+        origin[name] = key
+    values.update(overrides)
+    origin.update({key: "argument" for key in overrides})
+
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            where = origin.get(name, "settings")
+            label = where if where.startswith(ENV_PREFIX) else f"{name} (from {where})"
+            shown = err.get("input")
+            if name.endswith("_url") and isinstance(shown, str):
+                shown = mask_url(shown)
+            problems.append(f"{label}={shown!r}: {err['msg']}")
+        raise ConfigError(problems) from None
+    problems.extend(settings.cross_checks())
+    if problems:
+        raise ConfigError(problems)
+    return settings

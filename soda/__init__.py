@@ -1,0 +1,1 @@
+"""SODA/DALI: parameters, surveys, the cutout engine, endpoints and the app factory."""

@@ -1,0 +1,102 @@
+"""The ``cutout`` command: serve, worker, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from conf import ConfigError, Settings, load_settings
+
+
+def _settings_or_exit(**overrides: object) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        print("cutout: the configuration has errors:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings_or_exit(host=args.host, port=args.port)
+    _logging(settings)
+    if args.workers > 1 and settings.embedded:
+        print("cutout serve: --workers > 1 needs the distributed shape (set CUTOUT_BROKER_URL); "
+              "the embedded shape keeps its jobs in one process", file=sys.stderr)
+        return 2
+    common = dict(host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                  proxy_headers=False, timeout_graceful_shutdown=5)
+    if args.workers > 1:
+        uvicorn.run("soda.app:create_app", factory=True, workers=args.workers, **common)
+    else:
+        from soda.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    _logging(settings)
+    if settings.embedded:
+        print("cutout worker: no broker is configured (CUTOUT_BROKER_URL); in the embedded shape "
+              "`cutout serve` runs the jobs itself", file=sys.stderr)
+        return 2
+    from soda.runtime import Runtime
+
+    runtime = Runtime(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    runtime.start_workers(args.threads)
+    logging.getLogger("cutout.worker").info(
+        "worker started: %d threads, queues %s", args.threads or settings.worker_threads,
+        ", ".join(sorted(runtime.broker.get_declared_queues())))
+    stop.wait()
+    runtime.stop_workers()
+    runtime.close()
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    for name, value in settings.describe().items():
+        print(f"{name} = {value}")
+    print("configuration OK")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cutout", description="IVOA SODA/UWS image-cutout service")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="run the web service (and, embedded, its job workers)")
+    p.add_argument("--host", help="address to listen on (setting: host)")
+    p.add_argument("--port", type=int, help="port to listen on (setting: port)")
+    p.add_argument("--workers", type=int, default=1, help="web processes (distributed shape only)")
+    p.set_defaults(func=serve)
+
+    p = commands.add_parser("worker", help="run job workers against the Redis broker")
+    p.add_argument("--threads", type=int, help="worker threads (setting: worker_threads)")
+    p.set_defaults(func=worker)
+
+    p = commands.add_parser("check-config", help="print the effective settings or their errors")
+    p.set_defaults(func=check_config)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Everything a process of the service needs, built once from the settings.
+
+The same code serves both deployment shapes (DESIGN.md): with no broker_url the web
+process also runs Dramatiq worker threads on the stub broker (embedded); with a Redis
+broker_url, ``cutout worker`` processes run the jobs (distributed).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+
+from conf import Settings
+from storage import LocalStore
+from uws import JobKind, UWSConfig, UWSService
+from uws.broker import make_broker, start_worker
+from uws.models import migrate, open_database
+from uws.notify import LocalNotifier, Notifier, RedisNotifier
+from uws.selftest import SELFTEST
+from uws.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+def uws_config(settings: Settings) -> UWSConfig:
+    return UWSConfig(
+        wait_max_seconds=settings.wait_max_seconds,
+        default_execution_duration=settings.default_execution_duration,
+        max_execution_duration=settings.max_execution_duration,
+        default_destruction_seconds=settings.default_destruction_seconds,
+        max_destruction_seconds=settings.max_destruction_seconds,
+        trust_forwarded_headers=settings.trust_forwarded_headers,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        stale_job_seconds=settings.stale_job_seconds,
+        max_job_attempts=settings.max_job_attempts,
+        requeue_after_seconds=settings.requeue_after_seconds,
+        transient_retries=settings.transient_retries,
+        retry_backoff_ms=settings.retry_backoff_ms,
+        sweep_interval_seconds=settings.sweep_interval_seconds,
+    )
+
+
+def job_kinds(settings: Settings) -> dict[str, JobKind]:
+    """Job kinds by the path they are mounted at."""
+    kinds: dict[str, JobKind] = {}
+    if settings.selftest_jobs:
+        kinds["/selftest"] = SELFTEST
+    return kinds
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = open_database(settings.effective_database_url)
+        migrate(self.db)
+        self.storage = LocalStore(settings.results_dir)
+        self.notifier: Notifier = (RedisNotifier(settings.broker_url, settings.redis_namespace)
+                                   if settings.broker_url else LocalNotifier())
+        self.store = JobStore(self.db, self.notifier)
+        self.uws = UWSService(uws_config(settings), self.store, self.storage, self.notifier)
+        self.mounts = job_kinds(settings)
+        for kind in self.mounts.values():
+            self.uws.register(kind)
+        self.broker = make_broker(settings.broker_url or None, settings.redis_namespace)
+        self.uws.attach(self.broker)
+        self.worker: dramatiq.Worker | None = None
+
+    def start_workers(self, threads: int | None = None) -> dramatiq.Worker:
+        self.worker = start_worker(self.broker, threads or self.settings.worker_threads)
+        return self.worker
+
+    async def start_web(self) -> None:
+        await self.notifier.start()
+        if self.settings.embedded:
+            self.start_workers()
+            report = self.uws.recover_after_restart()
+            if report.resent:
+                log.info("re-sent %d jobs queued before the restart", report.resent)
+
+    async def stop_web(self) -> None:
+        self.stop_workers()
+        await self.notifier.stop()
+        self.close()
+
+    def stop_workers(self) -> None:
+        if self.worker is not None:
+            self.worker.stop(timeout=5000)
+            self.worker = None
+
+    def close(self) -> None:
+        self.broker.close()
+        if not self.db.is_closed():
+            self.db.close()

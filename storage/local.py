@@ -1,0 +1,70 @@
+"""Result storage on a local (or shared network) file system.
+
+Keys are relative POSIX paths such as ``jobs/<job>/<result>``. Writes go to a
+temporary file beside the target and are renamed into place, so a reader never
+sees half a file and a crash never leaves one under a real name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+class StorageError(Exception):
+    """A key is malformed or the store cannot be written."""
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") or "\\" in p for p in parts):
+            raise StorageError(f"malformed storage key {key!r}")
+        return self.root.joinpath(*parts)
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        """Open ``key`` for writing; the file appears under its name only on success."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                yield fh
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, key: str, data: bytes) -> int:
+        with self.writer(key) as fh:
+            fh.write(data)
+        return len(data)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete a key or every key below a prefix; missing keys are not an error."""
+        target = self.path(prefix)
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+
+    def check_writable(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()

@@ -1,0 +1,256 @@
+"""Shared fixtures: schema validation, real Redis/PostgreSQL, real server and worker processes.
+
+Redis and PostgreSQL are used for real. When one is missing, its tests fail under
+CI=true and are skipped loudly elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import httpx
+import pytest
+from lxml import etree
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+REDIS_URL = os.environ.get("CUTOUT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_DSN = os.environ.get("CUTOUT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+# --- XML validation -----------------------------------------------------------------
+
+class _Offline(etree.Resolver):
+    def resolve(self, url, pubid, context):  # type: ignore[no-untyped-def]
+        if url and "://" in url and not url.startswith("file://"):
+            raise RuntimeError(f"schema tried to load {url}")
+        return None
+
+
+@cache
+def schema(name: str) -> etree.XMLSchema:
+    parser = etree.XMLParser(no_network=True, resolve_entities=False)
+    parser.resolvers.add(_Offline())
+    return etree.XMLSchema(etree.parse(str(SCHEMAS / name), parser))
+
+
+def assert_valid(body: bytes, schema_name: str) -> etree._Element:
+    doc = etree.fromstring(body)
+    xsd = schema(schema_name)
+    if not xsd.validate(doc):
+        errors = "\n".join(f"  line {e.line}: {e.message}" for e in xsd.error_log)
+        raise AssertionError(f"not valid against {schema_name}:\n{errors}\n{body.decode()[:2000]}")
+    return doc
+
+
+def assert_uws(body: bytes) -> etree._Element:
+    return assert_valid(body, "UWS-v1.1.xsd")
+
+
+def assert_votable(body: bytes) -> etree._Element:
+    return assert_valid(body, "VOTable-v1.4.xsd")
+
+
+UWS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0", "xlink": "http://www.w3.org/1999/xlink"}
+
+
+def uws_text(doc: etree._Element, path: str) -> str | None:
+    found = doc.find(path, UWS)
+    return None if found is None else found.text
+
+
+# --- real services -------------------------------------------------------------------
+
+def require(service: str, problem: str | None) -> None:
+    if problem is None:
+        return
+    message = f"{service} is not reachable ({problem})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+    sys.stderr.write(f"\n!!!!!!!! SKIPPING: {message} !!!!!!!!\n")
+    pytest.skip(f"!!! {message} — start it to run this test")
+
+
+def _redis_problem() -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require("Redis", _redis_problem())
+    return REDIS_URL
+
+
+def _pg_admin():  # type: ignore[no-untyped-def]
+    import psycopg2
+
+    conn = psycopg2.connect(POSTGRES_DSN, connect_timeout=3)
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this test session, dropped at the end."""
+    try:
+        admin = _pg_admin()
+    except Exception as exc:  # noqa: BLE001
+        require("PostgreSQL", str(exc))
+        raise
+    name = f"cutout_test_{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_DSN.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.close()
+
+
+# --- processes -------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+FAST_TIMINGS = {
+    "CUTOUT_HEARTBEAT_SECONDS": "0.5",
+    "CUTOUT_STALE_JOB_SECONDS": "2",
+    "CUTOUT_SWEEP_INTERVAL_SECONDS": "0.5",
+    "CUTOUT_RETRY_BACKOFF_MS": "100",
+    "CUTOUT_LOG_LEVEL": "INFO",
+    "CUTOUT_SELFTEST_JOBS": "true",
+}
+
+
+class Proc:
+    """A ``cutout`` subprocess with its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args = args
+        self.log = log
+        self._fh = log.open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "soda.cli", *args], env=env, cwd=ROOT,
+            stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 30) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if text in self.output():
+                return
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{self.args} did not print {text!r}:\n{self.output()[-4000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
+        self.popen.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._fh.close()
+
+
+def start_server(env: dict[str, str], log: Path, port: int | None = None) -> tuple[Proc, str]:
+    port = port or free_port()
+    proc = Proc(["serve", "--port", str(port)], env, log)
+    base = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 40
+    while time.monotonic() < end:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"server exited:\n{proc.output()[-4000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(base + "/", timeout=1).status_code == 200:
+                return proc, base
+        time.sleep(0.1)
+    proc.stop()
+    raise AssertionError(f"server did not start:\n{proc.output()[-4000:]}")
+
+
+def start_worker(env: dict[str, str], log: Path, threads: int = 2) -> Proc:
+    proc = Proc(["worker", "--threads", str(threads)], env, log)
+    proc.wait_for_output("worker started")
+    return proc
+
+
+def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOUT_")}
+    env.update(FAST_TIMINGS)
+    env["CUTOUT_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+# --- polling helpers for tests ---------------------------------------------------------
+
+def eventually(check, timeout: float = 20, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Return check()'s first truthy value within ``timeout`` seconds, else fail."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value {last!r})")
+
+
+# --- the embedded app in-process -------------------------------------------------------
+
+async def header_identity(request):  # type: ignore[no-untyped-def]
+    """Test stand-in for the auth layer (issue 6): the caller named by X-Test-User."""
+    from auth import ANONYMOUS, Identity
+
+    user = request.headers.get("x-test-user")
+    return Identity(user) if user else ANONYMOUS
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator["httpx.Client"]:
+    """The embedded shape (SQLite, stub broker, in-process workers) behind a TestClient."""
+    from starlette.testclient import TestClient
+
+    from conf import load_settings
+    from soda.app import create_app
+
+    env = {**FAST_TIMINGS, "CUTOUT_DATA_DIR": str(tmp_path / "data"), "CUTOUT_WAIT_MAX_SECONDS": "5"}
+    app = create_app(load_settings(environ=env), identify=header_identity)
+    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+        client.app_state = app.state  # type: ignore[attr-defined]
+        yield client

@@ -1,0 +1,302 @@
+"""The UWS 1.1 REST binding (§2.2) for one job kind, mounted at ``/{jobs}``.
+
+Job-control parameters accepted in the creation POST (UWS §2.1.11 asks us to say so):
+PHASE=RUN, RUNID, EXECUTIONDURATION and DESTRUCTION. They are not job parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from auth import Identity, IdentityResolver
+from uws import xml
+from uws.errors import AuthorizationError, UsageError, forbidden_in_phase, not_found, votable_error
+from uws.kinds import JobKind, Params
+from uws.params import (
+    RequestParams,
+    parse_duration,
+    parse_last,
+    parse_phase_filter,
+    parse_run_id,
+    parse_timestamp,
+    parse_wait,
+    read_params,
+)
+from uws.phases import ABORTABLE, ACTIVE, RUNNABLE, Phase
+from uws.responses import VOTABLE_TYPE, public_base, text_response, xml_response
+from uws.service import UWSService
+from uws.store import JobView
+
+CONTROL = frozenset({"PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "REQUEST"})
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def see_other(url: str) -> Response:
+    return RedirectResponse(url, status_code=303)
+
+
+class JobRoutes:
+    def __init__(self, service: UWSService, kind: JobKind, path: str,
+                 identify: IdentityResolver) -> None:
+        self.service = service
+        self.store = service.store
+        self.kind = kind
+        self.path = path.rstrip("/")
+        self.identify = identify
+
+    def routes(self) -> list[BaseRoute]:
+        p = self.path
+        return [
+            Route(p, self.list_jobs, methods=["GET"]),
+            Route(p, self.create_job, methods=["POST"]),
+            Route(p + "/{job_id}", self.get_job, methods=["GET"]),
+            Route(p + "/{job_id}", self.post_job, methods=["POST"]),
+            Route(p + "/{job_id}", self.delete_job, methods=["DELETE"]),
+            Route(p + "/{job_id}/phase", self.get_phase, methods=["GET"]),
+            Route(p + "/{job_id}/phase", self.post_phase, methods=["POST"]),
+            Route(p + "/{job_id}/executionduration", self.get_duration, methods=["GET"]),
+            Route(p + "/{job_id}/executionduration", self.post_duration, methods=["POST"]),
+            Route(p + "/{job_id}/destruction", self.get_destruction, methods=["GET"]),
+            Route(p + "/{job_id}/destruction", self.post_destruction, methods=["POST"]),
+            Route(p + "/{job_id}/quote", self.get_quote, methods=["GET"]),
+            Route(p + "/{job_id}/error", self.get_error, methods=["GET"]),
+            Route(p + "/{job_id}/results", self.get_results, methods=["GET"]),
+            Route(p + "/{job_id}/results/{result_id}", self.get_result, methods=["GET"]),
+            Route(p + "/{job_id}/parameters", self.get_parameters, methods=["GET"]),
+            Route(p + "/{job_id}/parameters", self.post_parameters, methods=["POST"]),
+            Route(p + "/{job_id}/owner", self.get_owner, methods=["GET"]),
+        ]
+
+    # --- URLs and lookups ------------------------------------------------------------
+
+    def list_url(self, request: Request) -> str:
+        return public_base(request, self.service.config.trust_forwarded_headers) + self.path
+
+    def job_url_builder(self, request: Request) -> Callable[[str], str]:
+        base = self.list_url(request)
+        return lambda job_id: f"{base}/{job_id}"
+
+    def job_url(self, request: Request, job_id: str) -> str:
+        return self.job_url_builder(request)(job_id)
+
+    async def _job(self, request: Request) -> tuple[JobView, Identity]:
+        identity = await self.identify(request)
+        job_id = request.path_params["job_id"]
+        job = await run_in_threadpool(self.store.get, job_id)
+        if job is None or job.kind != self.kind.name:
+            raise not_found(f"no job {job_id!r} at {self.list_url(request)}")
+        # UWS §3: another caller's job is forbidden (we do not hide that it exists).
+        if job.owner != identity.user_id:
+            raise AuthorizationError(f"job {job_id!r} belongs to another user")
+        return job, identity
+
+    async def _reload(self, job_id: str) -> JobView:
+        job = await run_in_threadpool(self.store.get, job_id)
+        if job is None:
+            raise not_found(f"job {job_id!r} no longer exists")
+        return job
+
+    async def _validate(self, parameters: Params) -> Params:
+        return await run_in_threadpool(self.kind.validate, parameters)
+
+    # --- the job list ------------------------------------------------------------------
+
+    async def list_jobs(self, request: Request) -> Response:
+        identity = await self.identify(request)
+        params = await read_params(request)
+        phases = [parse_phase_filter(v) for v in params.all("PHASE")]
+        after_text = params.single("AFTER")
+        last_text = params.single("LAST")
+        after = parse_timestamp("AFTER", after_text) if after_text else None
+        last = parse_last(last_text) if last_text else None
+        jobs = await run_in_threadpool(
+            lambda: self.store.list(owner=identity.user_id, kind=self.kind.name,
+                                    phases=phases, after=after, last=last))
+        return xml_response(xml.job_list_document(jobs, self.job_url_builder(request)))
+
+    async def create_job(self, request: Request) -> Response:
+        identity = await self.identify(request)
+        params = await read_params(request)
+        phase = params.single("PHASE")
+        if phase is not None and phase != "RUN":
+            raise UsageError(f"PHASE in a job creation request may only be RUN, not {phase!r}")
+        run_id = params.single("RUNID")
+        duration = params.single("EXECUTIONDURATION")
+        destruction = params.single("DESTRUCTION")
+        job_parameters = await self._validate(params.without(CONTROL))
+        job = await run_in_threadpool(
+            lambda: self.service.create(
+                self.kind, owner=identity.user_id, parameters=job_parameters,
+                run_id=parse_run_id(run_id) if run_id else None,
+                execution_duration=parse_duration(duration) if duration else None,
+                destruction=parse_timestamp("DESTRUCTION", destruction) if destruction else None))
+        if phase == "RUN":
+            await run_in_threadpool(self.service.run, job)
+        return see_other(self.job_url(request, job.id))
+
+    # --- one job -----------------------------------------------------------------------
+
+    async def get_job(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        params = await read_params(request)
+        wait = params.single("WAIT")
+        phase = params.single("PHASE")
+        if wait is not None:
+            job = await self._wait(job, parse_wait(wait),
+                                   parse_phase_filter(phase) if phase else None)
+        return xml_response(xml.job_document(job, self.job_url_builder(request)))
+
+    async def _wait(self, job: JobView, seconds: int, phase: Phase | None) -> JobView:
+        """UWS §2.2.1.2: block until the phase changes, at most ``seconds`` (capped)."""
+        if job.phase not in ACTIVE or (phase is not None and job.phase != phase):
+            return job
+        cap = self.service.config.wait_max_seconds
+        timeout = cap if seconds < 0 else min(seconds, cap)
+        if timeout <= 0:
+            return job
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        recheck = self.service.config.wait_recheck_seconds
+        async with self.service.notifier.watch(job.id) as changed:
+            # Read again now that we listen: a change in between is not missed.
+            current = await self._reload(job.id)
+            while current.phase == job.phase:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(changed.wait(), min(remaining, recheck))
+                except TimeoutError:
+                    pass
+                changed.clear()
+                current = await self._reload(job.id)
+        return current
+
+    async def post_job(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        params = await read_params(request)
+        action = params.single("ACTION")
+        if action == "DELETE":
+            return await self._delete(request, job)
+        # DALI §2.1: job parameters are never accepted at the job URL itself.
+        raise UsageError("a POST to the job URL takes only ACTION=DELETE; send parameters to "
+                         f"{self.job_url(request, job.id)}/parameters and phases to .../phase")
+
+    async def delete_job(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        return await self._delete(request, job)
+
+    async def _delete(self, request: Request, job: JobView) -> Response:
+        await run_in_threadpool(self.service.destroy, job.id)
+        return see_other(self.list_url(request))
+
+    # --- atomic children ---------------------------------------------------------------
+
+    async def get_phase(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        return text_response(job.phase.value)
+
+    async def post_phase(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        params = await read_params(request)
+        value = params.single("PHASE")
+        if value == "RUN":
+            if job.phase in RUNNABLE:
+                await run_in_threadpool(self.service.run, job)
+            elif job.phase not in (Phase.QUEUED, Phase.EXECUTING):
+                raise forbidden_in_phase(f"job {job.id} is {job.phase.value} and cannot be run again")
+        elif value == "ABORT":
+            if job.phase in ABORTABLE:
+                await run_in_threadpool(self.store.abort, job.id)
+            elif job.phase != Phase.ABORTED:
+                raise forbidden_in_phase(f"job {job.id} is {job.phase.value}; only an active job can be aborted")
+        else:
+            raise UsageError(f"PHASE must be RUN or ABORT, not {value!r}" if value
+                             else "PHASE=RUN or PHASE=ABORT is required")
+        return see_other(self.job_url(request, job.id))
+
+    async def get_duration(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        return text_response(str(job.execution_duration))
+
+    async def post_duration(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        value = (await read_params(request)).single("EXECUTIONDURATION")
+        if value is None:
+            raise UsageError("EXECUTIONDURATION is required")
+        seconds = self.service.clamp_duration(parse_duration(value))
+        if not await run_in_threadpool(self.store.set_execution_duration, job.id, seconds):
+            raise forbidden_in_phase(f"executionDuration can change only while the job is PENDING "
+                                     f"(job {job.id} is {job.phase.value})")
+        return see_other(self.job_url(request, job.id))
+
+    async def get_destruction(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        return text_response(xml.isoformat(job.destruction) if job.destruction else "")
+
+    async def post_destruction(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        value = (await read_params(request)).single("DESTRUCTION")
+        if value is None:
+            raise UsageError("DESTRUCTION is required")
+        when = self.service.clamp_destruction(job.creation_time, parse_timestamp("DESTRUCTION", value))
+        if not await run_in_threadpool(self.store.set_destruction, job.id, when):
+            raise not_found(f"job {job.id!r} no longer exists")
+        return see_other(self.job_url(request, job.id))
+
+    async def get_quote(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        return text_response(xml.isoformat(job.quote) if job.quote else "")
+
+    async def get_owner(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        return text_response(job.owner or "")
+
+    async def get_error(self, request: Request) -> Response:
+        """DALI §4.2: the error document of a failed job, served with 200; else 404."""
+        job, _ = await self._job(request)
+        if job.phase not in (Phase.ERROR, Phase.ABORTED) or not job.error_message:
+            raise not_found(f"job {job.id} has no error (it is {job.phase.value})")
+        return Response(votable_error(job.error_message), media_type=VOTABLE_TYPE)
+
+    # --- containers ---------------------------------------------------------------------
+
+    async def get_results(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        return xml_response(xml.results_document(job, self.job_url_builder(request)))
+
+    async def get_result(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        result = job.result(request.path_params["result_id"])
+        if result is None:
+            raise not_found(f"job {job.id} has no result {request.path_params['result_id']!r}")
+        path = self.service.storage.path(result.key)
+        if not path.is_file():
+            raise not_found(f"result {result.id!r} of job {job.id} is no longer stored")
+        return FileResponse(path, media_type=result.mime_type or "application/octet-stream",
+                            filename=result.id, content_disposition_type="inline")
+
+    async def get_parameters(self, request: Request) -> Response:
+        job, _ = await self._job(request)
+        return xml_response(xml.parameters_document(job))
+
+    async def post_parameters(self, request: Request) -> Response:
+        """UWS §2.1.11: names POSTed replace every earlier value of that name."""
+        job, _ = await self._job(request)
+        if job.phase != Phase.PENDING:
+            raise forbidden_in_phase(f"parameters can change only while the job is PENDING "
+                                     f"(job {job.id} is {job.phase.value})")
+        posted = RequestParams((await read_params(request)).without(CONTROL))
+        replaced = {name.upper() for name, _ in posted.pairs}
+        merged = [(n, v) for n, v in job.parameters if n.upper() not in replaced] + posted.pairs
+        validated = await self._validate(merged)
+        if not await run_in_threadpool(self.store.set_parameters, job.id, validated):
+            raise forbidden_in_phase(f"job {job.id} left PENDING; parameters were not changed")
+        return see_other(self.job_url(request, job.id))

@@ -1,0 +1,76 @@
+"""A diagnostic job kind: sleeps, writes small results, fails on demand.
+
+Operators mount it (setting ``selftest_jobs``) to check a deployment's job machinery
+end to end without touching image data; the test suite drives UWS with it.
+
+Parameters (all optional, names case-insensitive):
+  DURATION   seconds to run (0-3600, decimals allowed), default 0
+  RESULTS    number of results to write (0-100), default 1
+  SIZE       bytes per result (0-1048576), default 64
+  FAIL       usage | fatal | transient | crash: fail that way after DURATION
+  FAIL_TIMES with FAIL: fail only the first N attempts (retries count), then succeed
+"""
+
+from __future__ import annotations
+
+import time
+
+from uws.errors import ServiceError, ServiceUnavailable, UsageError
+from uws.kinds import JobContext, JobKind, Params
+
+_LIMITS = {"DURATION": (0.0, 3600.0), "RESULTS": (0, 100), "SIZE": (0, 1 << 20), "FAIL_TIMES": (1, 100)}
+_FAILURES = ("usage", "fatal", "transient", "crash")
+
+
+def validate(params: Params) -> Params:
+    seen: dict[str, str] = {}
+    for name, value in params:
+        key = name.upper()
+        if key not in _LIMITS and key != "FAIL":
+            raise UsageError(f"unknown parameter {name!r}; the selftest kind takes "
+                             f"DURATION, RESULTS, SIZE, FAIL, FAIL_TIMES")
+        if key in seen:
+            raise UsageError(f"{key} was given twice")
+        if key == "FAIL":
+            if value not in _FAILURES:
+                raise UsageError(f"FAIL must be one of {', '.join(_FAILURES)}, not {value!r}")
+        else:
+            low, high = _LIMITS[key]
+            try:
+                number = type(low)(value)
+            except ValueError:
+                raise UsageError(f"{key} must be a number, not {value!r}") from None
+            if not low <= number <= high:
+                raise UsageError(f"{key} must be between {low} and {high}, not {value}")
+        seen[key] = value
+    return [(key, value) for key, value in seen.items()]
+
+
+def run(ctx: JobContext) -> None:
+    values = {name: value for name, value in ctx.parameters}
+    deadline = time.monotonic() + float(values.get("DURATION", 0))
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))  # short sleeps: an abort interrupts between them
+    failure = values.get("FAIL")
+    fail_times = int(values.get("FAIL_TIMES", 1_000_000))
+    if failure and ctx.job.attempts <= fail_times:
+        _fail(failure)
+    size = int(values.get("SIZE", 64))
+    for number in range(1, int(values.get("RESULTS", 1)) + 1):
+        line = f"selftest job {ctx.job_id} result {number}\n".encode()
+        body = (line * (size // len(line) + 1))[:size]
+        ctx.put_result(f"result-{number}.txt", body, "text/plain")
+
+
+def _fail(how: str) -> None:
+    if how == "usage":
+        raise UsageError("this selftest job was asked to fail with a usage error")
+    if how == "transient":
+        raise ServiceUnavailable("this selftest job was asked to fail transiently")
+    if how == "fatal":
+        raise ServiceError("this selftest job was asked to fail fatally")
+    raise RuntimeError("selftest crash requested")
+
+
+SELFTEST = JobKind(name="selftest", validate=validate, run=run,
+                   description="diagnostic job: sleeps, writes small results, fails on demand")

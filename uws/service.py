@@ -1,0 +1,247 @@
+"""The UWS service: job kinds, their Dramatiq actors, and the operations on jobs.
+
+Routes (``uws.routes``) and worker middleware (``uws.worker``) call into this; it is
+the one place that knows how a job is created, run, finished, aborted and destroyed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from storage import LocalStore
+from uws.errors import (
+    MultiValuedParamNotSupported,
+    ServiceError,
+    ServiceUnavailable,
+    UsageError,
+)
+from uws.kinds import JobContext, JobInterrupted, JobKind
+from uws.models import utcnow
+from uws.notify import Notifier
+from uws.store import JobStore, JobView
+from uws.worker import JobWatchdog, Scheduler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UWSConfig:
+    wait_max_seconds: float = 60
+    # WAIT is woken by notifications; this re-check only guards against a lost one.
+    wait_recheck_seconds: float = 5
+    default_execution_duration: int = 600
+    max_execution_duration: int = 3600  # 0: clients may ask for unlimited
+    default_destruction_seconds: int = 7 * 86400
+    max_destruction_seconds: int = 30 * 86400
+    trust_forwarded_headers: bool = True
+    heartbeat_seconds: float = 5
+    stale_job_seconds: float = 30
+    max_job_attempts: int = 2
+    requeue_after_seconds: float = 600
+    transient_retries: int = 3
+    retry_backoff_ms: int = 2000
+    sweep_interval_seconds: float = 60
+    watchdog_interval: float = 0.25
+
+
+@dataclass
+class SweepReport:
+    destroyed: int = 0
+    requeued: int = 0
+    failed: int = 0
+    resent: int = 0
+
+
+class UWSService:
+    def __init__(self, config: UWSConfig, store: JobStore, storage: LocalStore,
+                 notifier: Notifier) -> None:
+        self.config = config
+        self.store = store
+        self.storage = storage
+        self.notifier = notifier
+        self.kinds: dict[str, JobKind] = {}
+        self.actors: dict[str, dramatiq.Actor[Any, Any]] = {}
+        self.watchdog = JobWatchdog(store, interval=config.watchdog_interval,
+                                    heartbeat_seconds=config.heartbeat_seconds)
+        self.scheduler = Scheduler(self.sweep, self._lease, interval=config.sweep_interval_seconds)
+
+    # --- set-up ------------------------------------------------------------------------
+
+    def register(self, kind: JobKind) -> None:
+        if kind.name in self.kinds:
+            raise ValueError(f"job kind {kind.name!r} registered twice")
+        self.kinds[kind.name] = kind
+
+    def attach(self, broker: dramatiq.Broker) -> None:
+        """Add the worker middleware to ``broker`` and declare one actor per kind."""
+        broker.add_middleware(self.watchdog)
+        broker.add_middleware(self.scheduler)
+        for kind in self.kinds.values():
+            self.actors[kind.name] = dramatiq.Actor(
+                self._actor_body(kind), broker=broker, actor_name=kind.actor_name,
+                queue_name=kind.queue, priority=0,
+                options={
+                    "throws": (JobInterrupted,),
+                    "retry_when": self._should_retry,
+                    "min_backoff": self.config.retry_backoff_ms,
+                    "max_backoff": self.config.retry_backoff_ms * 30,
+                })
+
+    def _actor_body(self, kind: JobKind):  # type: ignore[no-untyped-def]
+        def run_job(job_id: str) -> None:
+            self.execute(kind, job_id)
+        run_job.__name__ = kind.actor_name
+        return run_job
+
+    def _should_retry(self, retries: int, exc: BaseException) -> bool:
+        return isinstance(exc, ServiceUnavailable) and retries < self.config.transient_retries
+
+    # --- client operations -------------------------------------------------------------
+
+    def clamp_duration(self, seconds: int) -> int:
+        """UWS §2.1.4: the server may limit the client's value; 0 means unlimited."""
+        limit = self.config.max_execution_duration
+        if limit and (seconds == 0 or seconds > limit):
+            return limit
+        return seconds
+
+    def clamp_destruction(self, creation: dt.datetime, when: dt.datetime) -> dt.datetime:
+        """UWS §2.1.5: the server may override the client's destruction time."""
+        return min(when, creation + dt.timedelta(seconds=self.config.max_destruction_seconds))
+
+    def create(self, kind: JobKind, *, owner: str | None, parameters: list[tuple[str, str]],
+               run_id: str | None, execution_duration: int | None,
+               destruction: dt.datetime | None) -> JobView:
+        now = utcnow()
+        duration = self.clamp_duration(
+            self.config.default_execution_duration if execution_duration is None else execution_duration)
+        default_end = now + dt.timedelta(seconds=self.config.default_destruction_seconds)
+        end = self.clamp_destruction(now, destruction or default_end)
+        return self.store.create(kind=kind.name, owner=owner, parameters=parameters,
+                                 run_id=run_id, execution_duration=duration, destruction=end)
+
+    def run(self, job: JobView) -> bool:
+        """PHASE=RUN: PENDING → QUEUED and a message to the workers. False if not runnable."""
+        if not self.store.queue(job.id):
+            return False
+        try:
+            self.send(job)
+        except Exception as exc:  # noqa: BLE001 - any broker failure
+            # Put the job back so the client can send RUN again; nothing it gave is lost.
+            self.store.unqueue(job.id)
+            log.error("could not queue job %s: %s", job.id, exc)
+            raise ServiceUnavailable("the job queue is not reachable; the job stays PENDING, "
+                                     "send PHASE=RUN again later", headers={"Retry-After": "10"}) from None
+        return True
+
+    def send(self, job: JobView) -> None:
+        self.actors[job.kind].send(job.id)
+
+    def destroy(self, job_id: str) -> bool:
+        """UWS §2.1.5: abort if running, delete the results, forget the job."""
+        self.store.abort(job_id)
+        gone = self.store.delete(job_id)
+        self.storage.delete_prefix(f"jobs/{job_id}")
+        return gone
+
+    # --- execution (in a worker thread) ------------------------------------------------
+
+    def execute(self, kind: JobKind, job_id: str) -> None:
+        token = uuid.uuid4().hex
+        if not self.store.claim(job_id, token):
+            log.info("job %s is not QUEUED (aborted, deleted or taken); message dropped", job_id)
+            return
+        try:
+            self._execute_claimed(kind, job_id, token)
+        except JobInterrupted:
+            log.info("job %s interrupted", job_id)
+
+    def _execute_claimed(self, kind: JobKind, job_id: str, token: str) -> None:
+        job = self.store.get(job_id)
+        if job is None:
+            return
+        self.watchdog.track(job_id, token, job.execution_duration)
+        try:
+            try:
+                kind.run(JobContext(job, self.store, self.storage))
+            finally:
+                self.watchdog.untrack(job_id)
+        except JobInterrupted:
+            raise
+        except (UsageError, MultiValuedParamNotSupported) as exc:
+            self.store.fail(job_id, token, "fatal", exc.text)
+        except ServiceUnavailable as exc:
+            message = CurrentMessage.get_current_message()
+            retries = message.options.get("retries", 0) if message is not None else 0
+            if self._should_retry(retries, exc) and self.store.requeue(job_id, token):
+                log.warning("job %s: transient failure (%s), retry %d", job_id, exc, retries + 1)
+                raise  # the Retries middleware sends the message again after a backoff
+            self.store.fail(job_id, token, "transient", exc.text)
+        except ServiceError as exc:
+            log.error("job %s failed: %s", job_id, exc.text)
+            self.store.fail(job_id, token, "fatal", exc.text)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("job %s failed unexpectedly (incident %s)", job_id, incident)
+            self.store.fail(job_id, token, "fatal",
+                            f"Error: internal failure while running the job, logged as incident {incident}")
+        else:
+            self.store.complete(job_id, token)
+
+    # --- scheduled work (one worker at a time) ----------------------------------------
+
+    def _lease(self, holder: str, ttl: float) -> bool:
+        return self.store.try_lock("uws-sweep", holder, ttl)
+
+    def sweep(self) -> SweepReport:
+        report = SweepReport()
+        now = utcnow()
+        for job_id in self.store.expired(now):
+            report.destroyed += self.destroy(job_id)
+        stale = now - dt.timedelta(seconds=self.config.stale_job_seconds)
+        for job in self.store.stale_executing(stale):
+            self._recover(job, report)
+        lost = now - dt.timedelta(seconds=self.config.requeue_after_seconds)
+        for job in self.store.waiting_queued(lost):
+            self.store.touch_queued(job.id)
+            self._resend(job, report)
+        if report != SweepReport():
+            log.info("sweep: %s", report)
+        return report
+
+    def _recover(self, job: JobView, report: SweepReport) -> None:
+        """A job whose worker stopped sending heartbeats (killed, host lost)."""
+        if job.attempts < self.config.max_job_attempts:
+            if self.store.requeue(job.id, job.claim):
+                log.warning("job %s lost its worker; re-queued (attempt %d)", job.id, job.attempts + 1)
+                report.requeued += 1
+                self._resend(job, report)
+        elif self.store.fail(job.id, job.claim, "transient",
+                             f"ServiceUnavailable: the worker running this job was lost "
+                             f"{job.attempts} times; submit the job again"):
+            report.failed += 1
+
+    def _resend(self, job: JobView, report: SweepReport) -> None:
+        if job.kind not in self.actors:
+            return
+        try:
+            self.send(job)
+            report.resent += 1
+        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+            log.warning("could not re-send job %s: %s", job.id, exc)
+
+    def recover_after_restart(self) -> SweepReport:
+        """Embedded shape: nothing survives the process, so every active job is re-sent."""
+        report = SweepReport()
+        for job in self.store.stale_executing(utcnow() + dt.timedelta(days=1)):
+            self._recover(job, report)
+        for job in self.store.waiting_queued():
+            self._resend(job, report)
+        return report

@@ -1,0 +1,281 @@
+"""All reads and writes of job rows. Every phase change is one conditional UPDATE.
+
+A transition names the phases it may start from; the UPDATE matches only while the
+row is still in one of them, so a late message or a racing request can never move a
+finished job back. A successful transition is published to the notifier (WAIT).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import peewee as pw
+
+from uws.kinds import Params
+from uws.models import Job, Lock, Result, utcnow
+from uws.notify import Notifier
+from uws.phases import ABORTABLE, RUNNABLE, Phase
+
+
+@dataclass(frozen=True)
+class ResultView:
+    id: str
+    key: str
+    mime_type: str | None
+    size: int | None
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as the other layers see it: plain values, no lazy queries."""
+
+    id: str
+    kind: str
+    owner: str | None
+    run_id: str | None
+    phase: Phase
+    creation_time: dt.datetime
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    execution_duration: int
+    destruction: dt.datetime | None
+    quote: dt.datetime | None
+    parameters: tuple[tuple[str, str], ...]
+    error_type: str | None
+    error_message: str | None
+    results: tuple[ResultView, ...]
+    attempts: int = 0
+    claim: str | None = None
+
+    @staticmethod
+    def of(row: Job, results: Iterable[Result] = ()) -> "JobView":
+        return JobView(
+            id=row.id, kind=row.kind, owner=row.owner, run_id=row.run_id,
+            phase=Phase(row.phase), creation_time=row.creation_time,
+            start_time=row.start_time, end_time=row.end_time,
+            execution_duration=row.execution_duration, destruction=row.destruction,
+            quote=row.quote,
+            parameters=tuple((n, v) for n, v in json.loads(row.parameters)),
+            error_type=row.error_type, error_message=row.error_message,
+            results=tuple(ResultView(r.result_id, r.key, r.mime_type, r.size) for r in results),
+            attempts=row.attempts, claim=row.claim)
+
+    def result(self, result_id: str) -> ResultView | None:
+        return next((r for r in self.results if r.id == result_id), None)
+
+
+def new_job_id() -> str:
+    # 96 random bits: unguessable, and a legal URI path segment (UWS §2.2.1).
+    return secrets.token_urlsafe(12)
+
+
+class JobStore:
+    def __init__(self, db: pw.Database, notifier: Notifier) -> None:
+        self.db = db
+        self.notifier = notifier
+
+    @contextmanager
+    def _session(self) -> Iterator[None]:
+        """Hold one connection for a unit of work; return it to the pool afterwards."""
+        if not self.db.is_closed():
+            yield
+            return
+        self.db.connect()
+        try:
+            yield
+        finally:
+            self.db.close()
+
+    # --- reading -------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobView | None:
+        with self._session():
+            row = Job.get_or_none(Job.id == job_id)
+            if row is None:
+                return None
+            results = list(Result.select().where(Result.job == job_id).order_by(Result.seq))
+            return JobView.of(row, results)
+
+    def list(self, *, owner: str | None, kind: str | None = None,
+             phases: Iterable[Phase] | None = None, after: dt.datetime | None = None,
+             last: int | None = None) -> list[JobView]:
+        """UWS §2.2.2.1: filters combine with AND; ARCHIVED only when asked for."""
+        query = Job.select().where(
+            Job.owner.is_null() if owner is None else Job.owner == owner)
+        if kind is not None:
+            query = query.where(Job.kind == kind)
+        if phases:
+            query = query.where(Job.phase.in_([p.value for p in phases]))
+        else:
+            query = query.where(Job.phase != Phase.ARCHIVED.value)
+        if after is not None:
+            query = query.where(Job.creation_time > after)
+        query = query.order_by(Job.creation_time.desc(), Job.id)
+        if last is not None:
+            query = query.limit(last)
+        with self._session():
+            return [JobView.of(row) for row in query]
+
+    def phases(self, job_ids: Iterable[str]) -> dict[str, tuple[Phase, str | None]]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        with self._session():
+            rows = Job.select(Job.id, Job.phase, Job.claim).where(Job.id.in_(ids)).tuples()
+            return {job_id: (Phase(phase), claim) for job_id, phase, claim in rows}
+
+    # --- creating and changing by the client ----------------------------------------
+
+    def create(self, *, kind: str, owner: str | None, parameters: Params, run_id: str | None,
+               execution_duration: int, destruction: dt.datetime | None) -> JobView:
+        now = utcnow()
+        with self._session():
+            row = Job.create(
+                id=new_job_id(), kind=kind, owner=owner, run_id=run_id,
+                phase=Phase.PENDING.value, creation_time=now,
+                execution_duration=execution_duration, destruction=destruction,
+                parameters=json.dumps([list(p) for p in parameters]))
+            return JobView.of(row)
+
+    def set_parameters(self, job_id: str, parameters: Params) -> bool:
+        """UWS §2.1.11: parameters change only while PENDING."""
+        with self._session():
+            return Job.update(parameters=json.dumps([list(p) for p in parameters])).where(
+                (Job.id == job_id) & (Job.phase == Phase.PENDING.value)).execute() == 1
+
+    def set_execution_duration(self, job_id: str, seconds: int) -> bool:
+        with self._session():
+            return Job.update(execution_duration=seconds).where(
+                (Job.id == job_id) & (Job.phase == Phase.PENDING.value)).execute() == 1
+
+    def set_destruction(self, job_id: str, when: dt.datetime) -> bool:
+        with self._session():
+            return Job.update(destruction=when).where(Job.id == job_id).execute() == 1
+
+    def delete(self, job_id: str) -> bool:
+        with self._session():
+            with self.db.atomic():
+                Result.delete().where(Result.job == job_id).execute()
+                gone = Job.delete().where(Job.id == job_id).execute() == 1
+        if gone:
+            self.notifier.publish(job_id)
+        return gone
+
+    # --- phase transitions -------------------------------------------------------------
+
+    def _transition(self, job_id: str, sources: Iterable[Phase], target: Phase,
+                    condition: pw.Expression | None = None, **fields: object) -> bool:
+        where = (Job.id == job_id) & Job.phase.in_([p.value for p in sources])
+        if condition is not None:
+            where &= condition
+        with self._session():
+            changed = Job.update(phase=target.value, **fields).where(where).execute() == 1
+        if changed:
+            self.notifier.publish(job_id)
+        return changed
+
+    def queue(self, job_id: str) -> bool:
+        return self._transition(job_id, RUNNABLE, Phase.QUEUED, queued_at=utcnow())
+
+    def unqueue(self, job_id: str) -> bool:
+        """Undo ``queue`` when the message could not be sent."""
+        return self._transition(job_id, [Phase.QUEUED], Phase.PENDING, queued_at=None)
+
+    def abort(self, job_id: str, message: str | None = None) -> bool:
+        fields: dict[str, object] = {"end_time": utcnow()}
+        if message:
+            fields.update(error_type="fatal", error_message=message)
+        return self._transition(job_id, ABORTABLE, Phase.ABORTED, **fields)
+
+    def claim(self, job_id: str, token: str) -> bool:
+        """A worker takes a QUEUED job; only one of several deliveries can win."""
+        now = utcnow()
+        return self._transition(job_id, [Phase.QUEUED], Phase.EXECUTING, claim=token,
+                                start_time=now, heartbeat=now, attempts=Job.attempts + 1)
+
+    def _mine(self, token: str) -> pw.Expression:
+        return Job.claim == token
+
+    def complete(self, job_id: str, token: str) -> bool:
+        return self._transition(job_id, [Phase.EXECUTING], Phase.COMPLETED, self._mine(token),
+                                end_time=utcnow())
+
+    def fail(self, job_id: str, token: str | None, error_type: str, message: str) -> bool:
+        condition = self._mine(token) if token else None
+        return self._transition(job_id, [Phase.EXECUTING], Phase.ERROR, condition,
+                                end_time=utcnow(), error_type=error_type, error_message=message)
+
+    def abort_running(self, job_id: str, token: str, message: str) -> bool:
+        return self._transition(job_id, [Phase.EXECUTING], Phase.ABORTED, self._mine(token),
+                                end_time=utcnow(), error_type="fatal", error_message=message)
+
+    def requeue(self, job_id: str, token: str | None = None) -> bool:
+        """Back to QUEUED for another delivery (transient failure, lost worker)."""
+        condition = self._mine(token) if token else None
+        return self._transition(job_id, [Phase.EXECUTING], Phase.QUEUED, condition,
+                                queued_at=utcnow(), claim=None)
+
+    # --- worker bookkeeping ------------------------------------------------------------
+
+    def heartbeat(self, job_ids: Iterable[str]) -> None:
+        ids = list(job_ids)
+        if ids:
+            with self._session():
+                Job.update(heartbeat=utcnow()).where(
+                    Job.id.in_(ids) & (Job.phase == Phase.EXECUTING.value)).execute()
+
+    def add_result(self, job_id: str, result_id: str, key: str, mime_type: str | None,
+                   size: int | None) -> None:
+        with self._session():
+            with self.db.atomic():
+                seq = Result.select().where(Result.job == job_id).count()
+                Result.insert(job=job_id, result_id=result_id, key=key, mime_type=mime_type,
+                              size=size, seq=seq).on_conflict(
+                    conflict_target=[Result.job, Result.result_id],
+                    update={Result.key: key, Result.mime_type: mime_type, Result.size: size},
+                ).execute()
+
+    def expired(self, now: dt.datetime, limit: int = 500) -> list[str]:
+        with self._session():
+            rows = Job.select(Job.id).where(
+                Job.destruction.is_null(False) & (Job.destruction <= now)).limit(limit)
+            return [r.id for r in rows]
+
+    def stale_executing(self, cutoff: dt.datetime) -> list[JobView]:
+        with self._session():
+            rows = Job.select().where((Job.phase == Phase.EXECUTING.value)
+                                      & (Job.heartbeat.is_null() | (Job.heartbeat < cutoff)))
+            return [JobView.of(r) for r in rows]
+
+    def waiting_queued(self, cutoff: dt.datetime | None = None) -> list[JobView]:
+        """QUEUED jobs (queued before ``cutoff``): their messages may have been lost."""
+        query = Job.select().where(Job.phase == Phase.QUEUED.value)
+        if cutoff is not None:
+            query = query.where(Job.queued_at.is_null() | (Job.queued_at < cutoff))
+        with self._session():
+            return [JobView.of(r) for r in query]
+
+    def touch_queued(self, job_id: str) -> None:
+        with self._session():
+            Job.update(queued_at=utcnow()).where(
+                (Job.id == job_id) & (Job.phase == Phase.QUEUED.value)).execute()
+
+    def try_lock(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew a lease; True while this holder has it."""
+        now = utcnow()
+        expires = now + dt.timedelta(seconds=ttl)
+        with self._session():
+            Lock.insert(name=name, holder=holder, expires_at=now - dt.timedelta(seconds=1)
+                        ).on_conflict_ignore().execute()
+            return Lock.update(holder=holder, expires_at=expires).where(
+                (Lock.name == name) & ((Lock.holder == holder) | (Lock.expires_at < now))
+            ).execute() == 1
+
+    def ping(self) -> None:
+        with self._session():
+            self.db.execute_sql("SELECT 1")
