@@ -1,0 +1,187 @@
+"""The job store on SQLite and on real PostgreSQL: atomic transitions, filters, leases,
+migrations, and the runner's handling of late or duplicate messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import pytest
+
+from storage import LocalStore
+from uws import UWSConfig, UWSService
+from uws.kinds import JobKind
+from uws.models import Job, migrate, open_database, utcnow
+from uws.notify import LocalNotifier
+from uws.phases import Phase
+from uws.store import JobStore
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    db = open_database(url)
+    migrate(db)
+    with db.connection_context():
+        Job.delete().execute()  # the PostgreSQL database is shared by the session
+    yield JobStore(db, LocalNotifier())
+    db.close_all() if hasattr(db, "close_all") else db.close()
+
+
+def new_job(store: JobStore, owner: str | None = "alice", **kw) -> str:
+    return store.create(kind="selftest", owner=owner, parameters=[("A", "1")], run_id=None,
+                        execution_duration=60, destruction=None, **kw).id
+
+
+def test_migrate_is_idempotent(store):
+    assert migrate(store.db) == migrate(store.db) == 1
+
+
+def test_claim_is_won_by_exactly_one_of_many(store):
+    job_id = new_job(store)
+    assert store.queue(job_id)
+    wins = []
+    barrier = threading.Barrier(8)
+
+    def contender(n: int) -> None:
+        barrier.wait()
+        if store.claim(job_id, f"token-{n}"):
+            wins.append(n)
+
+    threads = [threading.Thread(target=contender, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert store.get(job_id).phase is Phase.EXECUTING
+    assert store.get(job_id).attempts == 1
+
+
+def test_finished_job_never_moves_back(store):
+    job_id = new_job(store)
+    store.queue(job_id)
+    assert store.claim(job_id, "t1")
+    assert store.complete(job_id, "t1")
+    # A late or duplicated message, a late abort or a late failure change nothing.
+    assert not store.claim(job_id, "t2")
+    assert not store.queue(job_id)
+    assert not store.abort(job_id)
+    assert not store.fail(job_id, "t1", "fatal", "Error: late")
+    assert not store.requeue(job_id, "t1")
+    assert store.get(job_id).phase is Phase.COMPLETED
+
+
+def test_only_the_claim_holder_finishes(store):
+    job_id = new_job(store)
+    store.queue(job_id)
+    store.claim(job_id, "t1")
+    assert store.requeue(job_id, "t1")
+    assert store.claim(job_id, "t2")
+    assert not store.complete(job_id, "t1")  # the lost worker woke up late
+    assert store.complete(job_id, "t2")
+
+
+def test_abort_wins_over_completion(store):
+    job_id = new_job(store)
+    store.queue(job_id)
+    store.claim(job_id, "t1")
+    assert store.abort(job_id)
+    assert not store.complete(job_id, "t1")
+    assert store.get(job_id).phase is Phase.ABORTED
+
+
+def test_parameters_change_only_while_pending(store):
+    job_id = new_job(store)
+    assert store.set_parameters(job_id, [("B", "2")])
+    assert store.get(job_id).parameters == (("B", "2"),)
+    store.queue(job_id)
+    assert not store.set_parameters(job_id, [("C", "3")])
+    assert not store.set_execution_duration(job_id, 5)
+
+
+def test_list_filters(store):
+    ids = [new_job(store) for _ in range(4)]
+    other = new_job(store, owner="bob")
+    anonymous = new_job(store, owner=None)
+    store.queue(ids[1])
+    store.abort(ids[2])
+    Job.update(phase=Phase.ARCHIVED.value).where(Job.id == ids[3]).execute()
+    mine = [j.id for j in store.list(owner="alice")]
+    assert set(mine) == {ids[0], ids[1], ids[2]}  # ARCHIVED hidden, bob's not listed
+    assert [j.id for j in store.list(owner="bob")] == [other]
+    assert [j.id for j in store.list(owner=None)] == [anonymous]
+    assert {j.id for j in store.list(owner="alice", phases=[Phase.QUEUED, Phase.ABORTED])} == {ids[1], ids[2]}
+    assert [j.id for j in store.list(owner="alice", phases=[Phase.ARCHIVED])] == [ids[3]]
+    created = store.get(ids[1]).creation_time
+    after = {j.id for j in store.list(owner="alice", after=created)}
+    assert after == {ids[2]}
+    last = store.list(owner="alice", last=2)
+    assert [j.id for j in last] == [ids[2], ids[1]]  # newest first
+    assert [j.id for j in store.list(owner="alice", last=1, phases=[Phase.PENDING])] == [ids[0]]
+
+
+def test_lease_is_exclusive_until_it_expires(store):
+    assert store.try_lock("sweep", "a", ttl=0.5)
+    assert not store.try_lock("sweep", "b", ttl=0.5)
+    assert store.try_lock("sweep", "a", ttl=0.5)  # renewal
+    time.sleep(0.6)
+    assert store.try_lock("sweep", "b", ttl=0.5)
+    assert not store.try_lock("sweep", "a", ttl=0.5)
+
+
+def test_expired_and_stale_queries(store):
+    gone = new_job(store)
+    kept = new_job(store)
+    store.set_destruction(gone, utcnow() - dt.timedelta(seconds=1))
+    store.set_destruction(kept, utcnow() + dt.timedelta(hours=1))
+    assert store.expired(utcnow()) == [gone]
+    store.queue(kept)
+    store.claim(kept, "t")
+    assert store.stale_executing(utcnow() - dt.timedelta(seconds=60)) == []
+    assert [j.id for j in store.stale_executing(utcnow() + dt.timedelta(seconds=1))] == [kept]
+
+
+def _service(store: JobStore, tmp_path, run) -> tuple[UWSService, JobKind]:  # type: ignore[no-untyped-def]
+    service = UWSService(UWSConfig(), store, LocalStore(tmp_path / "results"), store.notifier)
+    kind = JobKind("probe", validate=lambda p: p, run=run)
+    service.register(kind)
+    return service, kind
+
+
+def test_runner_drops_duplicate_and_late_messages(store, tmp_path):
+    runs = []
+    service, kind = _service(store, tmp_path, lambda ctx: runs.append(ctx.job_id))
+    job_id = store.create(kind="probe", owner=None, parameters=[], run_id=None,
+                          execution_duration=0, destruction=None).id
+    store.queue(job_id)
+    service.execute(kind, job_id)
+    service.execute(kind, job_id)  # the same message delivered twice
+    assert runs == [job_id]
+    assert store.get(job_id).phase is Phase.COMPLETED
+
+
+def test_runner_records_results_and_error_kinds(store, tmp_path):
+    from uws.errors import UsageError
+
+    def run(ctx):  # type: ignore[no-untyped-def]
+        ctx.put_result("a.txt", b"hello", "text/plain")
+        raise UsageError("bad input found late")
+
+    service, kind = _service(store, tmp_path, run)
+    job_id = store.create(kind="probe", owner=None, parameters=[], run_id=None,
+                          execution_duration=0, destruction=None).id
+    store.queue(job_id)
+    service.execute(kind, job_id)
+    job = store.get(job_id)
+    assert job.phase is Phase.ERROR
+    assert (job.error_type, job.error_message) == ("fatal", "UsageError: bad input found late")
+    assert [(r.id, r.size, r.mime_type) for r in job.results] == [("a.txt", 5, "text/plain")]
+    assert (tmp_path / "results" / "jobs" / job_id / "a.txt").read_bytes() == b"hello"
+    service.destroy(job_id)
+    assert store.get(job_id) is None
+    assert not (tmp_path / "results" / "jobs" / job_id).exists()
