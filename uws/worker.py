@@ -60,7 +60,25 @@ class _Ticker:
             self._stop.wait(self._interval)
 
 
-class JobWatchdog(Middleware):
+class _Periodic(Middleware):
+    """Runs ``tick`` in its own thread while the worker runs."""
+
+    interval: float
+    _ticker: _Ticker | None = None
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._ticker = _Ticker(f"uws-{type(self).__name__.lower()}", self.interval, self.tick)
+        self._ticker.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+
+
+class JobWatchdog(_Periodic):
     def __init__(self, store: JobStore, *, interval: float = 0.25, heartbeat_seconds: float = 5.0) -> None:
         self.store = store
         self.interval = interval
@@ -68,7 +86,6 @@ class JobWatchdog(Middleware):
         self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}
         self._last_beat = 0.0
-        self._ticker: _Ticker | None = None
 
     def track(self, job_id: str, token: str, execution_duration: int) -> None:
         deadline = time.monotonic() + execution_duration if execution_duration > 0 else None
@@ -78,14 +95,6 @@ class JobWatchdog(Middleware):
     def untrack(self, job_id: str) -> None:
         with self._lock:
             self._running.pop(job_id, None)
-
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._ticker = _Ticker("uws-watchdog", self.interval, self.tick)
-        self._ticker.start()
-
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
 
     def tick(self) -> None:
         with self._lock:
@@ -117,22 +126,13 @@ class JobWatchdog(Middleware):
             raise_thread_exception(entry.thread_id, JobInterrupted)
 
 
-class Scheduler(Middleware):
+class Scheduler(_Periodic):
     def __init__(self, sweep: Callable[[], object], lease: Callable[[str, float], bool],
                  *, interval: float) -> None:
         self.sweep = sweep
         self.lease = lease
         self.interval = interval
-        self.holder = f"{uuid.uuid4().hex[:12]}"
-        self._ticker: _Ticker | None = None
-
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._ticker = _Ticker("uws-scheduler", self.interval, self.tick)
-        self._ticker.start()
-
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
+        self.holder = uuid.uuid4().hex[:12]
 
     def tick(self) -> None:
         # The lease outlives a few intervals so a healthy holder keeps it.
