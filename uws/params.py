@@ -16,6 +16,7 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # Characters XML 1.0 cannot carry; such a value could not be shown in the job document.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 RUNID_MAX = 64  # DALI §3.4.6
+LAST_MAX = 2**31 - 1
 
 
 class RequestParams:
@@ -99,7 +100,10 @@ def parse_timestamp(name: str, value: str) -> dt.datetime:
         raise UsageError(f"{name} must be an ISO 8601 timestamp such as "
                          f"2026-01-31T12:00:00Z, not {value!r}") from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise UsageError(f"{name} {value!r} is outside the years 1 to 9999 once in UTC") from None
     return parsed
 
 
@@ -114,7 +118,7 @@ def parse_last(value: str) -> int:
     count = parse_int("LAST", value)
     if count <= 0:
         raise UsageError(f"LAST must be an integer greater than 0, not {value!r}")
-    return count
+    return min(count, LAST_MAX)  # more than any list holds; keeps the database's integers happy
 
 
 def parse_run_id(value: str) -> str:

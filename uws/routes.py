@@ -42,6 +42,13 @@ def see_other(url: str) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
+def _by_method(handlers: dict[str, Handler]) -> Handler:
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+    return dispatch
+
+
 class JobRoutes:
     def __init__(self, service: UWSService, kind: JobKind, path: str,
                  identify: IdentityResolver) -> None:
@@ -53,26 +60,21 @@ class JobRoutes:
 
     def routes(self) -> list[BaseRoute]:
         p = self.path
-        return [
-            Route(p, self.list_jobs, methods=["GET"]),
-            Route(p, self.create_job, methods=["POST"]),
-            Route(p + "/{job_id}", self.get_job, methods=["GET"]),
-            Route(p + "/{job_id}", self.post_job, methods=["POST"]),
-            Route(p + "/{job_id}", self.delete_job, methods=["DELETE"]),
-            Route(p + "/{job_id}/phase", self.get_phase, methods=["GET"]),
-            Route(p + "/{job_id}/phase", self.post_phase, methods=["POST"]),
-            Route(p + "/{job_id}/executionduration", self.get_duration, methods=["GET"]),
-            Route(p + "/{job_id}/executionduration", self.post_duration, methods=["POST"]),
-            Route(p + "/{job_id}/destruction", self.get_destruction, methods=["GET"]),
-            Route(p + "/{job_id}/destruction", self.post_destruction, methods=["POST"]),
-            Route(p + "/{job_id}/quote", self.get_quote, methods=["GET"]),
-            Route(p + "/{job_id}/error", self.get_error, methods=["GET"]),
-            Route(p + "/{job_id}/results", self.get_results, methods=["GET"]),
-            Route(p + "/{job_id}/results/{result_id}", self.get_result, methods=["GET"]),
-            Route(p + "/{job_id}/parameters", self.get_parameters, methods=["GET"]),
-            Route(p + "/{job_id}/parameters", self.post_parameters, methods=["POST"]),
-            Route(p + "/{job_id}/owner", self.get_owner, methods=["GET"]),
-        ]
+        by_path: dict[str, dict[str, Handler]] = {
+            p: {"GET": self.list_jobs, "POST": self.create_job},
+            p + "/{job_id}": {"GET": self.get_job, "POST": self.post_job, "DELETE": self.delete_job},
+            p + "/{job_id}/phase": {"GET": self.get_phase, "POST": self.post_phase},
+            p + "/{job_id}/executionduration": {"GET": self.get_duration, "POST": self.post_duration},
+            p + "/{job_id}/destruction": {"GET": self.get_destruction, "POST": self.post_destruction},
+            p + "/{job_id}/quote": {"GET": self.get_quote},
+            p + "/{job_id}/error": {"GET": self.get_error},
+            p + "/{job_id}/results": {"GET": self.get_results},
+            p + "/{job_id}/results/{result_id}": {"GET": self.get_result},
+            p + "/{job_id}/parameters": {"GET": self.get_parameters, "POST": self.post_parameters},
+            p + "/{job_id}/owner": {"GET": self.get_owner},
+        }
+        # One route per resource, so a 405 lists every method the resource has (Allow).
+        return [Route(path, _by_method(handlers), methods=list(handlers)) for path, handlers in by_path.items()]
 
     # --- URLs and lookups ------------------------------------------------------------
 

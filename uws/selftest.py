@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from uws.errors import ServiceError, ServiceUnavailable, UsageError
+from uws.errors import MultiValuedParamNotSupported, ServiceError, ServiceUnavailable, UsageError
 from uws.kinds import JobContext, JobKind, Params
 
 _LIMITS = {"DURATION": (0.0, 3600.0), "RESULTS": (0, 100), "SIZE": (0, 1 << 20), "FAIL_TIMES": (1, 100)}
@@ -30,7 +30,7 @@ def validate(params: Params) -> Params:
             raise UsageError(f"unknown parameter {name!r}; the selftest kind takes "
                              f"DURATION, RESULTS, SIZE, FAIL, FAIL_TIMES")
         if key in seen:
-            raise UsageError(f"{key} was given twice")
+            raise MultiValuedParamNotSupported(f"{key} was given twice; it takes one value")
         if key == "FAIL":
             if value not in _FAILURES:
                 raise UsageError(f"FAIL must be one of {', '.join(_FAILURES)}, not {value!r}")

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import peewee as pw
+from peewee import fn
 
 from uws.kinds import Params
 from uws.models import Job, Lock, Result, utcnow
@@ -133,7 +134,10 @@ class JobStore:
 
     def create(self, *, kind: str, owner: str | None, parameters: Params, run_id: str | None,
                execution_duration: int, destruction: dt.datetime | None) -> JobView:
+        # Kept at the precision the documents show, so AFTER=<a creationTime we showed>
+        # excludes that job (UWS §2.2.2.1: strictly after).
         now = utcnow()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         with self._session():
             row = Job.create(
                 id=new_job_id(), kind=kind, owner=owner, run_id=run_id,
@@ -231,14 +235,15 @@ class JobStore:
 
     def add_result(self, job_id: str, result_id: str, key: str, mime_type: str | None,
                    size: int | None) -> None:
+        # One statement (no read-then-write transaction): SQLite would refuse the lock
+        # upgrade at once instead of waiting for a concurrent writer.
+        seq = Result.select(fn.COUNT(Result.id)).where(Result.job == job_id)
         with self._session():
-            with self.db.atomic():
-                seq = Result.select().where(Result.job == job_id).count()
-                Result.insert(job=job_id, result_id=result_id, key=key, mime_type=mime_type,
-                              size=size, seq=seq).on_conflict(
-                    conflict_target=[Result.job, Result.result_id],
-                    update={Result.key: key, Result.mime_type: mime_type, Result.size: size},
-                ).execute()
+            Result.insert(job=job_id, result_id=result_id, key=key, mime_type=mime_type,
+                          size=size, seq=seq).on_conflict(
+                conflict_target=[Result.job, Result.result_id],
+                update={Result.key: key, Result.mime_type: mime_type, Result.size: size},
+            ).execute()
 
     def expired(self, now: dt.datetime, limit: int = 500) -> list[str]:
         with self._session():

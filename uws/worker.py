@@ -64,6 +64,8 @@ class _Periodic(Middleware):
     """Runs ``tick`` in its own thread while the worker runs."""
 
     interval: float
+    # Stop before the worker threads are stopped (False: only after they have finished).
+    stop_early = True
     _ticker: _Ticker | None = None
 
     def tick(self) -> None:
@@ -74,11 +76,23 @@ class _Periodic(Middleware):
         self._ticker.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.stop_early:
+            self._stop()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
         if self._ticker is not None:
             self._ticker.stop()
+            self._ticker = None
 
 
 class JobWatchdog(_Periodic):
+    # Keep watching while the worker threads finish: a job aborted or deleted during
+    # shutdown is still interrupted instead of holding the shutdown up.
+    stop_early = False
+
     def __init__(self, store: JobStore, *, interval: float = 0.25, heartbeat_seconds: float = 5.0) -> None:
         self.store = store
         self.interval = interval
