@@ -27,6 +27,25 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+class SurveySettings(BaseModel):
+    """One ``[surveys.<name>]`` table: adding a survey is one module plus one of these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    factory: str                 # "package.module:Class", a soda.surveys.base.Survey
+    root: Path                   # image store; relative paths are taken from data_dir
+    index: str = "index.csv"     # the tile index, relative to root
+    hdus: tuple[str, ...] = ("SCI", "MSK", "WGT")
+    demo_builder: str = ""       # "package.module:function" that builds demo images into root
+
+    @field_validator("factory", "demo_builder")
+    @classmethod
+    def _import_path(cls, v: str) -> str:
+        if v and (":" not in v or not all(v.split(":"))):
+            raise ValueError("must be an import path like 'package.module:name'")
+        return v
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,6 +74,27 @@ class Settings(BaseModel):
     sweep_interval_seconds: float
 
     selftest_jobs: bool = False
+
+    # SODA: dataset IDs are ivo://<ivoa_authority>/<survey>?<image>.
+    ivoa_authority: str = "demo.cutout"
+    surveys: dict[str, SurveySettings] = {}
+    max_cutout_pixels: int = 25_000_000
+    max_sync_cutouts: int = 50
+
+    @field_validator("ivoa_authority")
+    @classmethod
+    def _authority(cls, v: str) -> str:
+        # IVOA Identifiers 2.0 §2.3.1: an authority id starts with an alphanumeric.
+        if not v or not v[0].isalnum() or any(c in v for c in "/?#"):
+            raise ValueError("must be an IVOA authority such as 'example.org' (no '/', '?' or '#')")
+        return v
+
+    @field_validator("max_cutout_pixels", "max_sync_cutouts")
+    @classmethod
+    def _limit(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
 
     @field_validator("port")
     @classmethod
@@ -114,6 +154,9 @@ class Settings(BaseModel):
     @property
     def results_dir(self) -> Path:
         return self.data_dir / "results"
+
+    def survey_root(self, name: str) -> Path:
+        return self.data_dir / self.surveys[name].root
 
     def cross_checks(self) -> list[str]:
         problems = []
@@ -194,7 +237,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
             continue
         name = key[len(ENV_PREFIX):].lower()
-        if name not in fields:
+        if name not in fields or name == "surveys":
             problems.append(f"{key}: unknown setting (known: {', '.join(sorted(fields))})")
             continue
         values[name] = raw

@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None,
-               identify: IdentityResolver = anonymous_resolver) -> Starlette:
+               identify: IdentityResolver = anonymous_resolver, *, build_demo: bool = True) -> Starlette:
+    """The service; ``build_demo`` builds missing demo images of the configured surveys first."""
     settings = settings or load_settings()
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, build_demo=build_demo)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -33,7 +34,10 @@ def create_app(settings: Settings | None = None,
         finally:
             await runtime.stop_web()
 
-    routes: list[BaseRoute] = [Route("/", _index(runtime), methods=["GET"])]
+    routes: list[BaseRoute] = [
+        Route("/", _index(runtime), methods=["GET"]),
+        Route("/sync", runtime.cutouts.sync, methods=["GET", "POST"]),
+    ]
     for path, kind in runtime.mounts.items():
         routes += JobRoutes(runtime.uws, kind, path, identify).routes()
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
@@ -43,7 +47,8 @@ def create_app(settings: Settings | None = None,
 
 def _index(runtime: Runtime):  # type: ignore[no-untyped-def]
     async def index(request: Request) -> Response:
-        lines = ["IVOA SODA 1.0 / UWS 1.1 cutout service", ""]
+        lines = ["IVOA SODA 1.0 / UWS 1.1 cutout service", "",
+                 "/sync\tSODA 1.0 synchronous cutouts (GET or POST)"]
         for path, kind in runtime.mounts.items():
             lines.append(f"{path}\tUWS job list: {kind.description}")
         return PlainTextResponse("\n".join(lines) + "\n")

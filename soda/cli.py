@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from conf import ConfigError, Settings, load_settings
 
@@ -69,6 +70,26 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_data(args: argparse.Namespace) -> int:
+    """Build DES-like demo tiles (the embedded default builds them by itself at start)."""
+    import time
+
+    from soda.surveys.demo import build_des_demo
+
+    settings = _settings_or_exit()
+    _logging(settings)
+    out = Path(args.out) if args.out else settings.survey_root("des")
+    kwargs: dict[str, object] = {"size": args.size}
+    if args.tiles:
+        kwargs["tiles"] = tuple(args.tiles.split(","))
+    if args.bands:
+        kwargs["bands"] = tuple(args.bands.split(","))
+    started = time.monotonic()
+    index = build_des_demo(out, **kwargs)  # type: ignore[arg-type]
+    print(f"demo survey in {out} (index {index}) ready after {time.monotonic() - started:.1f} s")
+    return 0
+
+
 def check_config(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     for name, value in settings.describe().items():
@@ -90,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("worker", help="run job workers against the Redis broker")
     p.add_argument("--threads", type=int, help="worker threads (setting: worker_threads)")
     p.set_defaults(func=worker)
+
+    p = commands.add_parser("demo-data", help="build DES-like demo tiles (full size with --size 10000)")
+    p.add_argument("--size", type=int, default=2048, help="pixels on a side (10000 for a real DES tile)")
+    p.add_argument("--out", help="folder to write (default: the des survey root in the data dir)")
+    p.add_argument("--tiles", help="comma-separated tile names (default: the demo tiles)")
+    p.add_argument("--bands", help="comma-separated bands (default: g,r,i)")
+    p.set_defaults(func=demo_data)
 
     p = commands.add_parser("check-config", help="print the effective settings or their errors")
     p.set_defaults(func=check_config)

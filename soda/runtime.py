@@ -7,11 +7,14 @@ broker_url, ``cutout worker`` processes run the jobs (distributed).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import dramatiq
 
 from conf import Settings
+from soda.datasets import load_datasets
+from soda.endpoints import Cutouts
 from storage import LocalStore
 from uws import JobKind, UWSConfig, UWSService
 from uws.broker import make_broker, start_worker
@@ -24,35 +27,25 @@ log = logging.getLogger(__name__)
 
 
 def uws_config(settings: Settings) -> UWSConfig:
-    return UWSConfig(
-        wait_max_seconds=settings.wait_max_seconds,
-        default_execution_duration=settings.default_execution_duration,
-        max_execution_duration=settings.max_execution_duration,
-        default_destruction_seconds=settings.default_destruction_seconds,
-        max_destruction_seconds=settings.max_destruction_seconds,
-        trust_forwarded_headers=settings.trust_forwarded_headers,
-        heartbeat_seconds=settings.heartbeat_seconds,
-        stale_job_seconds=settings.stale_job_seconds,
-        max_job_attempts=settings.max_job_attempts,
-        requeue_after_seconds=settings.requeue_after_seconds,
-        transient_retries=settings.transient_retries,
-        retry_backoff_ms=settings.retry_backoff_ms,
-        sweep_interval_seconds=settings.sweep_interval_seconds,
-    )
+    """The UWS layer's own configuration: the settings of the same names."""
+    names = {f.name for f in dataclasses.fields(UWSConfig)} & set(Settings.model_fields)
+    return UWSConfig(**{name: getattr(settings, name) for name in names})
 
 
-def job_kinds(settings: Settings) -> dict[str, JobKind]:
+def job_kinds(settings: Settings, cutouts: Cutouts) -> dict[str, JobKind]:
     """Job kinds by the path they are mounted at."""
-    kinds: dict[str, JobKind] = {}
+    kinds: dict[str, JobKind] = {"/async": cutouts.job_kind()}
     if settings.selftest_jobs:
         kinds["/selftest"] = SELFTEST
     return kinds
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, build_demo: bool = False) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.datasets = load_datasets(settings, build_demo=build_demo)
+        self.cutouts = Cutouts(self.datasets, settings.max_cutout_pixels, settings.max_sync_cutouts)
         self.db = open_database(settings.effective_database_url)
         migrate(self.db)
         self.storage = LocalStore(settings.results_dir)
@@ -60,7 +53,7 @@ class Runtime:
                                    if settings.broker_url else LocalNotifier())
         self.store = JobStore(self.db, self.notifier)
         self.uws = UWSService(uws_config(settings), self.store, self.storage, self.notifier)
-        self.mounts = job_kinds(settings)
+        self.mounts = job_kinds(settings, self.cutouts)
         for kind in self.mounts.values():
             self.uws.register(kind)
         self.broker = make_broker(settings.broker_url or None, settings.redis_namespace)

@@ -209,7 +209,10 @@ def start_worker(env: dict[str, str], log: Path, threads: int = 2) -> Proc:
     return proc
 
 
-def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
+def base_env(data_dir: Path, demo: Path | None = None, **extra: str) -> dict[str, str]:
+    """Environment of a server or worker process; ``demo`` links a pre-built demo survey."""
+    if demo is not None:
+        link_demo(data_dir, demo)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOUT_")}
     env.update(FAST_TIMINGS)
     env["CUTOUT_DATA_DIR"] = str(data_dir)
@@ -241,16 +244,39 @@ async def header_identity(request):  # type: ignore[no-untyped-def]
     return Identity(user) if user else ANONYMOUS
 
 
+DEMO_SIZE = 1024  # pixels on a side: small, fast to build, real DES geometry and pixel scale
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo survey, built once per test session."""
+    from soda.surveys.demo import build_des_demo
+
+    root = tmp_path_factory.mktemp("demo") / "des"
+    build_des_demo(root, size=DEMO_SIZE)
+    return root
+
+
+def link_demo(data_dir: Path, demo_root: Path) -> Path:
+    """Point a data dir's des survey root at the session's demo, so nothing is rebuilt."""
+    (data_dir / "demo").mkdir(parents=True, exist_ok=True)
+    link = data_dir / "demo" / "des"
+    if not link.exists():
+        link.symlink_to(demo_root, target_is_directory=True)
+    return data_dir
+
+
 @pytest.fixture
-def embedded(tmp_path: Path) -> Iterator["httpx.Client"]:
+def embedded(tmp_path: Path, demo_root: Path) -> Iterator["httpx.Client"]:
     """The embedded shape (SQLite, stub broker, in-process workers) behind a TestClient."""
     from starlette.testclient import TestClient
 
     from conf import load_settings
     from soda.app import create_app
 
+    link_demo(tmp_path / "data", demo_root)
     env = {**FAST_TIMINGS, "CUTOUT_DATA_DIR": str(tmp_path / "data"), "CUTOUT_WAIT_MAX_SECONDS": "5"}
-    app = create_app(load_settings(environ=env), identify=header_identity)
+    app = create_app(load_settings(environ=env), identify=header_identity, build_demo=False)
     with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
         client.app_state = app.state  # type: ignore[attr-defined]
         yield client

@@ -28,10 +28,10 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
 
 class Cluster:
-    def __init__(self, tmp: Path, postgres_url: str, redis_url: str) -> None:
+    def __init__(self, tmp: Path, postgres_url: str, redis_url: str, demo: Path) -> None:
         self.tmp = tmp
         self.env = base_env(
-            tmp / "data",
+            tmp / "data", demo,
             CUTOUT_DATABASE_URL=postgres_url,
             CUTOUT_BROKER_URL=redis_url,
             CUTOUT_REDIS_NAMESPACE=f"cutout-test-{uuid.uuid4().hex[:8]}",
@@ -63,8 +63,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, postgres_url, redis_url):
-    c = Cluster(tmp_path_factory.mktemp("cluster"), postgres_url, redis_url)
+def cluster(tmp_path_factory, postgres_url, redis_url, demo_root):
+    c = Cluster(tmp_path_factory.mktemp("cluster"), postgres_url, redis_url, demo_root)
     yield c
     c.stop()
 

@@ -8,12 +8,12 @@ import httpx
 from conftest import base_env, eventually, free_port, start_server
 
 
-def test_jobs_survive_a_killed_embedded_server(tmp_path):
-    env = base_env(tmp_path / "data", CUTOUT_WORKER_THREADS="1")
+def test_jobs_survive_a_killed_embedded_server(tmp_path, demo_root):
+    env = base_env(tmp_path / "data", demo_root, CUTOUT_WORKER_THREADS="1")
     port = free_port()
     server, base = start_server(env, tmp_path / "server-1.log", port)
     try:
-        running = httpx.post(base + "/selftest", data={"DURATION": "1.5", "PHASE": "RUN"}).headers["location"]
+        running = httpx.post(base + "/selftest", data={"DURATION": "4", "PHASE": "RUN"}).headers["location"]
         eventually(lambda: httpx.get(running + "/phase").text == "EXECUTING")
         waiting = httpx.post(base + "/selftest", data={"PHASE": "RUN"}).headers["location"]
         assert httpx.get(waiting + "/phase").text == "QUEUED"  # the only worker thread is busy
@@ -22,7 +22,7 @@ def test_jobs_survive_a_killed_embedded_server(tmp_path):
     server, base = start_server(env, tmp_path / "server-2.log", port)
     try:
         for url in (running, waiting):
-            eventually(lambda: httpx.get(url + "/phase").text == "COMPLETED", timeout=20)
+            eventually(lambda: httpx.get(url + "/phase").text == "COMPLETED", timeout=30)
             assert httpx.get(url + "/results/result-1.txt").status_code == 200
         assert "re-sent" in server.output()
     finally:

@@ -1,0 +1,38 @@
+"""Cutouts as FITS files: provenance and WCS-preserving headers (SODA §5.1)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from soda.cutout import Cut
+from renderers.fits import cutout_header, write_fits
+
+SERVICE = "cutout-service"
+VERSION = "0.1.0"
+
+
+def fits_cutouts(cuts: Sequence[Cut]) -> bytes:
+    """One FITS file: an empty primary HDU, then every plane of every cut (EXTVER = cut number)."""
+    primary = {
+        "ORIGIN": (SERVICE, "IVOA SODA 1.0 cutout service"),
+        "SVCVERS": (VERSION, "version of the service that cut this"),
+        "DATE": (dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"), "UTC time of the cut"),
+        "NCUTOUTS": (len(cuts), "number of cutouts in this file"),
+    }
+    planes = []
+    for number, c in enumerate(cuts, start=1):
+        for plane in c.planes:
+            header = cutout_header(plane.header, c.box.x0, c.box.y0)
+            header["EXTNAME"] = plane.name
+            header["EXTVER"] = number
+            header["DATASET"] = (c.image.dataset_id, "IVOA dataset ID of the source")
+            header["SRCFILE"] = (c.image.path.name, "source file")
+            header["SRCHDU"] = (plane.name, "source HDU")
+            header["SRCBOX"] = (f"[{c.box.x0 + 1}:{c.box.x1},{c.box.y0 + 1}:{c.box.y1}]",
+                                "source pixels cut (FITS section, 1-based)")
+            header["REGION"] = (c.region.dali() if c.region is not None else "whole image",
+                                "requested region (ICRS deg)")
+            header["SVCVERS"] = VERSION
+            planes.append((plane.data, header))
+    return write_fits(planes, {k: v for k, v in primary.items()})

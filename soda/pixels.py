@@ -1,0 +1,232 @@
+"""Sky region → the box of image pixels that holds it (SODA §3.3: values outside the
+image are clipped to it).
+
+The box is the bounding box of (region ∩ image), found from dense samples of the
+region's boundary that fall inside the image, plus the image corners that fall inside
+the region. Samples are spaced about a pixel apart, so the box is exact to a pixel.
+RANGE and POLYGON cut their bounding box; CIRCLE too (a FITS image is a rectangle).
+
+Pixel coordinates are 0-based with pixel centres on integers (astropy's convention):
+pixel i covers [i - 0.5, i + 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from soda.regions import Circle, Polygon, Range, Shape
+
+MAX_SAMPLES = 20000
+
+
+@dataclass(frozen=True)
+class PixelBox:
+    """numpy slice data[y0:y1, x0:x1] of the source image."""
+
+    x0: int
+    x1: int
+    y0: int
+    y1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.y1 - self.y0, self.x1 - self.x0
+
+    @property
+    def pixels(self) -> int:
+        return (self.y1 - self.y0) * (self.x1 - self.x0)
+
+
+# --- spherical helpers (degrees in, degrees out) -------------------------------------------
+
+def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    ra, dec = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+
+
+def _radec(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    return np.degrees(np.arctan2(v[..., 1], v[..., 0])) % 360.0, np.degrees(np.arcsin(np.clip(v[..., 2], -1, 1)))
+
+
+def separation(ra1, dec1, ra2, dec2):  # type: ignore[no-untyped-def]
+    """Angular distance in degrees (Vincenty, stable at all distances)."""
+    r1, d1, r2, d2 = map(np.radians, (ra1, dec1, ra2, dec2))
+    dra = r2 - r1
+    num = np.hypot(np.cos(d2) * np.sin(dra), np.cos(d1) * np.sin(d2) - np.sin(d1) * np.cos(d2) * np.cos(dra))
+    den = np.sin(d1) * np.sin(d2) + np.cos(d1) * np.cos(d2) * np.cos(dra)
+    return np.degrees(np.arctan2(num, den))
+
+
+def _circle_points(c: Circle, n: int) -> tuple[np.ndarray, np.ndarray]:
+    theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    d0, r = math.radians(c.dec), math.radians(c.radius)
+    dec = np.arcsin(np.sin(d0) * np.cos(r) + np.cos(d0) * np.sin(r) * np.cos(theta))
+    ra = math.radians(c.ra) + np.arctan2(np.sin(theta) * np.sin(r) * np.cos(d0),
+                                         np.cos(r) - np.sin(d0) * np.sin(dec))
+    return np.degrees(ra) % 360.0, np.degrees(dec)
+
+
+def _great_circle(a: tuple[float, float], b: tuple[float, float], n: int) -> tuple[np.ndarray, np.ndarray]:
+    va, vb = _unit(np.array(a[0]), np.array(a[1])), _unit(np.array(b[0]), np.array(b[1]))
+    omega = math.acos(float(np.clip(np.dot(va, vb), -1, 1)))
+    t = np.linspace(0, 1, n, endpoint=False)[:, None]
+    if omega < 1e-12:
+        return _radec(np.repeat(va[None, :], n, axis=0))
+    points = (np.sin((1 - t) * omega) * va + np.sin(t * omega) * vb) / math.sin(omega)
+    return _radec(points)
+
+
+def _polygon_contains(p: Polygon, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Even-odd test in the gnomonic projection about the polygon's centre (edges stay straight)."""
+    verts = _unit(np.array([v[0] for v in p.vertices]), np.array([v[1] for v in p.vertices]))
+    centre = verts.sum(axis=0)
+    centre /= np.linalg.norm(centre)
+    east = np.cross([0.0, 0.0, 1.0], centre)
+    if np.linalg.norm(east) < 1e-12:
+        east = np.array([0.0, 1.0, 0.0])
+    east /= np.linalg.norm(east)
+    north = np.cross(centre, east)
+
+    def project(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = v @ centre
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (v @ east) / z, (v @ north) / z
+
+    px, py = project(verts)
+    pts = _unit(ra, dec)
+    front = pts @ centre > 1e-9
+    x, y = project(pts)
+    inside = np.zeros(len(x), dtype=bool)
+    for i in range(len(px)):
+        x1, y1, x2, y2 = px[i], py[i], px[i - 1], py[i - 1]
+        crosses = (y1 > y) != (y2 > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at = (x2 - x1) * (y - y1) / (y2 - y1) + x1
+        inside ^= crosses & (x < at)
+    return inside & front
+
+
+def contains(shape: Shape, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    if isinstance(shape, Circle):
+        return separation(shape.ra, shape.dec, ra, dec) <= shape.radius
+    if isinstance(shape, Range):
+        return (ra >= shape.ra_min) & (ra <= shape.ra_max) & (dec >= shape.dec_min) & (dec <= shape.dec_max)
+    return _polygon_contains(shape, ra, dec)
+
+
+# --- the image and its sky extent ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Image:
+    wcs: WCS
+    nx: int
+    ny: int
+    scale: float  # degrees per pixel
+
+    def to_pixels(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self.wcs.world_to_pixel_values(ra, dec)
+        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+    def inside(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (x >= -0.5) & (x < self.nx - 0.5) & (y >= -0.5) & (y < self.ny - 0.5)
+
+    def border(self, per_edge: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """World coordinates of points along the image border, corners included."""
+        xs = np.linspace(-0.5, self.nx - 0.5, per_edge)
+        ys = np.linspace(-0.5, self.ny - 0.5, per_edge)
+        px = np.concatenate([xs, np.full(per_edge, self.nx - 0.5), xs[::-1], np.full(per_edge, -0.5)])
+        py = np.concatenate([np.full(per_edge, -0.5), ys, np.full(per_edge, self.ny - 0.5), ys[::-1]])
+        ra, dec = self.wcs.pixel_to_world_values(px, py)
+        return np.asarray(ra) % 360.0, np.asarray(dec)
+
+    def projectable(self, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        """Points a TAN projection can place (less than 90° from the reference point)."""
+        ra0, dec0 = self.wcs.wcs.crval[0], self.wcs.wcs.crval[1]
+        return separation(ra0, dec0, ra, dec) < 89.0
+
+
+def _samples(length_deg: float, scale: float) -> int:
+    return int(min(MAX_SAMPLES, max(16, math.ceil(length_deg / scale) + 1)))
+
+
+def _range_edges(r: Range, image: _Image) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary samples of a RANGE, restricted to the image's own RA/Dec extent."""
+    bra, bdec = image.border()
+    ra_c = float(image.wcs.wcs.crval[0])
+    rel = (bra - ra_c + 180.0) % 360.0 - 180.0  # RA relative to the image, no wrap at 0
+    dec_lo, dec_hi = max(r.dec_min, float(bdec.min()) - image.scale), min(r.dec_max, float(bdec.max()) + image.scale)
+    pole_inside = any(image.inside(*image.to_pixels(np.array([0.0]), np.array([p])))[0] for p in (90.0, -90.0))
+    if pole_inside or dec_lo > dec_hi:
+        span = [(max(r.ra_min, 0.0), min(r.ra_max, 360.0))] if pole_inside else []
+        dec_lo, dec_hi = max(r.dec_min, -90.0), min(r.dec_max, 90.0)
+    else:
+        lo, hi = float(rel.min()) - image.scale, float(rel.max()) + image.scale
+        span = []
+        for shift in (-360.0, 0.0, 360.0):  # the range's RA interval, seen from the image
+            a, b = max(r.ra_min - ra_c + shift, lo), min(r.ra_max - ra_c + shift, hi)
+            if a <= b:
+                span.append((a + ra_c, b + ra_c))
+    ras, decs = [], []
+    for a, b in span:
+        n = _samples((b - a) * max(math.cos(math.radians(d)) for d in (dec_lo, dec_hi)), image.scale)
+        line = np.linspace(a, b, n)
+        for d in (dec_lo, dec_hi):
+            ras.append(line)
+            decs.append(np.full(n, d))
+        m = _samples(dec_hi - dec_lo, image.scale)
+        for ra in (a, b):
+            ras.append(np.full(m, ra))
+            decs.append(np.linspace(dec_lo, dec_hi, m))
+    if not ras:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(ras) % 360.0, np.concatenate(decs)
+
+
+def _boundary(shape: Shape, image: _Image) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(shape, Circle):
+        length = 2 * math.pi * math.sin(math.radians(min(shape.radius, 90.0)))
+        return _circle_points(shape, _samples(math.degrees(length), image.scale))
+    if isinstance(shape, Range):
+        return _range_edges(shape, image)
+    verts = list(shape.vertices)
+    parts = [_great_circle(a, b, _samples(float(separation(a[0], a[1], b[0], b[1])), image.scale))
+             for a, b in zip(verts, verts[1:] + verts[:1], strict=True)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def pixel_box(wcs: WCS, shape_yx: tuple[int, int], region: Shape) -> PixelBox | None:
+    """The pixels of a (ny, nx) image that hold ``region``; None when they do not overlap."""
+    ny, nx = shape_yx
+    image = _Image(wcs.celestial, nx, ny, float(np.mean(proj_plane_pixel_scales(wcs.celestial))))
+    ra, dec = _boundary(region, image)
+    ok = image.projectable(ra, dec)
+    x, y = image.to_pixels(ra[ok], dec[ok])
+    keep = image.inside(x, y)
+    xs, ys = [x[keep]], [y[keep]]
+    corners_x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+    corners_y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    cra, cdec = image.wcs.pixel_to_world_values(corners_x, corners_y)
+    covered = contains(region, np.asarray(cra) % 360.0, np.asarray(cdec))
+    xs.append(corners_x[covered])
+    ys.append(corners_y[covered])
+    if isinstance(region, Circle):  # a circle smaller than a pixel has no inside samples
+        cx, cy = image.to_pixels(np.array([region.ra]), np.array([region.dec]))
+        inside = image.inside(cx, cy)
+        xs.append(cx[inside])
+        ys.append(cy[inside])
+    allx, ally = np.concatenate(xs), np.concatenate(ys)
+    if allx.size == 0:
+        return None
+    x0 = max(0, math.floor(float(allx.min()) + 0.5))
+    x1 = min(nx, math.floor(float(allx.max()) + 0.5) + 1)
+    y0 = max(0, math.floor(float(ally.min()) + 0.5))
+    y1 = min(ny, math.floor(float(ally.max()) + 0.5) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    return PixelBox(x0, x1, y0, y1)

@@ -1,0 +1,101 @@
+"""From SODA parameters to the list of cutouts to make (one per combination, SODA §6).
+
+With ID: one target per (ID × position); BAND/FILTER/POL then filter the dataset
+(a DES image has one band and is unpolarised, Stokes I). Without ID: one target per
+(position × band) of the default survey, the image chosen by the tile whose unique
+area holds the position's centre. A combination with no image keeps its place in the
+list with the reason, so async jobs can report it as a result (SODA §6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from soda.datasets import Datasets
+from soda.params import CutoutParams
+from soda.regions import Range, Shape, centre
+from soda.surveys.base import ImageRef, Survey
+from uws.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str                 # unique within the request, meaningful: e.g. "01_DES0139-4457_r"
+    shape: Shape | None       # None: the whole image
+    image: ImageRef | None
+    problem: str | None = None  # why this combination has no pixels
+
+
+def _band_names(params: CutoutParams, survey: Survey) -> list[str]:
+    unknown = [f for f in params.filters if f not in survey.bands]
+    if unknown:
+        raise UsageError(f"FILTER {', '.join(unknown)} is not a band of survey {survey.name} "
+                         f"(bands: {', '.join(survey.bands)})")
+    if not params.filters and not params.bands:
+        return list(survey.bands)
+    names = list(params.filters)
+    for low, high in params.bands:
+        names += [b for b in survey.bands_in(low, high) if b not in names]
+    return names
+
+
+def _id_problem(params: CutoutParams, image: ImageRef, survey: Survey) -> str | None:
+    if params.filters and image.band not in params.filters:
+        return f"dataset {image.dataset_id} is band {image.band}, not FILTER {','.join(params.filters)}"
+    if params.bands:
+        low, high = survey.band_range(image.band)
+        if not any(lo <= high and hi >= low for lo, hi in params.bands):
+            return f"dataset {image.dataset_id} ({low:.3g}-{high:.3g} m) does not overlap BAND"
+    if params.pols and "I" not in params.pols:
+        return f"dataset {image.dataset_id} is unpolarised (POL I only)"
+    return None
+
+
+def plan(params: CutoutParams, datasets: Datasets) -> list[Target]:
+    if params.ids:
+        return _plan_ids(params, datasets)
+    if not params.shapes:
+        raise UsageError("give ID, or a position (POS, CIRCLE or POLYGON) to cut around")
+    survey = datasets.default
+    if survey is None:
+        raise UsageError("this service has no survey configured")
+    return _plan_positions(params, survey)
+
+
+def _plan_ids(params: CutoutParams, datasets: Datasets) -> list[Target]:
+    targets = []
+    shapes: list[Shape | None] = list(params.shapes) or [None]
+    for i, dataset_id in enumerate(params.ids, start=1):
+        image = datasets.by_id(dataset_id)
+        if image is None:
+            raise UsageError(f"ID {dataset_id!r} names no dataset of this service", status=404)
+        survey = datasets.surveys[image.survey]
+        problem = _id_problem(params, image, survey)
+        for j, shape in enumerate(shapes, start=1):
+            label = f"{image.tile}_{image.band}"
+            name = label if len(shapes) == 1 and len(params.ids) == 1 else f"{i:02d}-{j:02d}_{label}"
+            targets.append(Target(name, shape, None if problem else image, problem))
+    return targets
+
+
+def _plan_positions(params: CutoutParams, survey: Survey) -> list[Target]:
+    bands = _band_names(params, survey)
+    if not bands:
+        return [Target(f"{k:02d}", shape, None, "no band of this survey overlaps BAND")
+                for k, shape in enumerate(params.shapes, start=1)]
+    targets = []
+    for k, shape in enumerate(params.shapes, start=1):
+        position = centre(shape)
+        if position is None:
+            assert isinstance(shape, Range)
+            raise UsageError("a RANGE with an open (-Inf/+Inf) bound needs an ID: it has no centre "
+                             "that could pick the image")
+        found = {image.band: image for image in survey.at(position[0], position[1], bands)}
+        for band in bands:
+            image = found.get(band)
+            if image is None:
+                targets.append(Target(f"{k:02d}_{band}", shape, None,
+                                      f"no {survey.name} {band}-band image holds {shape.dali()}"))
+            else:
+                targets.append(Target(f"{k:02d}_{image.tile}_{band}", shape, image))
+    return targets

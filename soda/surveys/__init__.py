@@ -1,0 +1,7 @@
+"""Surveys: where the images of a dataset ID or a sky position are."""
+
+from soda.surveys.base import ImageRef, Survey
+from soda.surveys.demo import build_des_demo, ensure_demo
+from soda.surveys.des import DESSurvey
+
+__all__ = ["DESSurvey", "ImageRef", "Survey", "build_des_demo", "ensure_demo"]
