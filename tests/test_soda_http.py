@@ -161,3 +161,24 @@ def test_async_bad_parameters_refused_at_creation(embedded):
     r = embedded.post("/async", data={"CIRCLE": "400 0 1"})
     assert r.status_code == 400 and r.text.startswith("UsageError: ")
     assert uws_text(assert_uws(embedded.get("/async").content), "uws:jobref") is None
+
+
+def test_sync_raw_query_with_plus_and_percent_20_and_any_name_case(embedded):
+    for query in (f"id={DID}&circle={RA0}+{DEC0}+0.003", f"Id={DID}&CiRcLe={RA0}%20{DEC0}%200.003",
+                  f"ID={DID}&POS=CIRCLE%20{RA0}+{DEC0}%200.003&RESPONSEFORMAT=fits&FILTER="):
+        with fits_of(embedded.get("/sync?" + query)) as hdul:
+            assert hdul["SCI"].header["DATASET"] == DID
+
+
+def test_sync_multipart_post(embedded):
+    r = embedded.post("/sync", files={"ID": (None, DID), "CIRCLE": (None, f"{RA0} {DEC0} 0.003")})
+    with fits_of(r) as hdul:
+        assert hdul["SCI"].header["DATASET"] == DID
+
+
+def test_sync_votable_error_when_asked_by_responseformat(embedded):
+    r = embedded.get("/sync", params={"ID": DID, "CIRCLE": "0 100 1", "RESPONSEFORMAT": "votable"})
+    assert r.status_code == 400
+    doc = assert_votable(r.content)
+    info = doc.find(".//{http://www.ivoa.net/xml/VOTable/v1.3}INFO")
+    assert info.get("value") == "ERROR" and info.text.startswith("UsageError: ")
