@@ -6,8 +6,10 @@ site file named by ``CUTOUT_CONFIG``, and ``conf/defaults.toml``.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -78,6 +80,8 @@ class Settings(BaseModel):
     # SODA: dataset IDs are ivo://<ivoa_authority>/<survey>?<image>.
     ivoa_authority: str = "demo.cutout"
     surveys: dict[str, SurveySettings] = {}
+    # Origins allowed to call the VO endpoints from a browser (CORS); "*" for any.
+    cors_origins: tuple[str, ...] = ("*",)
     max_cutout_pixels: int = 25_000_000
     max_sync_cutouts: int = 50
 
@@ -214,6 +218,20 @@ def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
     return {}
 
 
+def _is_list(name: str) -> bool:
+    return typing.get_origin(Settings.model_fields[name].annotation) in (tuple, list)
+
+
+def _list_value(raw: str) -> Any:
+    """A list from the environment: a JSON list, or comma-separated words."""
+    if raw.lstrip().startswith("["):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw  # reported by validation with the setting's name
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
 def defaults() -> dict[str, Any]:
     with resources.files("conf").joinpath("defaults.toml").open("rb") as fh:
         return tomllib.load(fh)
@@ -240,7 +258,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if name not in fields or name == "surveys":
             problems.append(f"{key}: unknown setting (known: {', '.join(sorted(fields))})")
             continue
-        values[name] = raw
+        values[name] = _list_value(raw) if _is_list(name) else raw
         origin[name] = key
     values.update(overrides)
     origin.update({key: "argument" for key in overrides})

@@ -7,13 +7,17 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from auth import IdentityResolver, anonymous_resolver
 from conf import Settings, load_settings
+from soda.datalink import Links
 from soda.runtime import Runtime
+from soda.vosi import availability_endpoint, capabilities_endpoint
 from uws import JobRoutes
 from uws.responses import EXCEPTION_HANDLERS
 
@@ -34,13 +38,23 @@ def create_app(settings: Settings | None = None,
         finally:
             await runtime.stop_web()
 
+    links = Links(runtime.datasets, runtime.settings.trust_forwarded_headers)
     routes: list[BaseRoute] = [
         Route("/", _index(runtime), methods=["GET"]),
         Route("/sync", runtime.cutouts.sync, methods=["GET", "POST"]),
+        Route("/links", links.links, methods=["GET", "POST"]),
+        Route("/files", links.files, methods=["GET"]),
+        Route("/capabilities", capabilities_endpoint(runtime), methods=["GET"]),
+        Route("/availability", availability_endpoint(runtime), methods=["GET"]),
     ]
     for path, kind in runtime.mounts.items():
         routes += JobRoutes(runtime.uws, kind, path, identify).routes()
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    # Aladin Lite and other browser clients call the VO endpoints from other origins.
+    middleware = [Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                             allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"],
+                             expose_headers=["Location", "Content-Disposition"])]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
+                    middleware=middleware)
     app.state.runtime = runtime
     return app
 
@@ -48,7 +62,9 @@ def create_app(settings: Settings | None = None,
 def _index(runtime: Runtime):  # type: ignore[no-untyped-def]
     async def index(request: Request) -> Response:
         lines = ["IVOA SODA 1.0 / UWS 1.1 cutout service", "",
-                 "/sync\tSODA 1.0 synchronous cutouts (GET or POST)"]
+                 "/sync\tSODA 1.0 synchronous cutouts (GET or POST)",
+                 "/links\tDataLink 1.1 links of a dataset (ID=...)",
+                 "/capabilities\tVOSI 1.1 capabilities", "/availability\tVOSI 1.1 availability"]
         for path, kind in runtime.mounts.items():
             lines.append(f"{path}\tUWS job list: {kind.description}")
         return PlainTextResponse("\n".join(lines) + "\n")

@@ -14,7 +14,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from soda.pixels import PixelBox, pixel_box
+from soda.pixels import PixelBox, pixel_box, separation
 from soda.regions import Shape
 from soda.surveys.base import ImageRef
 from uws.errors import UsageError
@@ -83,3 +83,34 @@ def cut(image: ImageRef, region: Shape | None, max_pixels: int | None = None) ->
                 raise ImageUnreadable(f"{image.dataset_id}: cannot read HDU {name}: {exc}") from exc
             planes.append(CutPlane(str(hdu.name or name), data, hdu.header.copy()))
     return Cut(image, region, box, tuple(planes))
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Where an image lies on the sky (for DataLink VALUES, SODA §4.2)."""
+
+    corners: tuple[tuple[float, float], ...]  # counter-clockwise with RA increasing to the right
+    centre: tuple[float, float]
+    radius: float  # degrees: the circle about ``centre`` that covers the image
+
+
+def footprint(image: ImageRef) -> Footprint:
+    try:
+        with fits.open(image.path, memmap=True, lazy_load_hdus=True) as hdul:
+            header = hdul[_hdu_key(image.hdus[0])].header
+            nx, ny = int(header["NAXIS1"]), int(header["NAXIS2"])
+            wcs = _wcs(header)
+    except (OSError, KeyError, IndexError, ValueError) as exc:
+        raise ImageUnreadable(f"{image.dataset_id}: cannot read {image.path.name}: {exc}") from exc
+    xs = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+    ys = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    ras, decs = (np.asarray(v, dtype=float) for v in wcs.pixel_to_world_values(xs, ys))
+    cra, cdec = (float(v) for v in wcs.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2))
+    corners = [(float(r) % 360.0, float(d)) for r, d in zip(ras, decs, strict=True)]
+    # Shoelace area with RA increasing to the right (RA offsets unwrapped about the centre).
+    offsets = [((r - cra + 180.0) % 360.0 - 180.0, d) for r, d in corners]
+    area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(offsets, offsets[1:] + offsets[:1], strict=True))
+    if area < 0:
+        corners.reverse()
+    radius = float(max(separation(cra, cdec, r, d) for r, d in corners))
+    return Footprint(tuple(corners), (cra % 360.0, cdec), radius)

@@ -64,7 +64,7 @@ class LocalStore:
             target.unlink(missing_ok=True)
 
     def check_writable(self) -> None:
+        """Raise OSError unless a file can be created in the store (safe to call concurrently)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        probe = self.root / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+            pass

@@ -47,3 +47,33 @@ def test_async_soda_job_with_pyvo(server):
     with fits.open(io.BytesIO(requests.get(uri).content)) as hdul:
         assert hdul["SCI"].header["DATASET"].endswith(f"{TILE}_r")
     job.delete()
+
+
+def test_datalink_processed_returns_a_fits_cutout(server):
+    from pyvo.dal.adhoc import DatalinkResults
+
+    did = f"ivo://demo.cutout/des?{TILE}_g"
+    links = DatalinkResults.from_result_url(f"{server}/links?ID={requests.utils.quote(did, safe='')}")
+    this = next(links.bysemantics("#this", include_narrower=False))  # no vocabulary download
+    assert this.id == did and this.access_url.startswith(server + "/files?ID=")
+    stream = this.processed(circle=(RA0, DEC0, 0.003))
+    with fits.open(io.BytesIO(stream.read())) as hdul:
+        assert hdul["SCI"].header["DATASET"] == did
+        assert hdul["SCI"].data.shape[0] > 30
+
+
+def test_async_descriptor_through_soda_query_and_async_job(server):
+    from pyvo.dal.adhoc import DatalinkResults
+
+    did = f"ivo://demo.cutout/des?{TILE}_r"
+    links = DatalinkResults.from_result_url(f"{server}/links?ID={requests.utils.quote(did, safe='')}")
+    descriptor = links.get_adhocservice_by_ivoid("ivo://ivoa.net/std/SODA#async-1.0")
+    query = SodaQuery.from_resource(links[0], descriptor, circle=(RA0, DEC0, 0.003))
+    response = query.submit(post=True)  # 303 to the new job, followed
+    job = AsyncTAPJob(response.url)
+    job.run().wait(timeout=60)
+    assert job.phase == "COMPLETED"
+    [uri] = job.result_uris
+    with fits.open(io.BytesIO(requests.get(uri).content)) as hdul:
+        assert hdul["SCI"].header["DATASET"] == did
+    job.delete()

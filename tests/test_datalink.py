@@ -1,0 +1,169 @@
+"""DataLink 1.1 {links}: documents, descriptors, errors, STILTS lints, /files, CORS."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from lxml import etree
+
+from conftest import DEMO_SIZE, IN_CI, assert_votable
+from soda.surveys.des import tile_centre
+
+V = "{http://www.ivoa.net/xml/VOTable/v1.3}"
+TILE = "DES0139-4457"
+DID = f"ivo://demo.cutout/des?{TILE}_r"
+
+
+def links(client, *ids: str, **extra: str):  # type: ignore[no-untyped-def]
+    r = client.get("/links", params=[("ID", i) for i in ids] + list(extra.items()))
+    return r
+
+
+def rows(doc: etree._Element) -> list[dict[str, str | None]]:
+    names = [f.get("name") for f in doc.iter(f"{V}FIELD")]
+    return [dict(zip(names, (td.text for td in tr), strict=True)) for tr in doc.iter(f"{V}TR")]
+
+
+def descriptor(doc: etree._Element, xml_id: str) -> etree._Element:
+    [res] = [r for r in doc.iter(f"{V}RESOURCE") if r.get("ID") == xml_id]
+    return res
+
+
+def test_links_for_one_id(embedded, demo_root):
+    r = links(embedded, DID)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/x-votable+xml;content=datalink"
+    doc = assert_votable(r.content)
+    results = doc.find(f"{V}RESOURCE")
+    assert results.get("type") == "results"
+    infos = {i.get("name"): i.get("value") for i in results.findall(f"{V}INFO")}
+    assert infos == {"QUERY_STATUS": "OK", "standardID": "ivo://ivoa.net/std/DataLink#links-1.1"}
+    table = rows(doc)
+    assert [(t["ID"], t["semantics"]) for t in table] == [(DID, "#this"), (DID, "#cutout"), (DID, "#cutout")]
+    this = table[0]
+    assert this["access_url"].startswith("http://testserver/files?ID=")
+    source = next(demo_root.glob(f"{TILE}_*_r.fits.fz"))
+    assert int(this["content_length"]) == source.stat().st_size
+    download = embedded.get(this["access_url"])
+    assert download.status_code == 200 and download.content == source.read_bytes()
+    for row, standard, url in ((table[1], "sync-1.0", "http://testserver/sync"),
+                               (table[2], "async-1.0", "http://testserver/async")):
+        res = descriptor(doc, row["service_def"])
+        assert res.get("type") == "meta" and res.get("utype") == "adhoc:service"
+        params = {p.get("name"): p for p in res.findall(f"{V}PARAM")}
+        assert params["standardID"].get("value") == f"ivo://ivoa.net/std/SODA#{standard}"
+        assert params["accessURL"].get("value") == url
+        inputs = {p.get("name"): p for p in res.find(f"{V}GROUP[@name='inputParams']").findall(f"{V}PARAM")}
+        assert inputs["ID"].get("ref") == "ID" and inputs["ID"].get("value") == ""
+        circle = inputs["CIRCLE"]
+        assert (circle.get("xtype"), circle.get("arraysize"), circle.get("unit"), circle.get("ucd")) == \
+            ("circle", "3", "deg", "pos.outline;obs")
+        ra, dec, radius = (float(v) for v in circle.find(f"{V}VALUES/{V}MAX").get("value").split())
+        cra, cdec = tile_centre(TILE)
+        assert abs(ra - cra) < 1e-4 and abs(dec - cdec) < 1e-4
+        half_diagonal = DEMO_SIZE * 0.263 / 3600 * 2**0.5 / 2
+        assert half_diagonal <= radius < half_diagonal * 1.01
+        assert len(inputs["POLYGON"].find(f"{V}VALUES/{V}MAX").get("value").split()) == 8
+        band = inputs["BAND"]
+        assert (band.get("unit"), band.get("ucd"), band.get("xtype")) == ("m", "em.wl;stat.interval", "interval")
+        low = float(band.find(f"{V}VALUES/{V}MIN").get("value"))
+        high = float(band.find(f"{V}VALUES/{V}MAX").get("value"))
+        assert 5.0e-7 < low < high < 7.5e-7
+        assert [o.get("value") for o in inputs["FILTER"].iter(f"{V}OPTION")] == ["r"]
+        assert set(inputs) >= {"POS", "POL", "RESPONSEFORMAT"}
+
+
+def test_links_several_ids_and_an_unknown_one(embedded):
+    doc = assert_votable(links(embedded, DID, "ivo://demo.cutout/des?nope", f"ivo://demo.cutout/des?{TILE}_g").content)
+    table = rows(doc)
+    assert [t["ID"] for t in table] == [DID] * 3 + ["ivo://demo.cutout/des?nope"] + [f"ivo://demo.cutout/des?{TILE}_g"] * 3
+    error = table[3]
+    assert error["error_message"].startswith("NotFoundFault: ") and error["semantics"] == "#this"
+    assert error["access_url"] is None and error["service_def"] is None
+    for t in table:  # DataLink §3.2: exactly one of access_url, service_def, error_message
+        assert sum(bool(t[k]) for k in ("access_url", "service_def", "error_message")) == 1
+
+
+def test_links_without_id_is_an_empty_table_with_generic_descriptors(embedded):
+    doc = assert_votable(links(embedded).content)
+    assert rows(doc) == []
+    sync = descriptor(doc, "soda-sync")
+    options = [o.get("value") for o in sync.iter(f"{V}OPTION")]
+    assert {"g", "r", "i", "z", "Y"} <= set(options)
+
+
+def test_links_overflow_beyond_the_id_limit(embedded):
+    doc = assert_votable(links(embedded, *[f"ivo://demo.cutout/des?x{i}" for i in range(101)]).content)
+    assert len(rows(doc)) == 100
+    infos = doc.find(f"{V}RESOURCE").findall(f"{V}INFO")
+    assert infos[-1].get("name") == "QUERY_STATUS" and infos[-1].get("value") == "OVERFLOW"
+    assert doc.find(f"{V}RESOURCE/{V}TABLE").getnext() is infos[-1]
+
+
+@pytest.mark.parametrize("fmt", ["votable", "application/x-votable+xml", "application/x-votable+xml;content=datalink"])
+def test_links_standard_formats(embedded, fmt):
+    assert links(embedded, DID, RESPONSEFORMAT=fmt).status_code == 200
+
+
+@pytest.mark.parametrize("extra,status,fault", [
+    ({"RESPONSEFORMAT": "text/csv"}, 400, "UsageFault: "),
+    ({"RESPONSEFORMAT": ["votable", "votable"]}, 400, "UsageFault: "),
+])
+def test_links_errors_are_votables_with_datalink_faults(embedded, extra, status, fault):
+    r = embedded.get("/links", params={"ID": DID, **extra})
+    assert r.status_code == status
+    doc = assert_votable(r.content)
+    info = doc.find(f"{V}RESOURCE/{V}INFO")
+    assert info.get("value") == "ERROR" and info.text.startswith(fault)
+
+
+def test_files_unknown_id_is_404(embedded):
+    r = embedded.get("/files", params={"ID": "ivo://demo.cutout/des?nope"})
+    assert r.status_code == 404 and r.text.startswith("UsageError: ")
+
+
+def test_links_behind_a_proxy(embedded):
+    r = embedded.get("/links", params={"ID": DID}, headers={
+        "X-Forwarded-Proto": "https", "X-Forwarded-Host": "vo.example.org", "X-Forwarded-Prefix": "/cutouts"})
+    doc = assert_votable(r.content)
+    assert rows(doc)[0]["access_url"].startswith("https://vo.example.org/cutouts/files?ID=")
+    urls = [p.get("value") for p in doc.iter(f"{V}PARAM") if p.get("name") == "accessURL"]
+    assert urls == ["https://vo.example.org/cutouts/sync", "https://vo.example.org/cutouts/async"]
+
+
+def test_cors_for_browser_clients(embedded):
+    r = embedded.get("/links", params={"ID": DID}, headers={"Origin": "https://aladin.example"})
+    assert r.headers["access-control-allow-origin"] == "*"
+    pre = embedded.options("/sync", headers={"Origin": "https://aladin.example",
+                                             "Access-Control-Request-Method": "POST"})
+    assert pre.status_code == 200 and "POST" in pre.headers["access-control-allow-methods"]
+
+
+def _stilts(tool: str, path) -> str:  # type: ignore[no-untyped-def]
+    if shutil.which("stilts") is None:
+        if IN_CI:
+            pytest.fail("stilts is not installed; .ci/run installs it", pytrace=False)
+        pytest.skip("!!! stilts is not installed (apt-get install stilts) — lint not run")
+    out = subprocess.run(["stilts", tool, str(path)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "JAVA_TOOL_OPTIONS": "-Djava.awt.headless=true"})
+    return out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("ids", [[DID], [DID, "ivo://demo.cutout/des?nope", "ivo://demo.cutout/des?DES0000+0209_i"], []])
+def test_stilts_datalinklint_and_votlint_are_clean(embedded, tmp_path, ids):
+    path = tmp_path / "links.xml"
+    path.write_bytes(links(embedded, *ids).content)
+    report = _stilts("datalinklint", path)
+    assert "Totals: Errors: 0; Warnings: 0;" in report, report
+    lint = _stilts("votlint", path)
+    assert "ERROR" not in lint and "WARNING" not in lint, lint
+
+
+def test_stilts_votlint_on_error_documents(embedded, tmp_path):
+    path = tmp_path / "error.xml"
+    path.write_bytes(embedded.get("/links", params={"RESPONSEFORMAT": "text/csv"}).content)
+    lint = _stilts("votlint", path)
+    assert "ERROR" not in lint and "WARNING" not in lint, lint
