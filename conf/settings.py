@@ -39,6 +39,7 @@ class SurveySettings(BaseModel):
     index: str = "index.csv"     # the tile index, relative to root
     hdus: tuple[str, ...] = ("SCI", "MSK", "WGT")
     demo_builder: str = ""       # "package.module:function" that builds demo images into root
+    rgb_bands: tuple[str, ...] = ()  # the default colour triplet (R, G, B) for RGB=default
 
     @field_validator("factory", "demo_builder")
     @classmethod
@@ -84,6 +85,10 @@ class Settings(BaseModel):
     cors_origins: tuple[str, ...] = ("*",)
     max_cutout_pixels: int = 25_000_000
     max_sync_cutouts: int = 50
+    # PNG/JPEG: largest side of a preview, most source pixels read for one, JPEG quality.
+    max_preview_size: int = 4096
+    max_preview_source_pixels: int = 100_000_000
+    jpeg_quality: int = 90
 
     @field_validator("ivoa_authority")
     @classmethod
@@ -93,7 +98,14 @@ class Settings(BaseModel):
             raise ValueError("must be an IVOA authority such as 'example.org' (no '/', '?' or '#')")
         return v
 
-    @field_validator("max_cutout_pixels", "max_sync_cutouts")
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _quality(cls, v: int) -> int:
+        if not 1 <= v <= 95:
+            raise ValueError("must be between 1 and 95 (Pillow's useful JPEG range)")
+        return v
+
+    @field_validator("max_cutout_pixels", "max_sync_cutouts", "max_preview_size", "max_preview_source_pixels")
     @classmethod
     def _limit(cls, v: int) -> int:
         if v <= 0:

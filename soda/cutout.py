@@ -51,38 +51,54 @@ def _wcs(header: fits.Header) -> WCS:
         return WCS(header, naxis=2)
 
 
+def _open(image: ImageRef) -> fits.HDUList:
+    try:
+        return fits.open(image.path, memmap=True, lazy_load_hdus=True)
+    except OSError as exc:
+        raise ImageUnreadable(f"{image.dataset_id}: cannot open {image.path.name}: {exc}") from exc
+
+
 def locate(image: ImageRef, region: Shape | None) -> tuple[fits.HDUList, PixelBox | None]:
     """Open the image and find the box; the caller closes the HDU list."""
+    hdul = _open(image)
     try:
-        hdul = fits.open(image.path, memmap=True, lazy_load_hdus=True)
         science = hdul[_hdu_key(image.hdus[0])]
         header = science.header
         shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
     except (OSError, KeyError, IndexError, ValueError) as exc:
+        hdul.close()
         raise ImageUnreadable(f"{image.dataset_id}: cannot read {image.path.name}: {exc}") from exc
     if region is None:
         return hdul, PixelBox(0, shape[1], 0, shape[0])
     return hdul, pixel_box(_wcs(header), shape, region)
 
 
-def cut(image: ImageRef, region: Shape | None, max_pixels: int | None = None) -> Cut | None:
-    """The cutout of ``region`` from every HDU of ``image``; None when they do not overlap."""
-    hdul, box = locate(image, region)
+def cut(image: ImageRef, region: Shape | None, max_pixels: int | None = None, *,
+        planes: int | None = None, box: PixelBox | None = None) -> Cut | None:
+    """The cutout of ``region`` from the HDUs of ``image``; None when they do not overlap.
+
+    ``planes`` keeps only the first HDUs (1: the science image, for previews); ``box``
+    reuses a box found on another image of the same pixel grid (the bands of a tile).
+    """
+    if box is None:
+        hdul, box = locate(image, region)
+    else:
+        hdul = _open(image)
     with hdul:
         if box is None:
             return None
         if max_pixels is not None and box.pixels > max_pixels:
             raise UsageError(f"the cutout from {image.dataset_id} would have {box.shape[1]}x{box.shape[0]} "
                              f"pixels, more than this service's limit of {max_pixels}; ask for a smaller region")
-        planes = []
-        for name in image.hdus:
+        cut_planes = []
+        for name in image.hdus[:planes]:
             try:
                 hdu = hdul[_hdu_key(name)]
                 data = np.array(hdu.section[box.y0:box.y1, box.x0:box.x1])  # a copy: the file closes
             except (OSError, KeyError, IndexError, ValueError) as exc:
                 raise ImageUnreadable(f"{image.dataset_id}: cannot read HDU {name}: {exc}") from exc
-            planes.append(CutPlane(str(hdu.name or name), data, hdu.header.copy()))
-    return Cut(image, region, box, tuple(planes))
+            cut_planes.append(CutPlane(str(hdu.name or name), data, hdu.header.copy()))
+    return Cut(image, region, box, tuple(cut_planes))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ DATALINK_TYPE = "application/x-votable+xml;content=datalink"
 LINKS_STANDARD = "ivo://ivoa.net/std/DataLink#links-1.1"
 SODA_SYNC = "ivo://ivoa.net/std/SODA#sync-1.0"
 SODA_ASYNC = "ivo://ivoa.net/std/SODA#async-1.0"
+PREVIEW_SIZE = 512
 MAX_IDS = 100  # DataLink §2.1.1: the service may limit the IDs of one request (then OVERFLOW)
 # DataLink §2.1.2: the standard output is asked for by these (MIME parameters stripped).
 VOTABLE_FORMATS = {"votable", "application/x-votable+xml"}
@@ -158,6 +159,10 @@ class Links:
             Row(dataset_id, "#this", access_url=f"{base}/files?ID={quote(dataset_id, safe='')}",
                 description=f"the whole {what}, tile-compressed FITS", content_type="application/fits",
                 content_length=size),
+            Row(dataset_id, "#preview", access_url=f"{base}/sync?ID={quote(dataset_id, safe='')}"
+                f"&RESPONSEFORMAT=image%2Fpng&SIZE={PREVIEW_SIZE}",
+                description=f"a {PREVIEW_SIZE}-pixel PNG preview of the whole image (science plane)",
+                content_type="image/png"),
             Row(dataset_id, "#cutout", service_def=sync_id, content_type="application/fits",
                 description=f"SODA cutouts of the {what}, answered at once"),
             Row(dataset_id, "#cutout", service_def=async_id, content_type="application/fits",
@@ -204,7 +209,9 @@ class Links:
         _e(_e(pol, "VALUES"), "OPTION", value="I")  # SODA §4.2: only values with results
         fmt = _e(group, "PARAM", name="RESPONSEFORMAT", datatype="char", arraysize="*",
                  ucd="meta.code.mime", value="")
-        _e(_e(fmt, "VALUES"), "OPTION", value="application/fits")
+        formats = _e(fmt, "VALUES")
+        for mime in ("application/fits", "image/png", "image/jpeg"):
+            _e(formats, "OPTION", value=mime)
         if image is None or fp is None:
             survey = self.datasets.default
             if survey is not None:

@@ -20,9 +20,11 @@ def _load(path: str) -> Any:
 
 
 class Datasets:
-    def __init__(self, surveys: dict[str, Survey], authority: str) -> None:
+    def __init__(self, surveys: dict[str, Survey], authority: str,
+                 rgb_bands: dict[str, tuple[str, ...]] | None = None) -> None:
         self.surveys = surveys
         self.authority = authority
+        self.rgb_bands = rgb_bands or {}  # survey name -> default (R, G, B) bands
 
     @property
     def default(self) -> Survey | None:
@@ -49,4 +51,5 @@ def load_datasets(settings: Settings, build_demo: bool = False) -> Datasets:
         factory = _load(conf.factory)
         surveys[name] = factory(root=root, authority=settings.ivoa_authority, index=conf.index,
                                 hdus=conf.hdus, name=name)
-    return Datasets(surveys, settings.ivoa_authority)
+    rgb = {name: conf.rgb_bands for name, conf in settings.surveys.items() if conf.rgb_bands}
+    return Datasets(surveys, settings.ivoa_authority, rgb)

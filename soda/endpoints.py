@@ -1,66 +1,124 @@
-"""The SODA endpoints: {sync} (SODA §5) and the {async} job kind (SODA §6)."""
+"""The SODA endpoints: {sync} (SODA §5) and the {async} job kind (SODA §6).
+
+Both go through one path: parameters → a plan of targets → cuts → bytes in the asked
+format (FITS with every configured HDU; PNG/JPEG of the science plane, or a Lupton
+colour composite of three bands cut on the same pixel grid).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from conf import Settings
 from soda.cutout import Cut, ImageUnreadable, cut
 from soda.datasets import Datasets
 from soda.output import fits_cutouts
-from soda.params import parse_cutout
-from soda.plan import Target, plan
+from soda.params import FITS, FITS_FORMATS, CutoutParams, parse_cutout
+from soda.plan import RGBRequest, Target, plan
+from soda.render import IMAGE_FORMATS, PNG, RenderParams, parse_render, render
 from uws.errors import MultiValuedParamNotSupported, ServiceError
 from uws.kinds import JobContext, JobKind, Params
 from uws.params import read_params
 
 log = logging.getLogger(__name__)
 
-FITS_TYPE = "application/fits"
+FORMATS = {**FITS_FORMATS, **IMAGE_FORMATS}
+EXTENSIONS = {FITS: "fits", PNG: "png", "image/jpeg": "jpg"}
+
+
+@dataclass(frozen=True)
+class SodaRequest:
+    """One SODA request, parsed: what to cut and how to deliver it."""
+
+    cutout: CutoutParams
+    render: RenderParams | None  # None for FITS
+
+    @property
+    def mime(self) -> str:
+        return self.cutout.response_format
+
+    @property
+    def rgb(self) -> RGBRequest | None:
+        if self.render is None or (self.render.rgb is None and not self.render.use_default_rgb):
+            return None
+        return RGBRequest(self.render.rgb)
 
 
 class Cutouts:
-    """Cutting planned targets, shared by sync and async."""
+    """Cutting planned targets and encoding them, shared by sync and async."""
 
-    def __init__(self, datasets: Datasets, max_pixels: int, max_sync_cutouts: int) -> None:
+    def __init__(self, datasets: Datasets, settings: Settings) -> None:
         self.datasets = datasets
-        self.max_pixels = max_pixels
-        self.max_sync_cutouts = max_sync_cutouts
+        self.max_pixels = settings.max_cutout_pixels
+        self.max_sync_cutouts = settings.max_sync_cutouts
+        self.max_preview_size = settings.max_preview_size
+        self.max_preview_source = settings.max_preview_source_pixels
+        self.jpeg_quality = settings.jpeg_quality
 
-    def cut(self, target: Target) -> Cut | None:
+    def parse(self, pairs: Params) -> SodaRequest:
+        cutout = parse_cutout(pairs, FORMATS)
+        options = parse_render(pairs, self.max_preview_size) if cutout.response_format != FITS else None
+        return SodaRequest(cutout, options)
+
+    def plan(self, request: SodaRequest) -> list[Target]:
+        return plan(request.cutout, self.datasets, request.rgb)
+
+    def _cut(self, target: Target, request: SodaRequest) -> list[Cut] | None:
+        """The target's cuts (three for a colour composite); None when nothing overlaps."""
         if target.image is None:
             return None
+        images = target.rgb or (target.image,)
+        preview = request.render is not None
+        limit, planes = (self.max_preview_source, 1) if preview else (self.max_pixels, None)
         try:
-            return cut(target.image, target.shape, self.max_pixels)
+            first = cut(images[0], target.shape, limit, planes=planes)
+            if first is None:
+                return None
+            return [first] + [cut(image, target.shape, limit, planes=planes, box=first.box)  # type: ignore[misc]
+                              for image in images[1:]]
         except ImageUnreadable as exc:
             log.error("%s", exc)
             raise ServiceError(f"the image of {target.image.dataset_id} cannot be read; "
                                f"the operators have been told") from None
 
-    def cut_all(self, targets: Sequence[Target]) -> list[Cut]:
-        return [c for c in map(self.cut, targets) if c is not None]
+    def encode(self, cuts: list[Cut], request: SodaRequest) -> bytes:
+        if request.render is None:
+            return fits_cutouts(cuts)
+        return render(cuts, request.render, request.mime, self.jpeg_quality)
 
     # --- {sync} ---------------------------------------------------------------------
 
     async def sync(self, request: Request) -> Response:
-        params = await read_params(request)
-        request_params = parse_cutout(params.pairs)
-        targets = await run_in_threadpool(plan, request_params, self.datasets)
+        parsed = self.parse((await read_params(request)).pairs)
+        targets = await run_in_threadpool(self.plan, parsed)
+        if parsed.render is not None and len(targets) > 1:
+            raise MultiValuedParamNotSupported(
+                f"a {parsed.mime} holds one cutout and this request asks for {len(targets)}; "
+                f"ask for application/fits (one multi-extension file) or use /async")
         if len(targets) > self.max_sync_cutouts:
             raise MultiValuedParamNotSupported(
                 f"this request asks for {len(targets)} cutouts; /sync makes at most "
                 f"{self.max_sync_cutouts} (into one multi-extension FITS file); use /async for more")
-        cuts = await run_in_threadpool(self.cut_all, targets)
+        cuts = await run_in_threadpool(self._cut_all, targets, parsed)
         if not cuts:
             return Response(status_code=204)  # SODA §5.1: no pixels of the dataset
-        body = await run_in_threadpool(fits_cutouts, cuts)
+        body = await run_in_threadpool(self.encode, cuts, parsed)
         name = targets[0].name if len(targets) == 1 else "cutouts"
-        return Response(body, media_type=FITS_TYPE,
-                        headers={"Content-Disposition": f'inline; filename="{name}.fits"'})
+        return Response(body, media_type=parsed.mime, headers={
+            "Content-Disposition": f'inline; filename="{name}.{EXTENSIONS[parsed.mime]}"'})
+
+    def _cut_all(self, targets: Sequence[Target], request: SodaRequest) -> list[Cut]:
+        """Every cut of every target, in order (colour composites only come one at a time)."""
+        cuts: list[Cut] = []
+        for target in targets:
+            cuts += self._cut(target, request) or []
+        return cuts
 
     # --- {async} ------------------------------------------------------------------
 
@@ -69,19 +127,22 @@ class Cutouts:
 
         The job keeps the parameters as the client wrote them.
         """
-        plan(parse_cutout(pairs), self.datasets)
+        self.plan(self.parse(pairs))
         return pairs
 
     def run(self, ctx: JobContext) -> None:
         """SODA §6: one result per combination; one without pixels is a text/plain error."""
-        for target in plan(parse_cutout(ctx.parameters), self.datasets):
-            result = self.cut(target)
-            if result is None:
+        request = self.parse(ctx.parameters)
+        for target in self.plan(request):
+            cuts = self._cut(target, request)
+            if cuts is None:
+                where = target.image.dataset_id if target.image else "any image"
                 problem = target.problem or f"{target.shape.dali() if target.shape else 'the region'} " \
-                                            f"does not overlap {target.image.dataset_id if target.image else 'any image'}"
+                                            f"does not overlap {where}"
                 ctx.put_result(f"{target.name}.txt", f"UsageError: {problem}\n".encode(), "text/plain")
             else:
-                ctx.put_result(f"{target.name}.fits", fits_cutouts([result]), FITS_TYPE)
+                ctx.put_result(f"{target.name}.{EXTENSIONS[request.mime]}", self.encode(cuts, request),
+                               request.mime)
 
     def job_kind(self) -> JobKind:
         return JobKind(name="soda", validate=self.validate, run=self.run,

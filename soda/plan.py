@@ -24,6 +24,7 @@ class Target:
     shape: Shape | None       # None: the whole image
     image: ImageRef | None
     problem: str | None = None  # why this combination has no pixels
+    rgb: tuple[ImageRef, ImageRef, ImageRef] | None = None  # a colour composite's R, G, B images
 
 
 def _band_names(params: CutoutParams, survey: Survey) -> list[str]:
@@ -51,15 +52,79 @@ def _id_problem(params: CutoutParams, image: ImageRef, survey: Survey) -> str | 
     return None
 
 
-def plan(params: CutoutParams, datasets: Datasets) -> list[Target]:
+def plan(params: CutoutParams, datasets: Datasets, rgb: RGBRequest | None = None) -> list[Target]:
+    if not params.ids and not params.shapes:
+        raise UsageError("give ID, or a position (POS, CIRCLE or POLYGON) to cut around")
+    if rgb is not None:
+        return _plan_rgb(params, datasets, rgb)
     if params.ids:
         return _plan_ids(params, datasets)
-    if not params.shapes:
-        raise UsageError("give ID, or a position (POS, CIRCLE or POLYGON) to cut around")
     survey = datasets.default
     if survey is None:
         raise UsageError("this service has no survey configured")
     return _plan_positions(params, survey)
+
+
+@dataclass(frozen=True)
+class RGBRequest:
+    bands: tuple[str, str, str] | None  # None: the survey's default triplet
+
+
+def _triplet(rgb: RGBRequest, survey: Survey, datasets: Datasets) -> tuple[str, str, str]:
+    bands = rgb.bands or datasets.rgb_bands.get(survey.name)
+    if bands is None or len(bands) != 3:
+        raise UsageError(f"survey {survey.name} has no default colour bands; give RGB=R,G,B")
+    unknown = [b for b in bands if b not in survey.bands]
+    if unknown:
+        raise UsageError(f"RGB band {', '.join(unknown)} is not a band of survey {survey.name} "
+                         f"(bands: {', '.join(survey.bands)})")
+    return bands[0], bands[1], bands[2]
+
+
+def _colour_target(name: str, shape: Shape | None, images: list[ImageRef | None],
+                   bands: tuple[str, str, str], where: str) -> Target:
+    missing = [b for b, image in zip(bands, images, strict=True) if image is None]
+    if missing:
+        raise UsageError(f"RGB needs bands {','.join(bands)} but {where} has no {', '.join(missing)} image")
+    r, g, b = images
+    assert r is not None and g is not None and b is not None
+    return Target(f"{name}_{''.join(bands)}", shape, r, rgb=(r, g, b))
+
+
+def _plan_rgb(params: CutoutParams, datasets: Datasets, rgb: RGBRequest) -> list[Target]:
+    """One colour composite per ID (its field in three bands) or per position."""
+    if params.filters or params.bands:
+        raise UsageError("RGB chooses the bands; leave out FILTER and BAND")
+    targets = []
+    shapes: list[Shape | None] = list(params.shapes) or [None]
+    if params.ids:
+        for i, dataset_id in enumerate(params.ids, start=1):
+            image = datasets.by_id(dataset_id)
+            if image is None:
+                raise UsageError(f"ID {dataset_id!r} names no dataset of this service", status=404)
+            survey = datasets.surveys[image.survey]
+            bands = _triplet(rgb, survey, datasets)
+            images = [survey.sibling(image, b) for b in bands]
+            for j, shape in enumerate(shapes, start=1):
+                name = image.tile if len(shapes) == 1 and len(params.ids) == 1 else f"{i:02d}-{j:02d}_{image.tile}"
+                targets.append(_colour_target(name, shape, images, bands, image.tile))
+        return targets
+    survey = datasets.default
+    if survey is None:
+        raise UsageError("this service has no survey configured")
+    bands = _triplet(rgb, survey, datasets)
+    for k, shape in enumerate(params.shapes, start=1):
+        position = centre(shape)
+        if position is None:
+            raise UsageError("a RANGE with an open (-Inf/+Inf) bound needs an ID")
+        found = {image.band: image for image in survey.at(position[0], position[1], bands)}
+        if not found:
+            targets.append(Target(f"{k:02d}_{''.join(bands)}", shape, None,
+                                  f"no {survey.name} image holds {shape.dali()}"))
+            continue
+        tile = next(iter(found.values())).tile
+        targets.append(_colour_target(f"{k:02d}_{tile}", shape, [found.get(b) for b in bands], bands, tile))
+    return targets
 
 
 def _plan_ids(params: CutoutParams, datasets: Datasets) -> list[Target]:

@@ -45,7 +45,7 @@ class Runtime:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.datasets = load_datasets(settings, build_demo=build_demo)
-        self.cutouts = Cutouts(self.datasets, settings.max_cutout_pixels, settings.max_sync_cutouts)
+        self.cutouts = Cutouts(self.datasets, settings)
         self.db = open_database(settings.effective_database_url)
         migrate(self.db)
         self.storage = LocalStore(settings.results_dir)

@@ -105,7 +105,7 @@ BAD_PARAMS: list[tuple[str, Pairs, str, str]] = [
     ("filter-empty-item", _req(("FILTER", "g,,r")), USAGE, "empty name"),
     ("filter-space-separated", _req(("FILTER", "g r")), USAGE, "'g r' is not a band name"),
     # --- RESPONSEFORMAT (DALI §3.4.3)
-    ("format-png", _req(("RESPONSEFORMAT", "image/png")), USAGE, "supported: application/fits"),
+    ("format-gif", _req(("RESPONSEFORMAT", "image/gif")), USAGE, "supported: application/fits"),
     ("format-votable", _req(("RESPONSEFORMAT", "votable")), USAGE, "unsupported format"),
     ("format-two", _req(("RESPONSEFORMAT", "fits"), ("RESPONSEFORMAT", "application/fits")),
      MULTI, "RESPONSEFORMAT was given 2 values"),

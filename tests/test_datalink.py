@@ -42,15 +42,19 @@ def test_links_for_one_id(embedded, demo_root):
     infos = {i.get("name"): i.get("value") for i in results.findall(f"{V}INFO")}
     assert infos == {"QUERY_STATUS": "OK", "standardID": "ivo://ivoa.net/std/DataLink#links-1.1"}
     table = rows(doc)
-    assert [(t["ID"], t["semantics"]) for t in table] == [(DID, "#this"), (DID, "#cutout"), (DID, "#cutout")]
+    assert [(t["ID"], t["semantics"]) for t in table] == [
+        (DID, "#this"), (DID, "#preview"), (DID, "#cutout"), (DID, "#cutout")]
     this = table[0]
     assert this["access_url"].startswith("http://testserver/files?ID=")
     source = next(demo_root.glob(f"{TILE}_*_r.fits.fz"))
     assert int(this["content_length"]) == source.stat().st_size
     download = embedded.get(this["access_url"])
     assert download.status_code == 200 and download.content == source.read_bytes()
-    for row, standard, url in ((table[1], "sync-1.0", "http://testserver/sync"),
-                               (table[2], "async-1.0", "http://testserver/async")):
+    preview = embedded.get(table[1]["access_url"])
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
+    assert table[1]["content_type"] == "image/png"
+    for row, standard, url in ((table[2], "sync-1.0", "http://testserver/sync"),
+                               (table[3], "async-1.0", "http://testserver/async")):
         res = descriptor(doc, row["service_def"])
         assert res.get("type") == "meta" and res.get("utype") == "adhoc:service"
         params = {p.get("name"): p for p in res.findall(f"{V}PARAM")}
@@ -79,8 +83,8 @@ def test_links_for_one_id(embedded, demo_root):
 def test_links_several_ids_and_an_unknown_one(embedded):
     doc = assert_votable(links(embedded, DID, "ivo://demo.cutout/des?nope", f"ivo://demo.cutout/des?{TILE}_g").content)
     table = rows(doc)
-    assert [t["ID"] for t in table] == [DID] * 3 + ["ivo://demo.cutout/des?nope"] + [f"ivo://demo.cutout/des?{TILE}_g"] * 3
-    error = table[3]
+    assert [t["ID"] for t in table] == [DID] * 4 + ["ivo://demo.cutout/des?nope"] + [f"ivo://demo.cutout/des?{TILE}_g"] * 4
+    error = table[4]
     assert error["error_message"].startswith("NotFoundFault: ") and error["semantics"] == "#this"
     assert error["access_url"] is None and error["service_def"] is None
     for t in table:  # DataLink §3.2: exactly one of access_url, service_def, error_message

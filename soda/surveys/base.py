@@ -38,6 +38,10 @@ class Survey(ABC):
         """
 
     @abstractmethod
+    def sibling(self, image: ImageRef, band: str) -> ImageRef | None:
+        """The same field (tile, patch) in another band, on the same pixel grid; None if absent."""
+
+    @abstractmethod
     def band_range(self, band: str) -> tuple[float, float]:
         """The band's wavelength interval in metres (for SODA BAND matching)."""
 

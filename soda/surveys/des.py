@@ -293,5 +293,9 @@ class DESSurvey(Survey):
         refs = (self._ref(tile, band) for band in bands)
         return [ref for ref in refs if ref is not None]
 
+    def sibling(self, image: ImageRef, band: str) -> ImageRef | None:
+        # Every band of a DES tile shares the tile's WCS and pixel grid.
+        return self._ref(image.tile, band)
+
     def band_range(self, band: str) -> tuple[float, float]:
         return BAND_RANGES[band]

@@ -1,0 +1,128 @@
+"""PNG and JPEG cutouts: the render parameters and the calls into ``renderers``.
+
+Parameters (names case-insensitive, used with RESPONSEFORMAT=image/png or image/jpeg):
+  STRETCH      linear | asinh | log | sqrt            (default asinh)
+  LIMITS       zscale | minmax | percentile            (default zscale)
+  PERCENTILES  "low high" in [0, 100]                  (implies LIMITS=percentile)
+  SIZE         longest side of the image in pixels     (default: the cutout's own size)
+  RGB          three bands as R,G,B (e.g. "i,r,g"), or "default" for the survey's triplet
+  Q            Lupton softening for RGB                (default 8)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from renderers import Scaling, render_grey, render_rgb
+from renderers.fits import cutout_header
+from soda.cutout import Cut
+from soda.output import SERVICE, VERSION
+from uws.errors import UsageError
+from uws.kinds import Params
+from uws.params import RequestParams
+
+PNG, JPEG = "image/png", "image/jpeg"
+IMAGE_FORMATS = {PNG: PNG, "png": PNG, JPEG: JPEG, "jpeg": JPEG, "jpg": JPEG, "image/jpg": JPEG}
+STRETCHES = ("linear", "asinh", "log", "sqrt")
+LIMIT_KINDS = ("zscale", "minmax", "percentile")
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    scaling: Scaling = Scaling()
+    size: int | None = None
+    rgb: tuple[str, str, str] | None = None  # bands as R, G, B
+    q: float = 8.0
+    use_default_rgb: bool = False  # RGB=default: the survey's triplet, resolved by the planner
+
+
+def _choice(params: RequestParams, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = params.single(name)
+    if value is None:
+        return default
+    if value not in choices:
+        raise UsageError(f"{name}={value!r}: must be one of {', '.join(choices)}")
+    return value
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{name}={text!r}: not a number") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{name}={text!r}: must be finite")
+    return value
+
+
+def parse_render(pairs: Params, max_size: int) -> RenderParams:
+    params = RequestParams(pairs)
+    stretch = _choice(params, "STRETCH", STRETCHES, "asinh")
+    percentiles_text = params.single("PERCENTILES")
+    limits = _choice(params, "LIMITS", LIMIT_KINDS, "percentile" if percentiles_text else "zscale")
+    percentiles = (0.5, 99.5)
+    if percentiles_text is not None:
+        parts = percentiles_text.split()
+        if len(parts) != 2:
+            raise UsageError(f"PERCENTILES={percentiles_text!r}: give two numbers, low and high")
+        low, high = (_number("PERCENTILES", p) for p in parts)
+        if not 0 <= low < high <= 100:
+            raise UsageError(f"PERCENTILES={percentiles_text!r}: need 0 <= low < high <= 100")
+        percentiles = (low, high)
+    size = None
+    size_text = params.single("SIZE")
+    if size_text is not None:
+        if not size_text.strip().isdigit() or not 1 <= int(size_text) <= max_size:
+            raise UsageError(f"SIZE={size_text!r}: must be a whole number of pixels from 1 to {max_size}")
+        size = int(size_text)
+    q_text = params.single("Q")
+    q = 8.0 if q_text is None else _number("Q", q_text)
+    if q <= 0:
+        raise UsageError(f"Q={q_text!r}: the Lupton softening must be greater than 0")
+    rgb_text = params.single("RGB")
+    rgb, use_default = None, False
+    if rgb_text is not None:
+        if rgb_text.strip() == "default":
+            use_default = True
+        else:
+            bands = [b for b in rgb_text.replace(",", " ").split() if b]
+            if len(bands) != 3:
+                raise UsageError(f"RGB={rgb_text!r}: give three bands as R,G,B (e.g. i,r,g) or 'default'")
+            rgb = (bands[0], bands[1], bands[2])
+    return RenderParams(Scaling(stretch, limits, percentiles), size, rgb, q, use_default)
+
+
+def provenance(cuts: list[Cut], options: RenderParams) -> dict[str, str]:
+    first = cuts[0]
+    text = {
+        "dataset": ", ".join(c.image.dataset_id for c in cuts),
+        "source": ", ".join(c.image.path.name for c in cuts),
+        "region": first.region.dali() if first.region is not None else "whole image",
+        "source-box": f"[{first.box.x0 + 1}:{first.box.x1},{first.box.y0 + 1}:{first.box.y1}]",
+        "service": f"{SERVICE} {VERSION}",
+    }
+    if len(cuts) == 3:
+        text["rgb"] = ",".join(c.image.band for c in cuts) + f" (Lupton, Q={options.q:g})"
+    else:
+        s = options.scaling
+        text["scaling"] = f"{s.stretch}, {s.limits}" + (
+            f" {s.percentiles[0]:g}-{s.percentiles[1]:g}" if s.limits == "percentile" else "")
+    return text
+
+
+def render(cuts: list[Cut], options: RenderParams, mime: str, quality: int) -> bytes:
+    """One cut (grey) or three cuts on the same pixel grid (R, G, B) as PNG or JPEG."""
+    fmt = "png" if mime == PNG else "jpeg"
+    first = cuts[0]
+    header = cutout_header(first.planes[0].header, first.box.x0, first.box.y0)
+    text = provenance(cuts, options)
+    try:
+        if len(cuts) == 3:
+            red, green, blue = (c.planes[0].data for c in cuts)
+            return render_rgb(red, green, blue, q=options.q, max_size=options.size, wcs_header=header,
+                              fmt=fmt, quality=quality, text=text)
+        return render_grey(first.planes[0].data, scaling=options.scaling, max_size=options.size,
+                           wcs_header=header, fmt=fmt, quality=quality, text=text)
+    except ValueError as exc:
+        raise UsageError(f"cannot render this cutout: {exc}") from None
