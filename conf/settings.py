@@ -59,7 +59,9 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     trust_forwarded_headers: bool = True
+    accel_redirect_prefix: str = ""
     log_level: str = "INFO"
+    log_json: bool = True
 
     wait_max_seconds: int
     default_execution_duration: int

@@ -15,7 +15,10 @@ from starlette.routing import BaseRoute, Route
 
 from auth import IdentityResolver, anonymous_resolver
 from conf import Settings, load_settings
+from soda.availability import run_checks
 from soda.datalink import Links
+from soda.logs import RequestIdMiddleware
+from soda.metrics import MetricsMiddleware, metrics_endpoint
 from soda.runtime import Runtime
 from soda.vosi import availability_endpoint, capabilities_endpoint
 from uws import JobRoutes
@@ -46,17 +49,36 @@ def create_app(settings: Settings | None = None,
         Route("/files", links.files, methods=["GET"]),
         Route("/capabilities", capabilities_endpoint(runtime), methods=["GET"]),
         Route("/availability", availability_endpoint(runtime), methods=["GET"]),
+        Route("/healthz", _live, methods=["GET"]),
+        Route("/readyz", _ready(runtime), methods=["GET"]),
+        Route("/metrics", metrics_endpoint(runtime), methods=["GET"]),
     ]
     for path, kind in runtime.mounts.items():
         routes += JobRoutes(runtime.uws, kind, path, identify).routes()
     # Aladin Lite and other browser clients call the VO endpoints from other origins.
-    middleware = [Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+    middleware = [Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware),
+                  Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                              allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"],
                              expose_headers=["Location", "Content-Disposition"])]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
                     middleware=middleware)
     app.state.runtime = runtime
     return app
+
+
+async def _live(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return PlainTextResponse("ok\n")
+
+
+def _ready(runtime: Runtime):  # type: ignore[no-untyped-def]
+    """Readiness: the same dependency checks as VOSI availability; 503 while one fails."""
+    async def ready(request: Request) -> Response:
+        failed = [c for c in await run_checks(runtime) if not c.ok]
+        if failed:
+            return PlainTextResponse("".join(f"{c.name}: {c.detail}\n" for c in failed), status_code=503)
+        return PlainTextResponse("ready\n")
+    return ready
 
 
 def _index(runtime: Runtime):  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,32 +24,53 @@ def _settings_or_exit(**overrides: object) -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    from soda.logs import configure
+
+    configure(settings.log_level, json_lines=settings.log_json)
+
+
+def _metrics_dir(settings: Settings) -> None:
+    """Processes on one host share their metrics (prometheus-client multiprocess mode).
+
+    Must run before prometheus_client is imported.
+    """
+    path = (settings.data_dir / "metrics").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(path))
+
+
+def _mark_dead() -> None:
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings_or_exit(host=args.host, port=args.port)
+    _metrics_dir(settings)
     _logging(settings)
     if args.workers > 1 and settings.embedded:
         print("cutout serve: --workers > 1 needs the distributed shape (set CUTOUT_BROKER_URL); "
               "the embedded shape keeps its jobs in one process", file=sys.stderr)
         return 2
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                  proxy_headers=False, timeout_graceful_shutdown=5)
+                  proxy_headers=False, timeout_graceful_shutdown=5, log_config=None)
     if args.workers > 1:
         uvicorn.run("soda.app:create_app", factory=True, workers=args.workers, **common)
     else:
         from soda.app import create_app
 
         uvicorn.run(create_app(settings), **common)
+    _mark_dead()
     return 0
 
 
 def worker(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
+    _metrics_dir(settings)
     _logging(settings)
     if settings.embedded:
         print("cutout worker: no broker is configured (CUTOUT_BROKER_URL); in the embedded shape "
@@ -67,6 +89,7 @@ def worker(args: argparse.Namespace) -> int:
     stop.wait()
     runtime.stop_workers()
     runtime.close()
+    _mark_dead()
     return 0
 
 

@@ -8,6 +8,7 @@ colour composite of three bands cut on the same pixel grid).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from starlette.responses import Response
 from conf import Settings
 from soda.cutout import Cut, ImageUnreadable, cut
 from soda.datasets import Datasets
+from soda.metrics import CUTOUT_SECONDS
 from soda.output import fits_cutouts
 from soda.params import FITS, FITS_FORMATS, CutoutParams, parse_cutout
 from soda.plan import RGBRequest, Target, plan
@@ -105,10 +107,12 @@ class Cutouts:
             raise MultiValuedParamNotSupported(
                 f"this request asks for {len(targets)} cutouts; /sync makes at most "
                 f"{self.max_sync_cutouts} (into one multi-extension FITS file); use /async for more")
+        started = time.perf_counter()
         cuts = await run_in_threadpool(self._cut_all, targets, parsed)
         if not cuts:
             return Response(status_code=204)  # SODA §5.1: no pixels of the dataset
         body = await run_in_threadpool(self.encode, cuts, parsed)
+        CUTOUT_SECONDS.labels(EXTENSIONS[parsed.mime]).observe(time.perf_counter() - started)
         name = targets[0].name if len(targets) == 1 else "cutouts"
         return Response(body, media_type=parsed.mime, headers={
             "Content-Disposition": f'inline; filename="{name}.{EXTENSIONS[parsed.mime]}"'})
@@ -134,6 +138,7 @@ class Cutouts:
         """SODA §6: one result per combination; one without pixels is a text/plain error."""
         request = self.parse(ctx.parameters)
         for target in self.plan(request):
+            started = time.perf_counter()
             cuts = self._cut(target, request)
             if cuts is None:
                 where = target.image.dataset_id if target.image else "any image"
@@ -141,8 +146,9 @@ class Cutouts:
                                             f"does not overlap {where}"
                 ctx.put_result(f"{target.name}.txt", f"UsageError: {problem}\n".encode(), "text/plain")
             else:
-                ctx.put_result(f"{target.name}.{EXTENSIONS[request.mime]}", self.encode(cuts, request),
-                               request.mime)
+                body = self.encode(cuts, request)
+                CUTOUT_SECONDS.labels(EXTENSIONS[request.mime]).observe(time.perf_counter() - started)
+                ctx.put_result(f"{target.name}.{EXTENSIONS[request.mime]}", body, request.mime)
 
     def job_kind(self) -> JobKind:
         return JobKind(name="soda", validate=self.validate, run=self.run,

@@ -15,6 +15,7 @@ import dramatiq
 from conf import Settings
 from soda.datasets import load_datasets
 from soda.endpoints import Cutouts
+from soda.metrics import WorkerMetrics, observe_sweep
 from storage import LocalStore
 from uws import JobKind, UWSConfig, UWSService
 from uws.broker import make_broker, start_worker
@@ -57,7 +58,9 @@ class Runtime:
         for kind in self.mounts.values():
             self.uws.register(kind)
         self.broker = make_broker(settings.broker_url or None, settings.redis_namespace)
+        self.broker.add_middleware(WorkerMetrics())
         self.uws.attach(self.broker)
+        self.uws.sweep_observers.append(observe_sweep)
         self.worker: dramatiq.Worker | None = None
 
     def start_workers(self, threads: int | None = None) -> dramatiq.Worker:

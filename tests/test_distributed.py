@@ -243,3 +243,20 @@ def test_200_concurrent_waits_in_one_web_process(cluster):
     assert threads_during < threads_before + 45
     phases = {uws_text(assert_uws(r.content), "uws:phase") for r in responses}
     assert phases == {"COMPLETED"}
+
+
+def test_request_id_follows_the_job_into_the_worker_process(cluster):
+    r = httpx.post(cluster.base + "/selftest", data={"PHASE": "RUN"}, headers={"X-Request-ID": "dist-trace-7"})
+    url = r.headers["location"]
+    wait_phase(url, "COMPLETED")
+    job_id = url.rsplit("/", 1)[1]
+    eventually(lambda: any(f"job {job_id} (selftest) started" in line and '"request_id": "dist-trace-7"' in line
+                           for line in cluster.worker_output().splitlines()), timeout=5)
+
+
+def test_metrics_count_worker_threads_of_separate_processes(cluster):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(cluster.base + "/metrics").text
+    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+    assert values["cutout_worker_threads"] >= 2  # the worker process's threads, seen by the web process

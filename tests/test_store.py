@@ -38,7 +38,23 @@ def new_job(store: JobStore, owner: str | None = "alice", **kw) -> str:
 
 
 def test_migrate_is_idempotent(store):
-    assert migrate(store.db) == migrate(store.db) == 1
+    assert migrate(store.db) == migrate(store.db) == 2
+
+
+def test_migration_adds_request_id_to_a_version_1_database(store):
+    from uws.models import SchemaVersion
+
+    with store.db.connection_context():
+        store.db.execute_sql("ALTER TABLE uws_job DROP COLUMN request_id")
+        SchemaVersion.update(version=1).execute()
+        assert "request_id" not in {c.name for c in store.db.get_columns("uws_job")}
+    migrate(store.db)
+    with store.db.connection_context():
+        assert "request_id" in {c.name for c in store.db.get_columns("uws_job")}
+        assert SchemaVersion.select().first().version == 2
+    job_id = store.create(kind="k", owner=None, parameters=[], run_id=None, execution_duration=1,
+                          destruction=None, request_id="req-1").id
+    assert store.get(job_id).request_id == "req-1"
 
 
 def test_claim_is_won_by_exactly_one_of_many(store):
@@ -104,8 +120,13 @@ def test_parameters_change_only_while_pending(store):
     assert not store.set_execution_duration(job_id, 5)
 
 
+def _spaced_job(store: JobStore, owner: str | None = "alice") -> str:
+    time.sleep(0.002)  # creation times are kept to the millisecond the documents show
+    return new_job(store, owner)
+
+
 def test_list_filters(store):
-    ids = [new_job(store) for _ in range(4)]
+    ids = [_spaced_job(store) for _ in range(4)]
     other = new_job(store, owner="bob")
     anonymous = new_job(store, owner=None)
     store.queue(ids[1])

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import peewee as pw
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as migrate_schema
 from playhouse.pool import PooledPostgresqlDatabase
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class Job(BaseModel):
     heartbeat = pw.DateTimeField(null=True)
     attempts = pw.IntegerField(default=0)
     claim = pw.CharField(max_length=64, null=True)
+    request_id = pw.CharField(max_length=64, null=True)  # of the HTTP request that created it
 
     class Meta:
         table_name = "uws_job"
@@ -86,11 +89,17 @@ class SchemaVersion(BaseModel):
 
 
 def _v1(db: pw.Database) -> None:
-    db.create_tables([Job, Result, Lock])
+    db.create_tables([Job, Result, Lock])  # creates today's columns on a new database
+
+
+def _v2(db: pw.Database) -> None:
+    """uws_job.request_id, for databases made before it existed."""
+    if "request_id" not in {c.name for c in db.get_columns("uws_job")}:
+        migrate_schema(SchemaMigrator.from_database(db).add_column("uws_job", "request_id", Job.request_id))
 
 
 # Append migrations here; never edit one that has shipped.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2]
 
 
 def open_database(url: str) -> pw.Database:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -282,8 +283,14 @@ class JobRoutes:
         path = self.service.storage.path(result.key)
         if not path.is_file():
             raise not_found(f"result {result.id!r} of job {job.id} is no longer stored")
-        return FileResponse(path, media_type=result.mime_type or "application/octet-stream",
-                            filename=result.id, content_disposition_type="inline")
+        media_type = result.mime_type or "application/octet-stream"
+        accel = self.service.config.accel_redirect_prefix
+        if accel:
+            # Behind nginx: it sends the file itself (an internal location over the store).
+            return Response(media_type=media_type, headers={
+                "X-Accel-Redirect": accel.rstrip("/") + "/" + quote(result.key),
+                "Content-Disposition": f'inline; filename="{result.id}"'})
+        return FileResponse(path, media_type=media_type, filename=result.id, content_disposition_type="inline")
 
     async def get_parameters(self, request: Request) -> Response:
         job, _ = await self._job(request)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from storage import LocalStore
+from uws import context
 from uws.errors import (
     MultiValuedParamNotSupported,
     ServiceError,
@@ -41,6 +43,8 @@ class UWSConfig:
     default_destruction_seconds: int = 7 * 86400
     max_destruction_seconds: int = 30 * 86400
     trust_forwarded_headers: bool = True
+    # When set (e.g. "/_results"), result downloads are handed to nginx by X-Accel-Redirect.
+    accel_redirect_prefix: str = ""
     heartbeat_seconds: float = 5
     stale_job_seconds: float = 30
     max_job_attempts: int = 2
@@ -71,6 +75,7 @@ class UWSService:
         self.watchdog = JobWatchdog(store, interval=config.watchdog_interval,
                                     heartbeat_seconds=config.heartbeat_seconds)
         self.scheduler = Scheduler(self.sweep, self._lease, interval=config.sweep_interval_seconds)
+        self.sweep_observers: list[Callable[[SweepReport], None]] = []  # e.g. metrics
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -125,7 +130,8 @@ class UWSService:
         default_end = now + dt.timedelta(seconds=self.config.default_destruction_seconds)
         end = self.clamp_destruction(now, destruction or default_end)
         return self.store.create(kind=kind.name, owner=owner, parameters=parameters,
-                                 run_id=run_id, execution_duration=duration, destruction=end)
+                                 run_id=run_id, execution_duration=duration, destruction=end,
+                                 request_id=context.request_id.get())
 
     def run(self, job: JobView) -> bool:
         """PHASE=RUN: PENDING → QUEUED and a message to the workers. False if not runnable."""
@@ -167,6 +173,8 @@ class UWSService:
         job = self.store.get(job_id)
         if job is None:
             return
+        context.request_id.set(job.request_id)  # the worker's logs carry the creating request's id
+        log.info("job %s (%s) started, attempt %d", job_id, kind.name, job.attempts)
         self.watchdog.track(job_id, token, job.execution_duration)
         try:
             try:
@@ -214,6 +222,8 @@ class UWSService:
             self._resend(job, report)
         if report != SweepReport():
             log.info("sweep: %s", report)
+        for observe in self.sweep_observers:
+            observe(report)
         return report
 
     def _recover(self, job: JobView, report: SweepReport) -> None:

@@ -52,6 +52,7 @@ class JobView:
     results: tuple[ResultView, ...]
     attempts: int = 0
     claim: str | None = None
+    request_id: str | None = None
 
     @staticmethod
     def of(row: Job, results: Iterable[Result] = ()) -> "JobView":
@@ -64,7 +65,7 @@ class JobView:
             parameters=tuple((n, v) for n, v in json.loads(row.parameters)),
             error_type=row.error_type, error_message=row.error_message,
             results=tuple(ResultView(r.result_id, r.key, r.mime_type, r.size) for r in results),
-            attempts=row.attempts, claim=row.claim)
+            attempts=row.attempts, claim=row.claim, request_id=row.request_id)
 
     def result(self, result_id: str) -> ResultView | None:
         return next((r for r in self.results if r.id == result_id), None)
@@ -122,6 +123,11 @@ class JobStore:
         with self._session():
             return [JobView.of(row) for row in query]
 
+    def count_by_phase(self) -> dict[Phase, int]:
+        with self._session():
+            rows = Job.select(Job.phase, fn.COUNT(Job.id)).group_by(Job.phase).tuples()
+            return {Phase(phase): count for phase, count in rows}
+
     def phases(self, job_ids: Iterable[str]) -> dict[str, tuple[Phase, str | None]]:
         ids = list(job_ids)
         if not ids:
@@ -133,7 +139,8 @@ class JobStore:
     # --- creating and changing by the client ----------------------------------------
 
     def create(self, *, kind: str, owner: str | None, parameters: Params, run_id: str | None,
-               execution_duration: int, destruction: dt.datetime | None) -> JobView:
+               execution_duration: int, destruction: dt.datetime | None,
+               request_id: str | None = None) -> JobView:
         # Kept at the precision the documents show, so AFTER=<a creationTime we showed>
         # excludes that job (UWS §2.2.2.1: strictly after).
         now = utcnow()
@@ -143,7 +150,7 @@ class JobStore:
                 id=new_job_id(), kind=kind, owner=owner, run_id=run_id,
                 phase=Phase.PENDING.value, creation_time=now,
                 execution_duration=execution_duration, destruction=destruction,
-                parameters=json.dumps([list(p) for p in parameters]))
+                parameters=json.dumps([list(p) for p in parameters]), request_id=request_id)
             return JobView.of(row)
 
     def set_parameters(self, job_id: str, parameters: Params) -> bool:

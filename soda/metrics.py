@@ -1,0 +1,170 @@
+"""Prometheus metrics (prometheus-client), correct with several web and worker processes.
+
+Processes on one host share a multiprocess directory (PROMETHEUS_MULTIPROC_DIR, set by
+``cutout serve``/``cutout worker`` to data_dir/metrics); ``/metrics`` aggregates it. Jobs
+by phase and queue depth are read from the database and the broker at scrape time, so
+they are right whichever process changed them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import dramatiq
+from dramatiq.middleware import Middleware
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from uws.phases import Phase
+
+if TYPE_CHECKING:
+    from soda.runtime import Runtime
+    from uws.service import SweepReport
+
+REQUESTS = Counter("cutout_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+REQUEST_SECONDS = Histogram("cutout_http_request_seconds", "Time to answer an HTTP request", ["route"])
+RESPONSE_BYTES = Counter("cutout_http_response_bytes_total", "Bytes of response bodies sent", ["route"])
+CUTOUT_SECONDS = Histogram("cutout_cutout_seconds", "Time to cut and encode one cutout", ["format"],
+                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+WORKER_THREADS = Gauge("cutout_worker_threads", "Job worker threads", multiprocess_mode="livesum")
+WORKER_BUSY = Gauge("cutout_worker_busy_threads", "Job worker threads running a job",
+                    multiprocess_mode="livesum")
+SWEEPS = Counter("cutout_sweeps_total", "Scheduled sweeps run (destruction, lost workers, lost messages)")
+SWEPT = Counter("cutout_sweep_jobs_total", "Jobs handled by sweeps", ["action"])
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def observe_sweep(report: "SweepReport") -> None:
+    SWEEPS.inc()
+    for action in ("destroyed", "requeued", "failed", "resent"):
+        count = getattr(report, action)
+        if count:
+            SWEPT.labels(action).inc(count)
+
+
+class WorkerMetrics(Middleware):
+    """Dramatiq middleware: how many worker threads there are and how many are busy."""
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        WORKER_THREADS.inc(worker.worker_threads)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        WORKER_THREADS.dec(worker.worker_threads)
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:  # type: ignore[type-arg]
+        WORKER_BUSY.inc()
+
+    def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message,  # type: ignore[type-arg]
+                              *, result: object = None, exception: BaseException | None = None) -> None:
+        WORKER_BUSY.dec()
+
+    after_skip_message = after_process_message
+
+
+class StateCollector(Collector):
+    """Jobs by phase and queue depth, read when scraped."""
+
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        phases = GaugeMetricFamily("cutout_jobs", "Jobs by phase", labels=["phase"])
+        counts = self.runtime.store.count_by_phase()
+        for phase in Phase:
+            phases.add_metric([phase.value], counts.get(phase, 0))
+        yield phases
+        depth = GaugeMetricFamily("cutout_queue_depth", "Messages waiting in the job queues", labels=["queue"])
+        for queue, size in queue_depths(self.runtime.broker).items():
+            depth.add_metric([queue], size)
+        yield depth
+
+
+def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
+    depths = {}
+    for queue in sorted(q for q in broker.get_declared_queues()):
+        client = getattr(broker, "client", None)
+        if client is not None:  # Redis: the queue list plus its delayed messages
+            namespace = getattr(broker, "namespace", "dramatiq")
+            depths[queue] = int(client.llen(f"{namespace}:{queue}")) + int(client.zcard(f"{namespace}:{queue}.DQ"))
+        else:  # the embedded stub broker
+            depths[queue] = broker.queues[queue].qsize()  # type: ignore[attr-defined]
+    return depths
+
+
+def metrics_endpoint(runtime: "Runtime"):  # type: ignore[no-untyped-def]
+    state = StateCollector(runtime)
+
+    def exposition() -> bytes:
+        if multiprocess_dir():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            registry = CollectorRegistry()
+            for collector in list(REGISTRY._collector_to_names):  # this process's own metrics
+                registry.register(collector)
+        registry.register(state)
+        return generate_latest(registry)
+
+    async def metrics(request: Request) -> Response:
+        return Response(await run_in_threadpool(exposition), media_type=CONTENT_TYPE_LATEST)
+    return metrics
+
+
+class MetricsMiddleware:
+    """Counts requests by route template (not raw path: no label explosion), status, bytes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+        sent = {"bytes": 0}
+
+        async def counting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            elif message["type"] == "http.response.body":
+                sent["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting)
+        finally:
+            route = _route_of(scope)
+            REQUESTS.labels(route, scope["method"], str(status["code"])).inc()
+            REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+            RESPONSE_BYTES.labels(route).inc(sent["bytes"])
+
+
+def _route_of(scope: Scope) -> str:
+    app = scope.get("app")
+    for route in getattr(app, "routes", ()):
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return getattr(route, "path", "other")
+    return "other"
