@@ -57,7 +57,7 @@ def multiprocess_dir() -> str | None:
 
 def observe_sweep(report: "SweepReport") -> None:
     SWEEPS.inc()
-    for action in ("destroyed", "requeued", "failed", "resent"):
+    for action in ("destroyed", "orphans", "requeued", "failed", "resent"):
         count = getattr(report, action)
         if count:
             SWEPT.labels(action).inc(count)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,15 @@ class LocalStore:
             shutil.rmtree(target, ignore_errors=True)
         else:
             target.unlink(missing_ok=True)
+
+    def children(self, prefix: str) -> list[str]:
+        """Names directly below a prefix (none when it does not exist)."""
+        folder = self.path(prefix)
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    def age(self, key: str) -> float:
+        """Seconds since a key (file or folder) was last modified."""
+        return time.time() - self.path(key).stat().st_mtime
 
     def check_writable(self) -> None:
         """Raise OSError unless a file can be created in the store (safe to call concurrently)."""

@@ -206,3 +206,33 @@ def test_runner_records_results_and_error_kinds(store, tmp_path):
     service.destroy(job_id)
     assert store.get(job_id) is None
     assert not (tmp_path / "results" / "jobs" / job_id).exists()
+
+
+def test_sweep_deletes_orphaned_result_folders(store, tmp_path):
+    import os
+
+    service, kind = _service(store, tmp_path, lambda ctx: None)
+    kept = store.create(kind="probe", owner=None, parameters=[], run_id=None,
+                        execution_duration=0, destruction=None).id
+    for job_id in (kept, "gone-job-1", "gone-job-fresh"):
+        service.storage.put_bytes(f"jobs/{job_id}/a.txt", b"x")
+    old = time.time() - 3600
+    for name in (kept, "gone-job-1"):
+        os.utime(tmp_path / "results" / "jobs" / name, (old, old))
+    report = service.sweep()
+    assert report.orphans == 1
+    assert sorted(service.storage.children("jobs")) == sorted([kept, "gone-job-fresh"])  # fresh: grace period
+
+
+def test_results_store_failure_is_transient(store, tmp_path):
+    def run(ctx):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    service, kind = _service(store, tmp_path, run)
+    job_id = store.create(kind="probe", owner=None, parameters=[], run_id=None,
+                          execution_duration=0, destruction=None).id
+    store.queue(job_id)
+    service.execute(kind, job_id)  # no Dramatiq message here: no retries left, so ERROR transient
+    job = store.get(job_id)
+    assert (job.phase, job.error_type) == (Phase.ERROR, "transient")
+    assert job.error_message == "ServiceUnavailable: the results store failed (No space left on device)"

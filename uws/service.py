@@ -58,6 +58,7 @@ class UWSConfig:
 @dataclass
 class SweepReport:
     destroyed: int = 0
+    orphans: int = 0
     requeued: int = 0
     failed: int = 0
     resent: int = 0
@@ -185,12 +186,15 @@ class UWSService:
             raise
         except (UsageError, MultiValuedParamNotSupported) as exc:
             self.store.fail(job_id, token, "fatal", exc.text)
-        except ServiceUnavailable as exc:
+        except (ServiceUnavailable, OSError) as caught:  # OSError: the results store (full, unmounted)
+            exc = caught if isinstance(caught, ServiceUnavailable) else \
+                ServiceUnavailable(f"the results store failed ({caught.strerror or caught})")
             message = CurrentMessage.get_current_message()
             retries = message.options.get("retries", 0) if message is not None else 0
-            if self._should_retry(retries, exc) and self.store.requeue(job_id, token):
-                log.warning("job %s: transient failure (%s), retry %d", job_id, exc, retries + 1)
-                raise  # the Retries middleware sends the message again after a backoff
+            retry = message is not None and self._should_retry(retries, exc)  # no message: no redelivery
+            if retry and self.store.requeue(job_id, token):
+                log.warning("job %s: transient failure (%s), retry %d", job_id, exc.text, retries + 1)
+                raise exc from caught  # the Retries middleware sends the message again after a backoff
             self.store.fail(job_id, token, "transient", exc.text)
         except ServiceError as exc:
             log.error("job %s failed: %s", job_id, exc.text)
@@ -220,11 +224,23 @@ class UWSService:
         for job in self.store.waiting_queued(lost):
             self.store.touch_queued(job.id)
             self._resend(job, report)
+        report.orphans = self._delete_orphans()
         if report != SweepReport():
             log.info("sweep: %s", report)
         for observe in self.sweep_observers:
             observe(report)
         return report
+
+    def _delete_orphans(self, grace_seconds: float = 60.0) -> int:
+        """Result folders whose job is gone (a result written after its job was deleted)."""
+        names = self.storage.children("jobs")
+        alive = self.store.existing(names)
+        deleted = 0
+        for name in names:
+            if name not in alive and self.storage.age(f"jobs/{name}") > grace_seconds:
+                self.storage.delete_prefix(f"jobs/{name}")
+                deleted += 1
+        return deleted
 
     def _recover(self, job: JobView, report: SweepReport) -> None:
         """A job whose worker stopped sending heartbeats (killed, host lost)."""

@@ -123,6 +123,13 @@ class JobStore:
         with self._session():
             return [JobView.of(row) for row in query]
 
+    def existing(self, job_ids: Iterable[str]) -> set[str]:
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        with self._session():
+            return {row.id for row in Job.select(Job.id).where(Job.id.in_(ids))}
+
     def count_by_phase(self) -> dict[Phase, int]:
         with self._session():
             rows = Job.select(Job.phase, fn.COUNT(Job.id)).group_by(Job.phase).tuples()
