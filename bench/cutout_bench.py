@@ -16,10 +16,8 @@ The tile is generated once into --workdir (default /tmp/cutout-bench, about 0.5 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import astropy.units as u
@@ -32,18 +30,10 @@ from soda.regions import Circle
 from soda.surveys.base import ImageRef
 from soda.surveys.demo import build_des_demo
 from soda.surveys.des import tile_centre
+from timing import median_time  # bench/timing.py (the script's folder is on sys.path)
 
 TILE, BAND = "DES0139-4457", "r"
 HDUS = ("SCI", "MSK", "WGT")
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def decompress_then_cut(path: Path, box: tuple[int, int, int, int]) -> list[np.ndarray]:

@@ -10,10 +10,8 @@ and prints render/cut. Usage:  .venv/bin/python bench/render_bench.py [--workdir
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from renderers import Scaling, render_grey, render_rgb
@@ -21,18 +19,10 @@ from soda.cutout import cut
 from soda.pixels import PixelBox
 from soda.surveys.base import ImageRef
 from soda.surveys.demo import build_des_demo
+from timing import median_time  # bench/timing.py (the script's folder is on sys.path)
 
 TILE = "DES0139-4457"
 BANDS = ("i", "r", "g")
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from soda.datasets import Datasets
 from soda.params import CutoutParams
-from soda.regions import Range, Shape, centre
+from soda.regions import Shape, centre
 from soda.surveys.base import ImageRef, Survey
 from uws.errors import UsageError
 
@@ -52,6 +52,33 @@ def _id_problem(params: CutoutParams, image: ImageRef, survey: Survey) -> str | 
     return None
 
 
+def _image(datasets: Datasets, dataset_id: str) -> ImageRef:
+    image = datasets.by_id(dataset_id)
+    if image is None:
+        raise UsageError(f"ID {dataset_id!r} names no dataset of this service", status=404)
+    return image
+
+
+def _default_survey(datasets: Datasets) -> Survey:
+    """The survey that serves position-only requests."""
+    if datasets.default is None:
+        raise UsageError("this service has no survey configured")
+    return datasets.default
+
+
+def _position(shape: Shape) -> tuple[float, float]:
+    position = centre(shape)
+    if position is None:
+        raise UsageError("a RANGE with an open (-Inf/+Inf) bound needs an ID: it has no centre "
+                         "that could pick the image")
+    return position
+
+
+def _name(label: str, i: int, j: int, single: bool) -> str:
+    """Result names: the label alone for one cutout, numbered for several."""
+    return label if single else f"{i:02d}-{j:02d}_{label}"
+
+
 def plan(params: CutoutParams, datasets: Datasets, rgb: RGBRequest | None = None) -> list[Target]:
     if not params.ids and not params.shapes:
         raise UsageError("give ID, or a position (POS, CIRCLE or POLYGON) to cut around")
@@ -59,10 +86,7 @@ def plan(params: CutoutParams, datasets: Datasets, rgb: RGBRequest | None = None
         return _plan_rgb(params, datasets, rgb)
     if params.ids:
         return _plan_ids(params, datasets)
-    survey = datasets.default
-    if survey is None:
-        raise UsageError("this service has no survey configured")
-    return _plan_positions(params, survey)
+    return _plan_positions(params, _default_survey(datasets))
 
 
 @dataclass(frozen=True)
@@ -97,26 +121,20 @@ def _plan_rgb(params: CutoutParams, datasets: Datasets, rgb: RGBRequest) -> list
         raise UsageError("RGB chooses the bands; leave out FILTER and BAND")
     targets = []
     shapes: list[Shape | None] = list(params.shapes) or [None]
+    single = len(shapes) == 1 and len(params.ids) == 1
     if params.ids:
         for i, dataset_id in enumerate(params.ids, start=1):
-            image = datasets.by_id(dataset_id)
-            if image is None:
-                raise UsageError(f"ID {dataset_id!r} names no dataset of this service", status=404)
+            image = _image(datasets, dataset_id)
             survey = datasets.surveys[image.survey]
             bands = _triplet(rgb, survey, datasets)
             images = [survey.sibling(image, b) for b in bands]
             for j, shape in enumerate(shapes, start=1):
-                name = image.tile if len(shapes) == 1 and len(params.ids) == 1 else f"{i:02d}-{j:02d}_{image.tile}"
-                targets.append(_colour_target(name, shape, images, bands, image.tile))
+                targets.append(_colour_target(_name(image.tile, i, j, single), shape, images, bands, image.tile))
         return targets
-    survey = datasets.default
-    if survey is None:
-        raise UsageError("this service has no survey configured")
+    survey = _default_survey(datasets)
     bands = _triplet(rgb, survey, datasets)
     for k, shape in enumerate(params.shapes, start=1):
-        position = centre(shape)
-        if position is None:
-            raise UsageError("a RANGE with an open (-Inf/+Inf) bound needs an ID")
+        position = _position(shape)
         found = {image.band: image for image in survey.at(position[0], position[1], bands)}
         if not found:
             targets.append(Target(f"{k:02d}_{''.join(bands)}", shape, None,
@@ -130,15 +148,12 @@ def _plan_rgb(params: CutoutParams, datasets: Datasets, rgb: RGBRequest) -> list
 def _plan_ids(params: CutoutParams, datasets: Datasets) -> list[Target]:
     targets = []
     shapes: list[Shape | None] = list(params.shapes) or [None]
+    single = len(shapes) == 1 and len(params.ids) == 1
     for i, dataset_id in enumerate(params.ids, start=1):
-        image = datasets.by_id(dataset_id)
-        if image is None:
-            raise UsageError(f"ID {dataset_id!r} names no dataset of this service", status=404)
-        survey = datasets.surveys[image.survey]
-        problem = _id_problem(params, image, survey)
+        image = _image(datasets, dataset_id)
+        problem = _id_problem(params, image, datasets.surveys[image.survey])
         for j, shape in enumerate(shapes, start=1):
-            label = f"{image.tile}_{image.band}"
-            name = label if len(shapes) == 1 and len(params.ids) == 1 else f"{i:02d}-{j:02d}_{label}"
+            name = _name(f"{image.tile}_{image.band}", i, j, single)
             targets.append(Target(name, shape, None if problem else image, problem))
     return targets
 
@@ -150,11 +165,7 @@ def _plan_positions(params: CutoutParams, survey: Survey) -> list[Target]:
                 for k, shape in enumerate(params.shapes, start=1)]
     targets = []
     for k, shape in enumerate(params.shapes, start=1):
-        position = centre(shape)
-        if position is None:
-            assert isinstance(shape, Range)
-            raise UsageError("a RANGE with an open (-Inf/+Inf) bound needs an ID: it has no centre "
-                             "that could pick the image")
+        position = _position(shape)
         found = {image.band: image for image in survey.at(position[0], position[1], bands)}
         for band in bands:
             image = found.get(band)
