@@ -37,6 +37,7 @@ class LocalStore:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; nginx (another user) sends results by X-Accel-Redirect
         try:
             with os.fdopen(fd, "wb") as fh:
                 yield fh

@@ -280,3 +280,39 @@ def embedded(tmp_path: Path, demo_root: Path) -> Iterator["httpx.Client"]:
     with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
         client.app_state = app.state  # type: ignore[attr-defined]
         yield client
+
+
+class ThrowawayRedis:
+    """A redis-server of the test's own on a free port, without persistence: stopping it
+    is an outage, and a restart loses every message (the shared server is never touched)."""
+
+    def __init__(self, binary: str, log: Path) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.log = log
+        self.proc: subprocess.Popen | None = None  # type: ignore[type-arg]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            with contextlib.suppress(Exception):
+                if redis.Redis.from_url(self.url, socket_connect_timeout=1).ping():
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"redis-server did not start: {self.log.read_text()[-2000:]}")
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)

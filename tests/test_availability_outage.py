@@ -24,7 +24,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from conftest import Proc, assert_valid, base_env, free_port, require, start_server
+from conftest import Proc, ThrowawayRedis, assert_valid, base_env, free_port, require, start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -106,34 +106,6 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Redis:
-    def __init__(self, binary: str, log: Path) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_until(self._accepts, self.proc, "redis-server", self.log)
-
-    def _accepts(self) -> bool:
-        import redis
-
-        return bool(redis.Redis.from_url(self.url, socket_connect_timeout=1).ping())
-
-    def stop(self) -> None:
-        _stop(self.proc, signal.SIGTERM)
-
-
 def _postgres_bin() -> Path | None:
     for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
         if (Path(candidate) / "initdb").exists():
@@ -163,11 +135,11 @@ def own_postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayRedis]:
     binary = shutil.which("redis-server")
     require("redis-server", None if binary else "not on PATH")
     assert binary is not None
-    server = Redis(binary, tmp_path_factory.mktemp("redis") / "redis.log")
+    server = ThrowawayRedis(binary, tmp_path_factory.mktemp("redis") / "redis.log")
     try:
         server.start()
     except Exception as exc:  # noqa: BLE001
@@ -187,7 +159,7 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(own_postgres: Postgres, own_redis: Redis, demo_root: Path,
+def service(own_postgres: Postgres, own_redis: ThrowawayRedis, demo_root: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp("outage")
     env = base_env(tmp / "data", demo_root, CUTOUT_DATABASE_URL=own_postgres.url,
@@ -236,7 +208,7 @@ def test_database_outage_and_recovery(service: Service, own_postgres: Postgres) 
     service.assert_never_restarted()
 
 
-def test_broker_outage_and_recovery(service: Service, own_redis: Redis) -> None:
+def test_broker_outage_and_recovery(service: Service, own_redis: ThrowawayRedis) -> None:
     wait_for(service.base, True)
     own_redis.stop()
     try:
