@@ -227,7 +227,8 @@ class Cluster:
             CUTOUT_BROKER_URL=broker_url,
             CUTOUT_REDIS_NAMESPACE=f"cutout-nginx-{uuid.uuid4().hex[:8]}",
             CUTOUT_ACCEL_REDIRECT_PREFIX="/_results",
-            CUTOUT_REQUEUE_AFTER_SECONDS="3",
+            # requeue_after_seconds keeps its 600 s default: lost messages must be found by
+            # comparing what Redis holds with the active jobs, not by waiting that long.
         )
         self.webs: list[tuple[Proc, str]] = []
         self.workers: list[Proc] = []

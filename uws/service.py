@@ -24,6 +24,7 @@ from uws.errors import (
     ServiceUnavailable,
     UsageError,
 )
+from uws.broker import unacked_messages
 from uws.kinds import JobContext, JobInterrupted, JobKind
 from uws.models import utcnow
 from uws.notify import Notifier
@@ -49,6 +50,7 @@ class UWSConfig:
     stale_job_seconds: float = 30
     max_job_attempts: int = 2
     requeue_after_seconds: float = 600
+    lost_message_grace_seconds: float = 5
     transient_retries: int = 3
     retry_backoff_ms: int = 2000
     sweep_interval_seconds: float = 60
@@ -220,16 +222,32 @@ class UWSService:
         stale = now - dt.timedelta(seconds=self.config.stale_job_seconds)
         for job in self.store.stale_executing(stale):
             self._recover(job, report)
-        lost = now - dt.timedelta(seconds=self.config.requeue_after_seconds)
-        for job in self.store.waiting_queued(lost):
-            self.store.touch_queued(job.id)
-            self._resend(job, report)
+        self._resend_lost_messages(now, report)
         report.orphans = self._delete_orphans()
         if report != SweepReport():
             log.info("sweep: %s", report)
         for observe in self.sweep_observers:
             observe(report)
         return report
+
+    def _resend_lost_messages(self, now: dt.datetime, report: SweepReport) -> None:
+        """QUEUED jobs whose message the broker no longer holds (a Redis restart loses them).
+
+        Where the broker can count its messages, fewer messages than active jobs means some
+        were lost, and every QUEUED job is sent again after a short grace; elsewhere, a job
+        QUEUED for requeue_after_seconds is. A duplicate is harmless: only one delivery can
+        claim the job.
+        """
+        for kind in self.kinds.values():
+            actor = self.actors.get(kind.name)
+            held = unacked_messages(actor.broker, kind.queue) if actor is not None else None
+            if held is not None and held < self.store.count_active(kind.name):
+                wait = self.config.lost_message_grace_seconds
+            else:
+                wait = self.config.requeue_after_seconds
+            for job in self.store.waiting_queued(now - dt.timedelta(seconds=wait), kind.name):
+                self.store.touch_queued(job.id)
+                self._resend(job, report)
 
     def _delete_orphans(self, grace_seconds: float = 60.0) -> int:
         """Result folders whose job is gone (a result written after its job was deleted)."""

@@ -130,6 +130,12 @@ class JobStore:
         with self._session():
             return {row.id for row in Job.select(Job.id).where(Job.id.in_(ids))}
 
+    def count_active(self, kind: str) -> int:
+        """Jobs of a kind that should have a message at the broker (QUEUED or EXECUTING)."""
+        with self._session():
+            return Job.select().where((Job.kind == kind) & Job.phase.in_(
+                [Phase.QUEUED.value, Phase.EXECUTING.value])).count()
+
     def count_by_phase(self) -> dict[Phase, int]:
         with self._session():
             rows = Job.select(Job.phase, fn.COUNT(Job.id)).group_by(Job.phase).tuples()
@@ -271,9 +277,11 @@ class JobStore:
                                       & (Job.heartbeat.is_null() | (Job.heartbeat < cutoff)))
             return [JobView.of(r) for r in rows]
 
-    def waiting_queued(self, cutoff: dt.datetime | None = None) -> list[JobView]:
+    def waiting_queued(self, cutoff: dt.datetime | None = None, kind: str | None = None) -> list[JobView]:
         """QUEUED jobs (queued before ``cutoff``): their messages may have been lost."""
         query = Job.select().where(Job.phase == Phase.QUEUED.value)
+        if kind is not None:
+            query = query.where(Job.kind == kind)
         if cutoff is not None:
             query = query.where(Job.queued_at.is_null() | (Job.queued_at < cutoff))
         with self._session():
