@@ -32,9 +32,7 @@ if TYPE_CHECKING:
 CHECK_TIMEOUT = 3.0  # seconds per check
 
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="availability")
-# Per runtime, the call of each check now running. Sharing it also keeps two
-# LocalStore.check_writable probes (one probe file name per process) from deleting each
-# other's file.
+# Per runtime, the call of each check now running, shared by concurrent polls.
 _RUNNING: weakref.WeakKeyDictionary[Runtime, dict[str, Future[None]]] = weakref.WeakKeyDictionary()
 _RUNNING_LOCK = threading.Lock()
 

@@ -58,16 +58,23 @@ def _open(image: ImageRef) -> fits.HDUList:
         raise ImageUnreadable(f"{image.dataset_id}: cannot open {image.path.name}: {exc}") from exc
 
 
+def _science(hdul: fits.HDUList, image: ImageRef) -> tuple[fits.Header, tuple[int, int]]:
+    """The science HDU's header and (ny, nx) shape."""
+    try:
+        header = hdul[_hdu_key(image.hdus[0])].header
+        return header, (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    except (OSError, KeyError, IndexError, ValueError) as exc:
+        raise ImageUnreadable(f"{image.dataset_id}: cannot read {image.path.name}: {exc}") from exc
+
+
 def locate(image: ImageRef, region: Shape | None) -> tuple[fits.HDUList, PixelBox | None]:
     """Open the image and find the box; the caller closes the HDU list."""
     hdul = _open(image)
     try:
-        science = hdul[_hdu_key(image.hdus[0])]
-        header = science.header
-        shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
-    except (OSError, KeyError, IndexError, ValueError) as exc:
+        header, shape = _science(hdul, image)
+    except ImageUnreadable:
         hdul.close()
-        raise ImageUnreadable(f"{image.dataset_id}: cannot read {image.path.name}: {exc}") from exc
+        raise
     if region is None:
         return hdul, PixelBox(0, shape[1], 0, shape[0])
     return hdul, pixel_box(_wcs(header), shape, region)
@@ -111,13 +118,9 @@ class Footprint:
 
 
 def footprint(image: ImageRef) -> Footprint:
-    try:
-        with fits.open(image.path, memmap=True, lazy_load_hdus=True) as hdul:
-            header = hdul[_hdu_key(image.hdus[0])].header
-            nx, ny = int(header["NAXIS1"]), int(header["NAXIS2"])
-            wcs = _wcs(header)
-    except (OSError, KeyError, IndexError, ValueError) as exc:
-        raise ImageUnreadable(f"{image.dataset_id}: cannot read {image.path.name}: {exc}") from exc
+    with _open(image) as hdul:
+        header, (ny, nx) = _science(hdul, image)
+        wcs = _wcs(header)
     xs = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
     ys = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
     ras, decs = (np.asarray(v, dtype=float) for v in wcs.pixel_to_world_values(xs, ys))

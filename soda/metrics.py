@@ -115,16 +115,17 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
 def metrics_endpoint(runtime: "Runtime"):  # type: ignore[no-untyped-def]
     state = StateCollector(runtime)
 
+    state_registry = CollectorRegistry()
+    state_registry.register(state)
+
     def exposition() -> bytes:
-        if multiprocess_dir():
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+        if multiprocess_dir():  # every process of the host, from their shared files
+            processes = CollectorRegistry()
+            multiprocess.MultiProcessCollector(processes)
         else:
-            registry = CollectorRegistry()
-            for collector in list(REGISTRY._collector_to_names):  # this process's own metrics
-                registry.register(collector)
-        registry.register(state)
-        return generate_latest(registry)
+            processes = REGISTRY  # this process alone
+        # Two expositions with distinct metric names concatenate into one valid exposition.
+        return generate_latest(processes) + generate_latest(state_registry)
 
     async def metrics(request: Request) -> Response:
         return Response(await run_in_threadpool(exposition), media_type=CONTENT_TYPE_LATEST)

@@ -267,24 +267,24 @@ def test_a_check_that_raises_is_a_failed_check(embedded: httpx.Client,
 def test_a_hung_check_times_out_without_blocking_other_requests(
         embedded: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
-    monkeypatch.setattr(soda.availability, "CHECK_TIMEOUT", 1.0)
-    monkeypatch.setattr(runtime(embedded).store, "ping", lambda: release.wait(10))
+    monkeypatch.setattr(soda.availability, "CHECK_TIMEOUT", 3.0)
+    monkeypatch.setattr(runtime(embedded).store, "ping", lambda: release.wait(20))
     answer: list[tuple[bool, list[str], str | None]] = []
     poller = threading.Thread(target=lambda: answer.append(availability(embedded)))
     try:
-        started = time.monotonic()
         poller.start()
         time.sleep(0.2)
+        # Another request is answered while the availability poll is still held by the check.
         assert embedded.get("/capabilities").status_code == 200
-        assert time.monotonic() - started < 0.9, "a hung check blocked another request"
-        poller.join(5)
-        assert time.monotonic() - started < 3
+        assert poller.is_alive(), "the availability poll returned before its check timed out"
+        poller.join(10)
+        assert not poller.is_alive(), "the hung check was not cut off by its timeout"
     finally:
         release.set()
         poller.join(5)
     available, notes, _ = answer[0]
     assert not available
-    assert "database: no answer within 1 s" in notes
+    assert "database: no answer within 3 s" in notes
 
 
 def test_polls_share_a_hung_check_instead_of_piling_up_threads(
