@@ -1,4 +1,8 @@
-"""Who is asking. Issue 6 adds OIDC/SAML login, tokens and limits behind this interface."""
+"""Who is asking: identities, login mechanisms (OIDC, SAML), API tokens, rate limits.
+
+Nothing here imports the rest of the service; ``soda.access`` puts the pieces together
+into the service's policy.
+"""
 
 from auth.identity import ANONYMOUS, Identity, IdentityResolver, anonymous_resolver
 

@@ -10,9 +10,16 @@ from starlette.requests import Request
 
 @dataclass(frozen=True)
 class Identity:
-    """``user_id`` is None for an anonymous caller."""
+    """``user_id`` is None for an anonymous caller.
+
+    ``method`` says how the caller proved it: "session" (a browser login), "token"
+    (a personal API token), "jwt" (the OIDC provider's access token), or "" (anonymous
+    or a test resolver). ``client`` is the caller's network address.
+    """
 
     user_id: str | None
+    method: str = ""
+    client: str = ""
 
     @property
     def anonymous(self) -> bool:
@@ -25,5 +32,5 @@ IdentityResolver = Callable[[Request], Awaitable[Identity]]
 
 
 async def anonymous_resolver(request: Request) -> Identity:
-    """Until login exists, every caller is anonymous."""
+    """Every caller is anonymous (a service with login switched off, and unit tests)."""
     return ANONYMOUS

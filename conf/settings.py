@@ -10,13 +10,14 @@ import json
 import os
 import tomllib
 import typing
+from typing import Literal
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
 ENV_PREFIX = "CUTOUT_"
 
@@ -92,6 +93,41 @@ class Settings(BaseModel):
     max_preview_source_pixels: int = 100_000_000
     jpeg_quality: int = 90
 
+    # Who is asking: sessions, login methods, tokens (see conf/defaults.toml).
+    public_url: str = ""
+    session_secret: SecretStr = SecretStr("")
+    session_secret_file: str = ""
+    session_cookie_name: str = "cutout_session"
+    session_cookie_secure: bool = True
+    session_max_age_seconds: int = 43200
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_client_secret_file: str = ""
+    oidc_scopes: str = "openid profile email"
+    oidc_username_claim: str = "sub"
+    oidc_accept_access_tokens: bool = True
+    oidc_token_audience: str = ""
+    oidc_clock_skew_seconds: int = 30
+    saml_idp_metadata: str = ""
+    saml_username_attribute: str = "eduPersonPrincipalName"
+    saml_sp_key_file: str = ""
+    saml_sp_cert_file: str = ""
+    api_token_default_days: int = 90
+    api_token_max_days: int = 365
+    # Anonymous callers and per-user limits.
+    anonymous_access: bool = True
+    anonymous_async: Literal["off", "limited", "open"] = "limited"
+    anonymous_max_cutout_pixels: int = 1_048_576
+    anonymous_max_sync_cutouts: int = 1
+    anonymous_files: bool = False
+    anonymous_rate_limit: int = 60
+    anonymous_rate_window_seconds: int = 60
+    anonymous_max_active_jobs: int = 4
+    anonymous_destruction_seconds: int = 3600
+    user_quota_bytes: int = 10 * 2**30
+    user_max_active_jobs: int = 20
+
     @field_validator("ivoa_authority")
     @classmethod
     def _authority(cls, v: str) -> str:
@@ -112,6 +148,44 @@ class Settings(BaseModel):
     def _limit(cls, v: int) -> int:
         if v <= 0:
             raise ValueError("must be greater than 0")
+        return v
+
+    @field_validator("anonymous_max_cutout_pixels", "anonymous_max_sync_cutouts",
+                     "anonymous_rate_window_seconds", "anonymous_destruction_seconds",
+                     "session_max_age_seconds", "api_token_default_days", "api_token_max_days")
+    @classmethod
+    def _positive_int(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+    @field_validator("anonymous_rate_limit", "oidc_clock_skew_seconds", "anonymous_max_active_jobs", "user_quota_bytes",
+                     "user_max_active_jobs")
+    @classmethod
+    def _zero_is_off(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be 0 (no limit) or more")
+        return v
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError("must be the provider's https:// issuer URL (or empty: no OIDC login)")
+        return v.rstrip("/")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError("must be the service's public https:// base URL, e.g. https://cutouts.example.org")
+        return v.rstrip("/")
+
+    @field_validator("oidc_scopes")
+    @classmethod
+    def _scopes(cls, v: str) -> str:
+        if "openid" not in v.split():
+            raise ValueError("must include 'openid'")
         return v
 
     @field_validator("port")
@@ -173,6 +247,26 @@ class Settings(BaseModel):
     def results_dir(self) -> Path:
         return self.data_dir / "results"
 
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer)
+
+    @property
+    def saml_enabled(self) -> bool:
+        return bool(self.saml_idp_metadata)
+
+    @property
+    def login_enabled(self) -> bool:
+        return self.oidc_enabled or self.saml_enabled
+
+    def secret(self, name: str) -> str:
+        """A secret from its setting (the environment) or else from its ``_file`` setting."""
+        value: SecretStr = getattr(self, name)
+        if value.get_secret_value():
+            return value.get_secret_value()
+        path = getattr(self, f"{name}_file")
+        return Path(path).read_text().strip() if path else ""
+
     def survey_root(self, name: str) -> Path:
         return self.data_dir / self.surveys[name].root
 
@@ -194,6 +288,26 @@ class Settings(BaseModel):
             problems.append(
                 f"{ENV_PREFIX}STALE_JOB_SECONDS={self.stale_job_seconds}: must be at least twice "
                 f"heartbeat_seconds ({self.heartbeat_seconds}), or live jobs would be taken for dead")
+        if self.oidc_enabled and not self.oidc_client_id:
+            problems.append(f"{ENV_PREFIX}OIDC_CLIENT_ID: required when oidc_issuer is set "
+                            f"({self.oidc_issuer})")
+        if self.api_token_default_days > self.api_token_max_days:
+            problems.append(f"{ENV_PREFIX}API_TOKEN_DEFAULT_DAYS={self.api_token_default_days}: "
+                            f"must not exceed api_token_max_days ({self.api_token_max_days})")
+        if self.anonymous_destruction_seconds > self.max_destruction_seconds:
+            problems.append(f"{ENV_PREFIX}ANONYMOUS_DESTRUCTION_SECONDS={self.anonymous_destruction_seconds}: "
+                            f"must not exceed max_destruction_seconds ({self.max_destruction_seconds})")
+        for name in ("session_secret_file", "oidc_client_secret_file", "saml_sp_key_file",
+                     "saml_sp_cert_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                problems.append(f"{ENV_PREFIX}{name.upper()}={path}: no such file")
+        if self.saml_enabled and not self.public_url:
+            problems.append(f"{ENV_PREFIX}PUBLIC_URL: required when saml_idp_metadata is set "
+                            f"(the SAML entity id and ACS URL are built from it)")
+        metadata = self.saml_idp_metadata
+        if metadata and "://" not in metadata and not Path(metadata).is_file():
+            problems.append(f"{ENV_PREFIX}SAML_IDP_METADATA={metadata}: no such file (give a path or an https:// URL)")
         return problems
 
     def describe(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -13,8 +14,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from auth import IdentityResolver, anonymous_resolver
+import peewee as pw
+from starlette.middleware.sessions import SessionMiddleware
+
+from auth import IdentityResolver
+from auth.outstanding import DatabaseOutstanding
+from auth.session import load_or_create_secret
 from conf import Settings, load_settings
+from soda.access import Access, ChallengeMiddleware
+from soda.accounts import Accounts
 from soda.availability import run_checks
 from soda.datalink import Links
 from soda.logs import RequestIdMiddleware
@@ -22,16 +30,27 @@ from soda.metrics import MetricsMiddleware, metrics_endpoint
 from soda.runtime import Runtime
 from soda.vosi import availability_endpoint, capabilities_endpoint
 from uws import JobRoutes
+from uws.errors import AuthenticationError
 from uws.responses import EXCEPTION_HANDLERS
+from uws.routes import Handler
+
+if TYPE_CHECKING:
+    from auth.saml import SamlServiceProvider
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None,
-               identify: IdentityResolver = anonymous_resolver, *, build_demo: bool = True) -> Starlette:
-    """The service; ``build_demo`` builds missing demo images of the configured surveys first."""
+               identify: IdentityResolver | None = None, *, build_demo: bool = True) -> Starlette:
+    """The service; ``build_demo`` builds missing demo images of the configured surveys first.
+
+    ``identify`` replaces the access policy's resolver (tests of layers below auth).
+    """
     settings = settings or load_settings()
     runtime = Runtime(settings, build_demo=build_demo)
+    access = Access(settings, runtime.db)
+    identify = identify or access.identify
+    accounts = Accounts(access, runtime.store, saml_provider(settings, runtime.db))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -44,26 +63,66 @@ def create_app(settings: Settings | None = None,
     links = Links(runtime.datasets, runtime.settings.trust_forwarded_headers)
     routes: list[BaseRoute] = [
         Route("/", _index(runtime), methods=["GET"]),
-        Route("/sync", runtime.cutouts.sync, methods=["GET", "POST"]),
-        Route("/links", links.links, methods=["GET", "POST"]),
-        Route("/files", links.files, methods=["GET"]),
+        Route("/sync", runtime.cutouts.sync_endpoint(identify), methods=["GET", "POST"]),
+        Route("/links", _guarded(links.links, identify), methods=["GET", "POST"]),
+        Route("/files", _guarded(links.files, identify, anonymous=settings.anonymous_files),
+              methods=["GET"]),
         Route("/capabilities", capabilities_endpoint(runtime), methods=["GET"]),
         Route("/availability", availability_endpoint(runtime), methods=["GET"]),
         Route("/healthz", _live, methods=["GET"]),
         Route("/readyz", _ready(runtime), methods=["GET"]),
         Route("/metrics", metrics_endpoint(runtime), methods=["GET"]),
     ]
+    routes += accounts.routes()
     for path, kind in runtime.mounts.items():
-        routes += JobRoutes(runtime.uws, kind, path, identify).routes()
-    # Aladin Lite and other browser clients call the VO endpoints from other origins.
+        routes += JobRoutes(runtime.uws, kind, path, identify, access.allowance).routes()
+    # Aladin Lite and other browser clients call the VO endpoints from other origins; they
+    # get no credentials that way (no allow_credentials), so the session cookie stays home.
     middleware = [Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware),
                   Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                              allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"],
-                             expose_headers=["Location", "Content-Disposition"])]
+                             expose_headers=["Location", "Content-Disposition", "WWW-Authenticate",
+                                             "Retry-After"]),
+                  Middleware(ChallengeMiddleware, access=access),
+                  Middleware(SessionMiddleware, secret_key=session_secret(settings),
+                             session_cookie=settings.session_cookie_name,
+                             max_age=settings.session_max_age_seconds, same_site="lax",
+                             https_only=settings.session_cookie_secure)]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
                     middleware=middleware)
     app.state.runtime = runtime
+    app.state.access = access
     return app
+
+
+def session_secret(settings: Settings) -> str:
+    """From the environment or a file outside the repository; else one kept in data_dir."""
+    return settings.secret("session_secret") or load_or_create_secret(
+        settings.data_dir / "secrets" / "session.key")
+
+
+def saml_provider(settings: Settings, db: pw.Database) -> SamlServiceProvider | None:
+    if not settings.saml_enabled:
+        return None
+    from auth.saml import SamlConfig, SamlServiceProvider
+    return SamlServiceProvider(SamlConfig(
+        entity_id=settings.public_url + "/auth/saml/metadata",
+        acs_url=settings.public_url + "/auth/saml/acs",
+        idp_metadata=settings.saml_idp_metadata,
+        username_attribute=settings.saml_username_attribute,
+        key_file=settings.saml_sp_key_file or None, cert_file=settings.saml_sp_cert_file or None),
+        DatabaseOutstanding(db))
+
+
+def _guarded(endpoint: Handler, identify: IdentityResolver, *, anonymous: bool = True) -> Handler:
+    """An endpoint that knows nothing of callers, behind the access policy."""
+    async def guarded(request: Request) -> Response:
+        identity = await identify(request)
+        if identity.anonymous and not anonymous:
+            raise AuthenticationError("whole files are for logged-in users; anonymous callers "
+                                      "may ask /sync for cutouts")
+        return await endpoint(request)
+    return guarded
 
 
 async def _live(request: Request) -> Response:
@@ -86,7 +145,9 @@ def _index(runtime: Runtime):  # type: ignore[no-untyped-def]
         lines = ["IVOA SODA 1.0 / UWS 1.1 cutout service", "",
                  "/sync\tSODA 1.0 synchronous cutouts (GET or POST)",
                  "/links\tDataLink 1.1 links of a dataset (ID=...)",
-                 "/capabilities\tVOSI 1.1 capabilities", "/availability\tVOSI 1.1 availability"]
+                 "/capabilities\tVOSI 1.1 capabilities", "/availability\tVOSI 1.1 availability",
+                 "/login\tlog in (OIDC or SAML), then /tokens for API tokens",
+                 "/whoami\twho the service takes you for", "/usage\tyour jobs and result space"]
         for path, kind in runtime.mounts.items():
             lines.append(f"{path}\tUWS job list: {kind.description}")
         return PlainTextResponse("\n".join(lines) + "\n")

@@ -81,7 +81,8 @@ def locate(image: ImageRef, region: Shape | None) -> tuple[fits.HDUList, PixelBo
 
 
 def cut(image: ImageRef, region: Shape | None, max_pixels: int | None = None, *,
-        planes: int | None = None, box: PixelBox | None = None) -> Cut | None:
+        planes: int | None = None, box: PixelBox | None = None,
+        limit_name: str = "this service's limit") -> Cut | None:
     """The cutout of ``region`` from the HDUs of ``image``; None when they do not overlap.
 
     ``planes`` keeps only the first HDUs (1: the science image, for previews); ``box``
@@ -96,7 +97,7 @@ def cut(image: ImageRef, region: Shape | None, max_pixels: int | None = None, *,
             return None
         if max_pixels is not None and box.pixels > max_pixels:
             raise UsageError(f"the cutout from {image.dataset_id} would have {box.shape[1]}x{box.shape[0]} "
-                             f"pixels, more than this service's limit of {max_pixels}; ask for a smaller region")
+                             f"pixels, more than {limit_name} of {max_pixels}; ask for a smaller region")
         cut_planes = []
         for name in image.hdus[:planes]:
             try:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from auth import IdentityResolver
 from conf import Settings
 from soda.cutout import Cut, ImageUnreadable, cut
 from soda.datasets import Datasets
@@ -52,16 +53,38 @@ class SodaRequest:
         return RGBRequest(self.render.rgb)
 
 
+@dataclass(frozen=True)
+class CutoutLimits:
+    max_pixels: int           # per cutout plane
+    max_cutouts: int | None   # per request (None: no limit, for a logged-in user's job)
+    max_preview_source: int   # source pixels read for one PNG/JPEG
+    name: str                 # how an error message names the limit
+
+
 class Cutouts:
     """Cutting planned targets and encoding them, shared by sync and async."""
 
     def __init__(self, datasets: Datasets, settings: Settings) -> None:
         self.datasets = datasets
-        self.max_pixels = settings.max_cutout_pixels
         self.max_sync_cutouts = settings.max_sync_cutouts
         self.max_preview_size = settings.max_preview_size
-        self.max_preview_source = settings.max_preview_source_pixels
         self.jpeg_quality = settings.jpeg_quality
+        self.user_limits = CutoutLimits(settings.max_cutout_pixels, None,
+                                        settings.max_preview_source_pixels, "this service's limit")
+        anonymous_pixels = min(settings.anonymous_max_cutout_pixels, settings.max_cutout_pixels)
+        self.anonymous_limits = CutoutLimits(
+            anonymous_pixels, min(settings.anonymous_max_sync_cutouts, settings.max_sync_cutouts),
+            min(anonymous_pixels, settings.max_preview_source_pixels),
+            "the limit for anonymous callers (log in for larger cutouts)")
+
+    def limits(self, owner: str | None) -> CutoutLimits:
+        return self.anonymous_limits if owner is None else self.user_limits
+
+    def _check_count(self, count: int, limits: CutoutLimits, where: str) -> None:
+        if limits.max_cutouts is not None and count > limits.max_cutouts:
+            raise MultiValuedParamNotSupported(
+                f"this request asks for {count} cutouts; {where} makes at most "
+                f"{limits.max_cutouts} for anonymous callers (log in for more)")
 
     def parse(self, pairs: Params) -> SodaRequest:
         cutout = parse_cutout(pairs, FORMATS)
@@ -71,18 +94,19 @@ class Cutouts:
     def plan(self, request: SodaRequest) -> list[Target]:
         return plan(request.cutout, self.datasets, request.rgb)
 
-    def _cut(self, target: Target, request: SodaRequest) -> list[Cut] | None:
+    def _cut(self, target: Target, request: SodaRequest, limits: CutoutLimits) -> list[Cut] | None:
         """The target's cuts (three for a colour composite); None when nothing overlaps."""
         if target.image is None:
             return None
         images = target.rgb or (target.image,)
         preview = request.render is not None
-        limit, planes = (self.max_preview_source, 1) if preview else (self.max_pixels, None)
+        limit, planes = (limits.max_preview_source, 1) if preview else (limits.max_pixels, None)
         try:
-            first = cut(images[0], target.shape, limit, planes=planes)
+            first = cut(images[0], target.shape, limit, planes=planes, limit_name=limits.name)
             if first is None:
                 return None
-            return [first] + [cut(image, target.shape, limit, planes=planes, box=first.box)  # type: ignore[misc]
+            return [first] + [cut(image, target.shape, limit, planes=planes, box=first.box,  # type: ignore[misc]
+                                  limit_name=limits.name)
                               for image in images[1:]]
         except ImageUnreadable as exc:
             log.error("%s", exc)
@@ -96,19 +120,26 @@ class Cutouts:
 
     # --- {sync} ---------------------------------------------------------------------
 
-    async def sync(self, request: Request) -> Response:
+    def sync_endpoint(self, identify: IdentityResolver) -> Callable[[Request], Awaitable[Response]]:
+        async def sync(request: Request) -> Response:
+            identity = await identify(request)
+            return await self.sync(request, self.limits(identity.user_id))
+        return sync
+
+    async def sync(self, request: Request, limits: CutoutLimits) -> Response:
         parsed = self.parse((await read_params(request)).pairs)
         targets = await run_in_threadpool(self.plan, parsed)
         if parsed.render is not None and len(targets) > 1:
             raise MultiValuedParamNotSupported(
                 f"a {parsed.mime} holds one cutout and this request asks for {len(targets)}; "
                 f"ask for application/fits (one multi-extension file) or use /async")
+        self._check_count(len(targets), limits, "/sync")
         if len(targets) > self.max_sync_cutouts:
             raise MultiValuedParamNotSupported(
                 f"this request asks for {len(targets)} cutouts; /sync makes at most "
                 f"{self.max_sync_cutouts} (into one multi-extension FITS file); use /async for more")
         started = time.perf_counter()
-        cuts = await run_in_threadpool(self._cut_all, targets, parsed)
+        cuts = await run_in_threadpool(self._cut_all, targets, parsed, limits)
         if not cuts:
             return Response(status_code=204)  # SODA §5.1: no pixels of the dataset
         body = await run_in_threadpool(self.encode, cuts, parsed)
@@ -117,29 +148,31 @@ class Cutouts:
         return Response(body, media_type=parsed.mime, headers={
             "Content-Disposition": f'inline; filename="{name}.{EXTENSIONS[parsed.mime]}"'})
 
-    def _cut_all(self, targets: Sequence[Target], request: SodaRequest) -> list[Cut]:
+    def _cut_all(self, targets: Sequence[Target], request: SodaRequest, limits: CutoutLimits) -> list[Cut]:
         """Every cut of every target, in order (colour composites only come one at a time)."""
         cuts: list[Cut] = []
         for target in targets:
-            cuts += self._cut(target, request) or []
+            cuts += self._cut(target, request, limits) or []
         return cuts
 
     # --- {async} ------------------------------------------------------------------
 
-    def validate(self, pairs: Params) -> Params:
+    def validate(self, pairs: Params, owner: str | None) -> Params:
         """At job creation: the same checks as sync, so a bad job fails before it runs.
 
         The job keeps the parameters as the client wrote them.
         """
-        self.plan(self.parse(pairs))
+        targets = self.plan(self.parse(pairs))
+        self._check_count(len(targets), self.limits(owner), "a job")
         return pairs
 
     def run(self, ctx: JobContext) -> None:
         """SODA §6: one result per combination; one without pixels is a text/plain error."""
         request = self.parse(ctx.parameters)
+        limits = self.limits(ctx.job.owner)
         for target in self.plan(request):
             started = time.perf_counter()
-            cuts = self._cut(target, request)
+            cuts = self._cut(target, request, limits)
             if cuts is None:
                 where = target.image.dataset_id if target.image else "any image"
                 problem = target.problem or f"{target.shape.dali() if target.shape else 'the region'} " \

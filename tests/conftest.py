@@ -140,6 +140,13 @@ FAST_TIMINGS = {
     "CUTOUT_RETRY_BACKOFF_MS": "100",
     "CUTOUT_LOG_LEVEL": "INFO",
     "CUTOUT_SELFTEST_JOBS": "true",
+    # The tests of the layers below auth use anonymous callers as an open service would
+    # (tests/test_auth*.py check the anonymous limits themselves).
+    "CUTOUT_ANONYMOUS_ASYNC": "open",
+    "CUTOUT_ANONYMOUS_RATE_LIMIT": "0",
+    "CUTOUT_ANONYMOUS_MAX_CUTOUT_PIXELS": "25000000",
+    "CUTOUT_ANONYMOUS_MAX_SYNC_CUTOUTS": "50",
+    "CUTOUT_ANONYMOUS_FILES": "true",
 }
 
 
@@ -277,6 +284,25 @@ def embedded(tmp_path: Path, demo_root: Path) -> Iterator["httpx.Client"]:
     link_demo(tmp_path / "data", demo_root)
     env = {**FAST_TIMINGS, "CUTOUT_DATA_DIR": str(tmp_path / "data"), "CUTOUT_WAIT_MAX_SECONDS": "5"}
     app = create_app(load_settings(environ=env), identify=header_identity, build_demo=False)
+    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+        client.app_state = app.state  # type: ignore[attr-defined]
+        yield client
+
+
+@contextlib.contextmanager
+def app_client(data_dir: Path, demo_root: Path, identify=None, **env: str) -> Iterator["httpx.Client"]:  # type: ignore[no-untyped-def]
+    """The embedded app with the real access policy (unless ``identify`` replaces it),
+    on the service's own defaults plus ``env``; tests of auth use it."""
+    from starlette.testclient import TestClient
+
+    from conf import load_settings
+    from soda.app import create_app
+
+    link_demo(data_dir, demo_root)
+    settings_env = {"CUTOUT_DATA_DIR": str(data_dir), "CUTOUT_SELFTEST_JOBS": "true",
+                    "CUTOUT_HEARTBEAT_SECONDS": "0.5", "CUTOUT_STALE_JOB_SECONDS": "2",
+                    "CUTOUT_SESSION_COOKIE_SECURE": "false", **env}
+    app = create_app(load_settings(environ=settings_env), identify=identify, build_demo=False)
     with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
         client.app_state = app.state  # type: ignore[attr-defined]
         yield client

@@ -547,9 +547,9 @@ def test_only_the_callers_jobs(client):
                             ("/parameters", {"DURATION": "3"}), ("", {"ACTION": "DELETE"})):
             assert_label(client.post(p + child, data=data, headers=bob), 403, "AuthorizationError")
         assert_label(client.delete(p, headers=bob), 403, "AuthorizationError")
-        # Neither is the anonymous caller alice.
-        assert_label(client.get(p, headers=hdr("")), 403, "AuthorizationError")
-        assert_label(client.delete(p, headers=hdr("")), 403, "AuthorizationError")
+        # Nor may an anonymous caller: 401, since logging in (as alice) would help.
+        assert_label(client.get(p, headers=hdr("")), 401, "AuthenticationError")
+        assert_label(client.delete(p, headers=hdr("")), 401, "AuthenticationError")
     # Nothing bob tried had an effect.
     doc = job_doc(client, a_pending, alice)
     assert phase_of(doc) == "PENDING"

@@ -169,7 +169,7 @@ def test_expired_and_stale_queries(store):
 
 def _service(store: JobStore, tmp_path, run) -> tuple[UWSService, JobKind]:  # type: ignore[no-untyped-def]
     service = UWSService(UWSConfig(), store, LocalStore(tmp_path / "results"), store.notifier)
-    kind = JobKind("probe", validate=lambda p: p, run=run)
+    kind = JobKind("probe", validate=lambda p, owner: p, run=run)
     service.register(kind)
     return service, kind
 

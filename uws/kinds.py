@@ -1,7 +1,7 @@
 """Job kinds: what the generic UWS machinery runs.
 
 A kind is a parameter validator (run in the web process when a job is created or its
-parameters change) and a run function (run by a Dramatiq actor in a worker). The run
+parameters change; it gets the owner too, since limits may depend on who asks) and a run function (run by a Dramatiq actor in a worker). The run
 function gets a ``JobContext`` to read its parameters and write its results; it
 signals failure by raising from the ``uws.errors`` family:
 
@@ -40,7 +40,7 @@ class JobInterrupted(BaseException):
 @dataclass(frozen=True)
 class JobKind:
     name: str
-    validate: Callable[[Params], Params]
+    validate: Callable[[Params, str | None], Params]
     run: Callable[["JobContext"], None]
     description: str = ""
 

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from auth import Identity, IdentityResolver
 from uws import xml
-from uws.errors import AuthorizationError, UsageError, forbidden_in_phase, not_found, votable_error
+from uws.errors import AuthenticationError, AuthorizationError, UsageError, forbidden_in_phase, not_found, votable_error
 from uws.kinds import JobKind, Params
 from uws.params import (
     RequestParams,
@@ -30,6 +30,7 @@ from uws.params import (
     read_params,
 )
 from uws.phases import ABORTABLE, ACTIVE, RUNNABLE, Phase
+from uws.quota import Allowance, AllowanceFor, check_run, refuse_creation, unlimited
 from uws.responses import VOTABLE_TYPE, public_base, text_response, xml_response
 from uws.service import UWSService
 from uws.store import JobView
@@ -52,8 +53,9 @@ def _by_method(handlers: dict[str, Handler]) -> Handler:
 
 class JobRoutes:
     def __init__(self, service: UWSService, kind: JobKind, path: str,
-                 identify: IdentityResolver) -> None:
+                 identify: IdentityResolver, allowance: AllowanceFor = unlimited) -> None:
         self.service = service
+        self.allowance = allowance
         self.store = service.store
         self.kind = kind
         self.path = path.rstrip("/")
@@ -96,8 +98,13 @@ class JobRoutes:
         if job is None or job.kind != self.kind.name:
             raise not_found(f"no job {job_id!r} at {self.list_url(request)}")
         # UWS §3: another caller's job is forbidden (we do not hide that it exists).
+        # An anonymous job's unguessable URL is its only key, so any anonymous caller
+        # holding it may use it; a logged-in caller is not its owner.
         if job.owner != identity.user_id:
-            raise AuthorizationError(f"job {job_id!r} belongs to another user")
+            if identity.anonymous:  # 401: logging in may give access
+                raise AuthenticationError(f"job {job_id!r} belongs to a user; log in as its owner")
+            whose = "another user" if job.owner else "an anonymous caller (log out to use it)"
+            raise AuthorizationError(f"job {job_id!r} belongs to {whose}")
         return job, identity
 
     async def _reload(self, job_id: str) -> JobView:
@@ -106,8 +113,15 @@ class JobRoutes:
             raise not_found(f"job {job_id!r} no longer exists")
         return job
 
-    async def _validate(self, parameters: Params) -> Params:
-        return await run_in_threadpool(self.kind.validate, parameters)
+    async def _validate(self, parameters: Params, owner: str | None) -> Params:
+        return await run_in_threadpool(self.kind.validate, parameters, owner)
+
+    async def _check_run(self, identity: Identity, allowance: Allowance) -> None:
+        """Quotas are checked before a job is queued, so nothing runs over them."""
+        if allowance.max_active_jobs or allowance.max_result_bytes:
+            usage = await run_in_threadpool(self.store.usage, identity.user_id)
+            who = identity.user_id or "anonymous callers together"
+            check_run(allowance, usage, who)
 
     # --- the job list ------------------------------------------------------------------
 
@@ -115,6 +129,8 @@ class JobRoutes:
         identity = await self.identify(request)
         params = await read_params(request)
         phases = [parse_phase_filter(v) for v in params.all("PHASE")]
+        if not self.allowance(identity).list_jobs:
+            return xml_response(xml.job_list_document([], self.job_url_builder(request)))
         after_text = params.single("AFTER")
         last_text = params.single("LAST")
         after = parse_timestamp("AFTER", after_text) if after_text else None
@@ -126,6 +142,9 @@ class JobRoutes:
 
     async def create_job(self, request: Request) -> Response:
         identity = await self.identify(request)
+        allowance = self.allowance(identity)
+        if not allowance.may_create:
+            raise refuse_creation(identity)
         params = await read_params(request)
         phase = params.single("PHASE")
         if phase is not None and phase != "RUN":
@@ -133,13 +152,16 @@ class JobRoutes:
         run_id = params.single("RUNID")
         duration = params.single("EXECUTIONDURATION")
         destruction = params.single("DESTRUCTION")
-        job_parameters = await self._validate(params.without(CONTROL))
+        job_parameters = await self._validate(params.without(CONTROL), identity.user_id)
+        if phase == "RUN":  # refused before the job exists: nothing half-made is left behind
+            await self._check_run(identity, allowance)
         job = await run_in_threadpool(
             lambda: self.service.create(
                 self.kind, owner=identity.user_id, parameters=job_parameters,
                 run_id=parse_run_id(run_id) if run_id else None,
                 execution_duration=parse_duration(duration) if duration else None,
-                destruction=parse_timestamp("DESTRUCTION", destruction) if destruction else None))
+                destruction=parse_timestamp("DESTRUCTION", destruction) if destruction else None,
+                max_destruction_seconds=allowance.max_destruction_seconds))
         if phase == "RUN":
             await run_in_threadpool(self.service.run, job)
         return see_other(self.job_url(request, job.id))
@@ -207,11 +229,12 @@ class JobRoutes:
         return text_response(job.phase.value)
 
     async def post_phase(self, request: Request) -> Response:
-        job, _ = await self._job(request)
+        job, identity = await self._job(request)
         params = await read_params(request)
         value = params.single("PHASE")
         if value == "RUN":
             if job.phase in RUNNABLE:
+                await self._check_run(identity, self.allowance(identity))
                 await run_in_threadpool(self.service.run, job)
             elif job.phase not in (Phase.QUEUED, Phase.EXECUTING):
                 raise forbidden_in_phase(f"job {job.id} is {job.phase.value} and cannot be run again")
@@ -245,11 +268,12 @@ class JobRoutes:
         return text_response(xml.isoformat(job.destruction) if job.destruction else "")
 
     async def post_destruction(self, request: Request) -> Response:
-        job, _ = await self._job(request)
+        job, identity = await self._job(request)
         value = (await read_params(request)).single("DESTRUCTION")
         if value is None:
             raise UsageError("DESTRUCTION is required")
-        when = self.service.clamp_destruction(job.creation_time, parse_timestamp("DESTRUCTION", value))
+        when = self.service.clamp_destruction(job.creation_time, parse_timestamp("DESTRUCTION", value),
+                                              self.allowance(identity).max_destruction_seconds)
         if not await run_in_threadpool(self.store.set_destruction, job.id, when):
             raise not_found(f"job {job.id!r} no longer exists")
         return see_other(self.job_url(request, job.id))
@@ -298,14 +322,14 @@ class JobRoutes:
 
     async def post_parameters(self, request: Request) -> Response:
         """UWS §2.1.11: names POSTed replace every earlier value of that name."""
-        job, _ = await self._job(request)
+        job, identity = await self._job(request)
         if job.phase != Phase.PENDING:
             raise forbidden_in_phase(f"parameters can change only while the job is PENDING "
                                      f"(job {job.id} is {job.phase.value})")
         posted = RequestParams((await read_params(request)).without(CONTROL))
         replaced = {name.upper() for name, _ in posted.pairs}
         merged = [(n, v) for n, v in job.parameters if n.upper() not in replaced] + posted.pairs
-        validated = await self._validate(merged)
+        validated = await self._validate(merged, identity.user_id)
         if not await run_in_threadpool(self.store.set_parameters, job.id, validated):
             raise forbidden_in_phase(f"job {job.id} left PENDING; parameters were not changed")
         return see_other(self.job_url(request, job.id))

@@ -22,7 +22,7 @@ _LIMITS = {"DURATION": (0.0, 3600.0), "RESULTS": (0, 100), "SIZE": (0, 1 << 20),
 _FAILURES = ("usage", "fatal", "transient", "crash")
 
 
-def validate(params: Params) -> Params:
+def validate(params: Params, owner: str | None = None) -> Params:
     seen: dict[str, str] = {}
     for name, value in params:
         key = name.upper()

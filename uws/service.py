@@ -120,18 +120,25 @@ class UWSService:
             return limit
         return seconds
 
-    def clamp_destruction(self, creation: dt.datetime, when: dt.datetime) -> dt.datetime:
-        """UWS §2.1.5: the server may override the client's destruction time."""
-        return min(when, creation + dt.timedelta(seconds=self.config.max_destruction_seconds))
+    def clamp_destruction(self, creation: dt.datetime, when: dt.datetime,
+                          limit_seconds: int = 0) -> dt.datetime:
+        """UWS §2.1.5: the server may override the client's destruction time.
+
+        ``limit_seconds`` is the caller's own, tighter limit (anonymous jobs), if any.
+        """
+        seconds = self.config.max_destruction_seconds
+        if limit_seconds:
+            seconds = min(seconds, limit_seconds)
+        return min(when, creation + dt.timedelta(seconds=seconds))
 
     def create(self, kind: JobKind, *, owner: str | None, parameters: list[tuple[str, str]],
                run_id: str | None, execution_duration: int | None,
-               destruction: dt.datetime | None) -> JobView:
+               destruction: dt.datetime | None, max_destruction_seconds: int = 0) -> JobView:
         now = utcnow()
         duration = self.clamp_duration(
             self.config.default_execution_duration if execution_duration is None else execution_duration)
         default_end = now + dt.timedelta(seconds=self.config.default_destruction_seconds)
-        end = self.clamp_destruction(now, destruction or default_end)
+        end = self.clamp_destruction(now, destruction or default_end, max_destruction_seconds)
         return self.store.create(kind=kind.name, owner=owner, parameters=parameters,
                                  run_id=run_id, execution_duration=duration, destruction=end,
                                  request_id=context.request_id.get())

@@ -21,6 +21,7 @@ from uws.kinds import Params
 from uws.models import Job, Lock, Result, utcnow
 from uws.notify import Notifier
 from uws.phases import ABORTABLE, RUNNABLE, Phase
+from uws.quota import Usage
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,16 @@ class JobStore:
         with self._session():
             return Job.select().where((Job.kind == kind) & Job.phase.in_(
                 [Phase.QUEUED.value, Phase.EXECUTING.value])).count()
+
+    def usage(self, owner: str | None) -> "Usage":
+        """Jobs QUEUED or EXECUTING and bytes of results kept, of one owner (None: anonymous)."""
+        mine = Job.owner.is_null() if owner is None else Job.owner == owner
+        with self._session():
+            active = Job.select().where(mine & Job.phase.in_(
+                [Phase.QUEUED.value, Phase.EXECUTING.value])).count()
+            stored = (Result.select(fn.COALESCE(fn.SUM(Result.size), 0))
+                      .join(Job).where(mine).scalar())
+        return Usage(active_jobs=active, result_bytes=int(stored or 0))
 
     def count_by_phase(self) -> dict[Phase, int]:
         with self._session():

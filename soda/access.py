@@ -1,0 +1,212 @@
+"""The service's access policy: who is asking, and what they may do.
+
+It puts auth/'s mechanisms together (session cookie, personal API tokens, the OIDC
+provider's JWT access tokens, per-client rate limits) and answers in the service's
+error family: 401 with login challenges, 403, 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx2
+import peewee as pw
+import redis
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from auth import Identity
+from auth import challenges
+from auth.access_tokens import AccessTokenVerifier, InvalidAccessToken, looks_like_jwt
+from auth.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from auth.models import setup as setup_auth_tables
+from auth.oidc import OidcConfig, OidcLogin
+from auth.session import CSRF_FIELD, CSRF_HEADER, csrf_ok, session_user
+from auth.tokens import Check, TokenStore, looks_like_token
+from conf import Settings
+from uws.errors import AuthenticationError, AuthorizationError, ServiceUnavailable
+from uws.params import FORM_TYPES
+from uws.quota import Allowance
+from uws.responses import public_base
+
+log = logging.getLogger(__name__)
+
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def client_address(request: Request, trust_forwarded: bool) -> str:
+    """The caller's address; behind nginx, the one it puts last in X-Forwarded-For."""
+    if trust_forwarded:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        if forwarded.strip():
+            return forwarded.split(",")[-1].strip()
+    return request.client.host if request.client else "unknown"
+
+
+class Access:
+    def __init__(self, settings: Settings, db: pw.Database) -> None:
+        self.settings = settings
+        self.trust_forwarded = settings.trust_forwarded_headers
+        setup_auth_tables(db)
+        self.tokens = TokenStore(db)
+        self.oidc: OidcLogin | None = None
+        self.jwt: AccessTokenVerifier | None = None
+        if settings.oidc_enabled:
+            self.oidc = OidcLogin(OidcConfig(
+                settings.oidc_issuer, settings.oidc_client_id, settings.secret("oidc_client_secret"),
+                settings.oidc_scopes, settings.oidc_username_claim))
+            if settings.oidc_accept_access_tokens:
+                self.jwt = AccessTokenVerifier(
+                    settings.oidc_issuer, settings.oidc_token_audience or settings.oidc_client_id,
+                    settings.oidc_username_claim, self._fetch_jwks,
+                    leeway=settings.oidc_clock_skew_seconds)
+        self.limiter: RateLimiter | None = None
+        if settings.anonymous_rate_limit:
+            window = settings.anonymous_rate_window_seconds
+            self.limiter = (RedisRateLimiter(settings.broker_url, settings.redis_namespace,
+                                             settings.anonymous_rate_limit, window)
+                            if settings.broker_url else
+                            MemoryRateLimiter(settings.anonymous_rate_limit, window))
+
+    def _fetch_jwks(self) -> dict[str, Any]:
+        discovery = httpx2.get(OidcConfig(self.settings.oidc_issuer, "").discovery_url, timeout=10)
+        discovery.raise_for_status()
+        keys = httpx2.get(discovery.json()["jwks_uri"], timeout=10)
+        keys.raise_for_status()
+        return dict(keys.json())
+
+    # --- who is asking ----------------------------------------------------------------
+
+    async def identify(self, request: Request) -> Identity:
+        """The IdentityResolver of every SODA and UWS endpoint."""
+        client = client_address(request, self.trust_forwarded)
+        authorization = request.headers.get("authorization")
+        if authorization is not None:
+            return await self._bearer(authorization, client)
+        user = session_user(request)
+        if user is not None:
+            if request.method in UNSAFE and not csrf_ok(request, await _submitted_csrf(request)):
+                raise AuthorizationError(
+                    f"this request carries the session cookie of {user.user_id} but not its CSRF "
+                    f"token (send it as the {CSRF_FIELD} form field or the X-CSRF-Token header; "
+                    f"scripts should use an API token instead)")
+            return Identity(user.user_id, "session", client)
+        return await self._anonymous(client)
+
+    async def _bearer(self, authorization: str, client: str) -> Identity:
+        scheme, _, value = authorization.strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() != "bearer" or not value:
+            raise self.invalid_token("send credentials as 'Authorization: Bearer <token>'",
+                                     error="invalid_request")
+        if looks_like_token(value):
+            check, info = await run_in_threadpool(self.tokens.check, value)
+            if check is Check.VALID and info is not None:
+                return Identity(info.user_id, "token", client)
+            if check is Check.EXPIRED and info is not None:
+                raise self.invalid_token(f"the API token {info.name!r} expired on "
+                                         f"{info.expires.isoformat(timespec='seconds')}Z; create a new one")
+            raise self.invalid_token("unknown or revoked API token")
+        if self.jwt is not None and looks_like_jwt(value):
+            try:
+                user_id, _ = await run_in_threadpool(self.jwt.verify, value)
+            except InvalidAccessToken as exc:
+                raise self.invalid_token(f"access token refused: {exc}") from None
+            except (httpx2.HTTPError, ValueError, KeyError) as exc:
+                log.warning("cannot fetch the OIDC provider's keys: %s", exc)
+                raise ServiceUnavailable("the identity provider's keys cannot be fetched just now; "
+                                         "try again shortly", headers={"Retry-After": "30"}) from None
+            return Identity(user_id, "jwt", client)
+        raise self.invalid_token("not a token of this service")
+
+    def invalid_token(self, message: str, error: str = "invalid_token") -> AuthenticationError:
+        return AuthenticationError(message, headers={"WWW-Authenticate": challenges.bearer(
+            self.settings.ivoa_authority, error, message)})
+
+    async def _anonymous(self, client: str) -> Identity:
+        if not self.settings.anonymous_access:
+            raise AuthenticationError("this service needs a login: send 'Authorization: Bearer <token>' "
+                                      "(create a token at /tokens after logging in at /login)")
+        if self.limiter is not None:
+            try:
+                wait = await run_in_threadpool(self.limiter.hit, client)
+            except redis.RedisError as exc:  # the limit is protection, not a reason to fail
+                log.warning("rate limiter unavailable, request allowed: %s", exc)
+                wait = None
+            if wait is not None:
+                seconds = max(1, int(wait + 0.999))
+                raise ServiceUnavailable(
+                    f"too many requests from {client}: anonymous callers may make "
+                    f"{self.settings.anonymous_rate_limit} per {self.settings.anonymous_rate_window_seconds} s; "
+                    f"retry in {seconds} s, or log in", status=429, headers={"Retry-After": str(seconds)})
+        return Identity(None, "", client)
+
+    # --- what they may do -------------------------------------------------------------
+
+    def allowance(self, identity: Identity) -> Allowance:
+        s = self.settings
+        if identity.anonymous and s.anonymous_async == "open":
+            return Allowance()
+        if identity.anonymous:
+            return Allowance(may_create=s.anonymous_async == "limited", list_jobs=False,
+                             max_active_jobs=s.anonymous_max_active_jobs,
+                             max_destruction_seconds=s.anonymous_destruction_seconds)
+        return Allowance(max_active_jobs=s.user_max_active_jobs, max_result_bytes=s.user_quota_bytes)
+
+    async def require_user(self, request: Request) -> Identity:
+        identity = await self.identify(request)
+        if identity.anonymous:
+            raise AuthenticationError("log in first (at /login), or send 'Authorization: Bearer <token>'")
+        return identity
+
+    def challenges(self, request: Request) -> list[str]:
+        """What a 401 (or a capabilities answer) offers: where and how to get a token."""
+        base = public_base(request, self.trust_forwarded)
+        offered = [challenges.bearer(self.settings.ivoa_authority)]
+        if self.settings.login_enabled:
+            offered.append(challenges.ivoa_bearer(base + "/tokens"))
+        return offered
+
+
+async def _submitted_csrf(request: Request) -> str | None:
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        return header
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in FORM_TYPES:
+        value = (await request.form()).get(CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    return None
+
+
+class ChallengeMiddleware:
+    """Adds the login challenges to every 401 (AuthVO, RFC 9110 §11.6.1), and to the
+    capabilities answer when login is optional (AuthVO §5.1: 200 with challenges)."""
+
+    def __init__(self, app: ASGIApp, access: Access) -> None:
+        self.app = app
+        self.access = access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        optional_here = (scope["path"].rstrip("/").endswith("/capabilities")
+                         and self.access.settings.login_enabled)
+
+        async def send_with_challenges(message: Message) -> None:
+            if message["type"] == "http.response.start" and (
+                    message["status"] == 401 or (optional_here and message["status"] == 200)):
+                headers = list(message.get("headers", []))
+                present = [v.decode("latin-1").split(" ", 1)[0].lower()
+                           for k, v in headers if k.lower() == b"www-authenticate"]
+                for challenge in self.access.challenges(request):
+                    if challenge.split(" ", 1)[0].lower() not in present:
+                        headers.append((b"www-authenticate", challenge.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_challenges)
