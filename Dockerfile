@@ -27,6 +27,9 @@ sys.exit(0 if 'conf/defaults.toml' in names else 'conf/defaults.toml is missing 
 FROM python:3.11-slim
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# xmlsec1: pysaml2 signs and checks SAML messages with it.
+RUN apt-get update && apt-get install -y --no-install-recommends xmlsec1 \
+    && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels cutout-service \
     && useradd --create-home --uid 10001 --user-group cutout \

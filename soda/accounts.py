@@ -36,8 +36,14 @@ NEXT = "next_path"
 
 
 def _safe_next(value: str | None) -> str:
-    """Only a path on this service, so login cannot be made an open redirect."""
-    if not value or not value.startswith("/") or value.startswith("//") or urlsplit(value).netloc:
+    """Only a path on this service, so login cannot be made an open redirect.
+
+    Browsers read a backslash as a slash (``/\\evil.org`` is ``//evil.org``); SAML's
+    RelayState carries at most 80 bytes.
+    """
+    if (not value or not value.startswith("/") or value.startswith("//") or "\\" in value
+            or len(value.encode()) > 80 or urlsplit(value).netloc
+            or any(ord(c) < 32 for c in value)):
         return "/tokens"
     return value
 
@@ -131,6 +137,7 @@ class Accounts:
         try:
             user = await run_in_threadpool(self.saml.finish, response, relay if isinstance(relay, str) else None)
         except SamlLoginFailed as exc:
+            log.warning("SAML login refused: %s", exc)
             raise AuthenticationError(f"login failed: {exc}") from None
         start_session(request, user.user_id, "saml")
         log.info("user %s logged in with SAML", user.user_id)

@@ -51,6 +51,9 @@ def configure(level: str, json_lines: bool = True) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # pysaml2 logs whole SAML responses (personal attributes) at DEBUG and tracebacks at
+    # ERROR for every refused login; our own log line says why a login failed.
+    logging.getLogger("saml2").setLevel(logging.CRITICAL)
 
 
 class RequestIdMiddleware:
