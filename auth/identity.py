@@ -14,12 +14,11 @@ class Identity:
 
     ``method`` says how the caller proved it: "session" (a browser login), "token"
     (a personal API token), "jwt" (the OIDC provider's access token), or "" (anonymous
-    or a test resolver). ``client`` is the caller's network address.
+    or a test resolver).
     """
 
     user_id: str | None
     method: str = ""
-    client: str = ""
 
     @property
     def anonymous(self) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,21 +24,18 @@ CSRF_HEADER = "x-csrf-token"
 class SessionUser:
     user_id: str
     method: str              # "oidc" or "saml"
-    since: float
     id_token: str | None = None
 
 
 def start_session(request: Request, user_id: str, method: str, id_token: str | None = None) -> None:
     """Log the browser in; any earlier session content is dropped (no session fixation)."""
     request.session.clear()
-    request.session[_USER] = {"id": user_id, "method": method, "since": time.time(),
-                              "id_token": id_token, "csrf": secrets.token_urlsafe(24)}
+    request.session[_USER] = {"id": user_id, "method": method, "id_token": id_token,
+                              "csrf": secrets.token_urlsafe(24)}
 
 
-def end_session(request: Request) -> SessionUser | None:
-    user = session_user(request)
+def end_session(request: Request) -> None:
     request.session.clear()
-    return user
 
 
 def session_user(request: Request) -> SessionUser | None:
@@ -48,8 +44,7 @@ def session_user(request: Request) -> SessionUser | None:
     data = request.session.get(_USER)
     if not isinstance(data, dict) or not data.get("id"):
         return None
-    return SessionUser(str(data["id"]), str(data.get("method", "")), float(data.get("since", 0)),
-                       data.get("id_token"))
+    return SessionUser(str(data["id"]), str(data.get("method", "")), data.get("id_token"))
 
 
 def csrf_token(request: Request) -> str:

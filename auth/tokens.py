@@ -88,7 +88,3 @@ class TokenStore:
             if row.last_used is None or now - row.last_used > TOUCH_EVERY:
                 ApiToken.update(last_used=now).where(ApiToken.id == row.id).execute()
             return Check.VALID, _info(row)
-
-    def delete_expired(self, before: dt.datetime) -> int:
-        with self.db.connection_context():
-            return ApiToken.delete().where(ApiToken.expires < before).execute()

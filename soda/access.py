@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from auth import Identity
+from auth import ANONYMOUS, Identity
 from auth import challenges
 from auth.access_tokens import AccessTokenVerifier, InvalidAccessToken, looks_like_jwt
 from auth.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -81,10 +81,9 @@ class Access:
 
     async def identify(self, request: Request) -> Identity:
         """The IdentityResolver of every SODA and UWS endpoint."""
-        client = client_address(request, self.trust_forwarded)
         authorization = request.headers.get("authorization")
         if authorization is not None:
-            return await self._bearer(authorization, client)
+            return await self._bearer(authorization)
         user = session_user(request)
         if user is not None:
             if request.method in UNSAFE and not csrf_ok(request, await _submitted_csrf(request)):
@@ -92,10 +91,10 @@ class Access:
                     f"this request carries the session cookie of {user.user_id} but not its CSRF "
                     f"token (send it as the {CSRF_FIELD} form field or the X-CSRF-Token header; "
                     f"scripts should use an API token instead)")
-            return Identity(user.user_id, "session", client)
-        return await self._anonymous(client)
+            return Identity(user.user_id, "session")
+        return await self._anonymous(client_address(request, self.trust_forwarded))
 
-    async def _bearer(self, authorization: str, client: str) -> Identity:
+    async def _bearer(self, authorization: str) -> Identity:
         scheme, _, value = authorization.strip().partition(" ")
         value = value.strip()
         if scheme.lower() != "bearer" or not value:
@@ -104,7 +103,7 @@ class Access:
         if looks_like_token(value):
             check, info = await run_in_threadpool(self.tokens.check, value)
             if check is Check.VALID and info is not None:
-                return Identity(info.user_id, "token", client)
+                return Identity(info.user_id, "token")
             if check is Check.EXPIRED and info is not None:
                 raise self.invalid_token(f"the API token {info.name!r} expired on "
                                          f"{info.expires.isoformat(timespec='seconds')}Z; create a new one")
@@ -118,7 +117,7 @@ class Access:
                 log.warning("cannot fetch the OIDC provider's keys: %s", exc)
                 raise ServiceUnavailable("the identity provider's keys cannot be fetched just now; "
                                          "try again shortly", headers={"Retry-After": "30"}) from None
-            return Identity(user_id, "jwt", client)
+            return Identity(user_id, "jwt")
         raise self.invalid_token("not a token of this service")
 
     def invalid_token(self, message: str, error: str = "invalid_token") -> AuthenticationError:
@@ -141,7 +140,7 @@ class Access:
                     f"too many requests from {client}: anonymous callers may make "
                     f"{self.settings.anonymous_rate_limit} per {self.settings.anonymous_rate_window_seconds} s; "
                     f"retry in {seconds} s, or log in", status=429, headers={"Retry-After": str(seconds)})
-        return Identity(None, "", client)
+        return ANONYMOUS
 
     # --- what they may do -------------------------------------------------------------
 

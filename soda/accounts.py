@@ -160,13 +160,11 @@ class Accounts:
         if user is None:
             return RedirectResponse("/", status_code=303)
         await self.access.identify(request)  # the CSRF check of a cookie-authenticated POST
-        end_session(request)
+        url = None
         if user.method == "oidc" and self.access.oidc is not None:
             url = await self.access.oidc.logout_url(request, user.id_token, self._base(request) + "/")
-            request.session.clear()  # Authlib kept a logout state; we do not check the return
-            if url:
-                return RedirectResponse(url, status_code=303)
-        return RedirectResponse("/", status_code=303)
+        end_session(request)  # also drops the logout state Authlib kept: the return is not checked
+        return RedirectResponse(url or "/", status_code=303)
 
     async def whoami(self, request: Request) -> Response:
         identity = await self.access.identify(request)
@@ -217,19 +215,24 @@ class Accounts:
                             headers={"Cache-Control": "no-store"})
 
     def _tokens_page(self, request: Request, user_id: str, listed: list[TokenInfo]) -> Response:
-        csrf = E.INPUT(type="hidden", name=CSRF_FIELD, value=csrf_token(request))
-        rows = [E.TR(E.TD(t.name), E.TD(t.id), E.TD(t.as_json()["expires"] or ""),
-                     E.TD(t.as_json()["last_used"] or "never"),
-                     E.TD(E.FORM(E.INPUT(type="hidden", name=CSRF_FIELD, value=csrf_token(request)),
-                                 E.INPUT(type="hidden", name="ACTION", value="DELETE"),
-                                 E.BUTTON("Revoke", type="submit"),
-                                 method="post", action=f"/tokens/{t.id}")))
-                for t in listed]
+        token = csrf_token(request)
+
+        def csrf() -> Any:  # an lxml element has one parent: a fresh field per form
+            return E.INPUT(type="hidden", name=CSRF_FIELD, value=token)
+
+        rows = []
+        for t in listed:
+            shown = t.as_json()
+            rows.append(E.TR(E.TD(t.name), E.TD(t.id), E.TD(shown["expires"] or ""),
+                             E.TD(shown["last_used"] or "never"),
+                             E.TD(E.FORM(csrf(), E.INPUT(type="hidden", name="ACTION", value="DELETE"),
+                                         E.BUTTON("Revoke", type="submit"),
+                                         method="post", action=f"/tokens/{t.id}"))))
         return _page(f"API tokens of {user_id}",
                      E.TABLE(E.TR(E.TH("name"), E.TH("id"), E.TH("expires"), E.TH("last used"), E.TH("")),
                              *rows),
                      E.H2("New token"),
-                     E.FORM(csrf, E.LABEL("Name ", E.INPUT(name="name", required="required")),
+                     E.FORM(csrf(), E.LABEL("Name ", E.INPUT(name="name", required="required")),
                             E.LABEL(" Days ", E.INPUT(name="lifetime_days", type="number", min="1",
                                                       max=str(self.settings.api_token_max_days),
                                                       value=str(self.settings.api_token_default_days))),

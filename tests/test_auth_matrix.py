@@ -129,3 +129,14 @@ def test_other_authorization_schemes_are_refused_with_challenges(world: dict) ->
     response = world["client"].get("/async", headers={"Authorization": "Basic YWxpY2U6cHc="})
     assert response.status_code == 401
     assert any(c.startswith("Bearer ") for c in response.headers.get_list("www-authenticate"))
+
+
+def test_token_page_for_browsers_lists_tokens_with_revoke_forms(world: dict) -> None:
+    page = world["client"].get("/tokens", headers={**world["headers"]["A"], "Accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    from lxml import html
+    doc = html.fromstring(page.text)
+    revoke = [f for f in doc.forms if f.action.startswith("/tokens/")]
+    assert len(revoke) == 2   # alice's "matrix" and "old" tokens
+    assert all(set(f.fields) >= {"csrf_token", "ACTION"} for f in revoke)
+    assert [f for f in doc.forms if f.action == "/tokens"], "no form to create a token"
