@@ -1,6 +1,6 @@
 """Who is asking: identities, login mechanisms (OIDC, SAML), API tokens, rate limits.
 
-Nothing here imports the rest of the service; ``soda.access`` puts the pieces together
+Nothing here imports the rest of the service but ``dali`` (the clock, standard ids); ``soda.access`` puts the pieces together
 into the service's policy.
 """
 

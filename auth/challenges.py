@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-# SSO 2.0 / AuthVO standard_id of a login done through an OpenID Connect provider.
-OPENID = "ivo://ivoa.net/sso#OpenID"
+from dali.standards import SSO_OPENID
 
 
 def _quote(value: str) -> str:
@@ -20,6 +19,6 @@ def bearer(realm: str, error: str | None = None, description: str | None = None)
     return "Bearer " + ", ".join(params)
 
 
-def ivoa_bearer(token_url: str, standard_id: str = OPENID) -> str:
+def ivoa_bearer(token_url: str, standard_id: str = SSO_OPENID) -> str:
     """Where a bearer token for this service is obtained (TOPCAT's ``ivoa_bearer``)."""
     return f"ivoa_bearer standard_id={_quote(standard_id)}, access_url={_quote(token_url)}"

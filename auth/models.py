@@ -6,15 +6,9 @@ proxy so that auth/ needs nothing from uws/.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import peewee as pw
 
 database_proxy = pw.DatabaseProxy()
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class _Model(pw.Model):

@@ -7,7 +7,8 @@ import datetime as dt
 
 import peewee as pw
 
-from auth.models import SamlRequest, utcnow
+from auth.models import SamlRequest
+from dali.timestamps import utcnow
 
 
 class DatabaseOutstanding:

@@ -14,7 +14,8 @@ from enum import Enum
 
 import peewee as pw
 
-from auth.models import ApiToken, utcnow
+from auth.models import ApiToken
+from dali.timestamps import utcnow
 
 PREFIX = "cut_"
 # Writing last_used on every request would turn reads into writes; once a minute is enough.

@@ -25,8 +25,8 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
-from soda.cutout import cut
-from soda.regions import Circle
+from soda.engine.cutout import cut
+from soda.sky.regions import Circle
 from soda.surveys.base import ImageRef
 from soda.surveys.demo import build_des_demo
 from soda.surveys.des import tile_centre

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from renderers import Scaling, render_grey, render_rgb
-from soda.cutout import cut
-from soda.pixels import PixelBox
+from soda.engine.cutout import cut
+from soda.engine.pixels import PixelBox
 from soda.surveys.base import ImageRef
 from soda.surveys.demo import build_des_demo
 from timing import median_time  # bench/timing.py (the script's folder is on sys.path)

@@ -92,6 +92,8 @@ class Settings(BaseModel):
     max_preview_size: int = 4096
     max_preview_source_pixels: int = 100_000_000
     jpeg_quality: int = 90
+    # Threads of a web process that cut and encode /sync answers; 0: one per CPU core.
+    cutout_threads: int = 0
 
     # Who is asking: sessions, login methods, tokens (see conf/defaults.toml).
     public_url: str = ""
@@ -159,7 +161,7 @@ class Settings(BaseModel):
             raise ValueError("must be greater than 0")
         return v
 
-    @field_validator("anonymous_rate_limit", "oidc_clock_skew_seconds", "anonymous_max_active_jobs", "user_quota_bytes",
+    @field_validator("anonymous_rate_limit", "oidc_clock_skew_seconds", "anonymous_max_active_jobs", "user_quota_bytes", "cutout_threads",
                      "user_max_active_jobs")
     @classmethod
     def _zero_is_off(cls, v: int) -> int:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from soda.datasets import Datasets
-from soda.params import CutoutParams
-from soda.regions import Shape, centre
+from dali.errors import UsageError
+from soda.request.params import CutoutParams
+from soda.sky.regions import Shape, centre
 from soda.surveys.base import ImageRef, Survey
-from uws.errors import UsageError
+from soda.surveys.registry import Datasets
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,10 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
+    def local_path(self, key: str) -> Path | None:
+        path = self.path(key)
+        return path if path.is_file() else None
+
     def size(self, key: str) -> int:
         return self.path(key).stat().st_size
 

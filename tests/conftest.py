@@ -158,7 +158,7 @@ class Proc:
         self.log = log
         self._fh = log.open("ab")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "soda.cli", *args], env=env, cwd=ROOT,
+            [sys.executable, "-m", "soda.ops.cli", *args], env=env, cwd=ROOT,
             stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
@@ -279,7 +279,7 @@ def embedded(tmp_path: Path, demo_root: Path) -> Iterator["httpx.Client"]:
     from starlette.testclient import TestClient
 
     from conf import load_settings
-    from soda.app import create_app
+    from soda.web.app import create_app
 
     link_demo(tmp_path / "data", demo_root)
     env = {**FAST_TIMINGS, "CUTOUT_DATA_DIR": str(tmp_path / "data"), "CUTOUT_WAIT_MAX_SECONDS": "5"}
@@ -296,7 +296,7 @@ def app_client(data_dir: Path, demo_root: Path, identify=None, **env: str) -> It
     from starlette.testclient import TestClient
 
     from conf import load_settings
-    from soda.app import create_app
+    from soda.web.app import create_app
 
     link_demo(data_dir, demo_root)
     settings_env = {"CUTOUT_DATA_DIR": str(data_dir), "CUTOUT_SELFTEST_JOBS": "true",

@@ -50,7 +50,7 @@ def test_session_cookie_is_secure_by_default_and_its_key_is_private(tmp_path, de
     from starlette.middleware.sessions import SessionMiddleware
 
     from conftest import link_demo
-    from soda.app import create_app
+    from soda.web.app import create_app
 
     link_demo(tmp_path, demo_root)
     settings = load_settings({"CUTOUT_DATA_DIR": str(tmp_path)})
@@ -68,5 +68,5 @@ def test_session_cookie_is_secure_by_default_and_its_key_is_private(tmp_path, de
     ("//evil.example", "/tokens"), ("/\\evil.example", "/tokens"), ("https://evil.example/", "/tokens"),
     ("whoami", "/tokens"), ("/" + "a" * 90, "/tokens"), ("/x\r\nSet-Cookie: a=b", "/tokens")])
 def test_login_returns_only_to_a_local_path(given, kept) -> None:  # type: ignore[no-untyped-def]
-    from soda.accounts import _safe_next
+    from soda.web.accounts import _safe_next
     assert _safe_next(given) == kept

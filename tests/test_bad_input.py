@@ -177,7 +177,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Iterato
     from starlette.testclient import TestClient
 
     from conf import load_settings
-    from soda.app import create_app
+    from soda.web.app import create_app
 
     data = link_demo(tmp_path_factory.mktemp("bad-input") / "data", demo_root)
     env = {**FAST_TIMINGS, "CUTOUT_DATA_DIR": str(data), "CUTOUT_WAIT_MAX_SECONDS": "5"}

@@ -12,10 +12,11 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from soda.cutout import cut
-from soda.output import fits_cutouts
-from soda.pixels import PixelBox, pixel_box, separation
-from soda.regions import Circle, Polygon, Range
+from soda.engine.cutout import cut
+from soda.output.fits import fits_cutouts
+from soda.engine.pixels import PixelBox, pixel_box
+from soda.sky.sphere import separation
+from soda.sky.regions import Circle, Polygon, Range
 from soda.surveys.base import ImageRef
 
 DATA = Path(os.path.dirname(compressed_tests.__file__)) / "data"

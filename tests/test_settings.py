@@ -14,7 +14,7 @@ from conftest import ROOT
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in __import__("os").environ.items() if not k.startswith("CUTOUT_")}
-    return subprocess.run([sys.executable, "-m", "soda.cli", *args], env={**clean, **env},
+    return subprocess.run([sys.executable, "-m", "soda.ops.cli", *args], env={**clean, **env},
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 

@@ -10,7 +10,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from conftest import DEMO_SIZE, assert_uws, assert_votable, eventually, uws_text
-from soda.pixels import separation
+from soda.sky.sphere import separation
 from soda.surveys.des import tile_centre
 from soda_bad_params import BAD_PARAMS
 

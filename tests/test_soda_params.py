@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from soda.params import FITS_FORMATS, CutoutParams, parse_cutout, to_pairs
-from soda.regions import Circle, Polygon, Range
+from soda.request.params import FITS_FORMATS, CutoutParams, parse_cutout, to_pairs
+from soda.sky.regions import Circle, Polygon, Range
 from soda_bad_params import BAD_PARAMS, DEMO_ID
-from uws.errors import MultiValuedParamNotSupported, ServiceError, UsageError
+from dali.errors import MultiValuedParamNotSupported, ServiceError, UsageError
 
 INF = math.inf
 LABELS = {"UsageError": UsageError, "MultiValuedParamNotSupported": MultiValuedParamNotSupported}

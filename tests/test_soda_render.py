@@ -11,7 +11,7 @@ from astropy.wcs import WCS
 from PIL import Image
 
 from conftest import assert_uws, eventually
-from soda.pixels import separation
+from soda.sky.sphere import separation
 from soda.surveys.des import tile_centre
 
 TILE = "DES0139-4457"

@@ -12,7 +12,8 @@ import pytest
 from storage import LocalStore
 from uws import UWSConfig, UWSService
 from uws.kinds import JobKind
-from uws.models import Job, migrate, open_database, utcnow
+from dali.timestamps import utcnow
+from uws.models import Job, migrate, open_database
 from uws.notify import LocalNotifier
 from uws.phases import Phase
 from uws.store import JobStore
@@ -187,7 +188,7 @@ def test_runner_drops_duplicate_and_late_messages(store, tmp_path):
 
 
 def test_runner_records_results_and_error_kinds(store, tmp_path):
-    from uws.errors import UsageError
+    from dali.errors import UsageError
 
     def run(ctx):  # type: ignore[no-untyped-def]
         ctx.put_result("a.txt", b"hello", "text/plain")

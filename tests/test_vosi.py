@@ -15,9 +15,9 @@ import httpx
 import pytest
 from lxml import etree
 
-import soda.availability
+import soda.ops.health
 from conftest import assert_valid, eventually, free_port
-from soda.availability import check_redis
+from soda.ops.health import check_redis
 
 CAPS_NS = "http://www.ivoa.net/xml/VOSICapabilities/v1.0"
 AVAIL_NS = "http://www.ivoa.net/xml/VOSIAvailability/v1.0"
@@ -123,7 +123,7 @@ def test_forwarded_headers_move_every_url(embedded: httpx.Client) -> None:
 def test_forwarded_headers_ignored_when_untrusted(embedded: httpx.Client) -> None:
     from starlette.testclient import TestClient
 
-    from soda.app import create_app
+    from soda.web.app import create_app
 
     settings = runtime(embedded).settings.model_copy(update={"trust_forwarded_headers": False})
     with TestClient(create_app(settings, build_demo=False), base_url="http://testserver") as client:
@@ -267,7 +267,7 @@ def test_a_check_that_raises_is_a_failed_check(embedded: httpx.Client,
 def test_a_hung_check_times_out_without_blocking_other_requests(
         embedded: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
-    monkeypatch.setattr(soda.availability, "CHECK_TIMEOUT", 3.0)
+    monkeypatch.setattr(soda.ops.health, "CHECK_TIMEOUT", 3.0)
     monkeypatch.setattr(runtime(embedded).store, "ping", lambda: release.wait(20))
     answer: list[tuple[bool, list[str], str | None]] = []
     poller = threading.Thread(target=lambda: answer.append(availability(embedded)))
@@ -296,7 +296,7 @@ def test_polls_share_a_hung_check_instead_of_piling_up_threads(
         calls.append(time.monotonic())
         release.wait(10)
 
-    monkeypatch.setattr(soda.availability, "CHECK_TIMEOUT", 0.3)
+    monkeypatch.setattr(soda.ops.health, "CHECK_TIMEOUT", 0.3)
     monkeypatch.setattr(runtime(embedded).store, "ping", hung)
     try:
         for _ in range(3):

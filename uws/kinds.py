@@ -3,7 +3,7 @@
 A kind is a parameter validator (run in the web process when a job is created or its
 parameters change; it gets the owner too, since limits may depend on who asks) and a run function (run by a Dramatiq actor in a worker). The run
 function gets a ``JobContext`` to read its parameters and write its results; it
-signals failure by raising from the ``uws.errors`` family:
+signals failure by raising from the ``dali.errors`` family:
 
 - ``UsageError`` / ``MultiValuedParamNotSupported``: the request can never succeed →
   phase ERROR, errorSummary type ``fatal``, no retry;
@@ -19,13 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from storage import LocalStore
-from uws.errors import ServiceError
+from dali.errors import ServiceError
+from dali.params import Params
+from storage.protocol import ResultStore
 
 if TYPE_CHECKING:
     from uws.store import JobStore, JobView
-
-Params = list[tuple[str, str]]
 
 RESULT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
@@ -56,7 +55,7 @@ class JobKind:
 class JobContext:
     """What a running job may see and do."""
 
-    def __init__(self, job: "JobView", store: "JobStore", storage: LocalStore) -> None:
+    def __init__(self, job: "JobView", store: "JobStore", storage: ResultStore) -> None:
         self.job = job
         self._store = store
         self._storage = storage

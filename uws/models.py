@@ -21,10 +21,6 @@ log = logging.getLogger(__name__)
 database_proxy = pw.DatabaseProxy()
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 class BaseModel(pw.Model):
     class Meta:
         database = database_proxy

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from dali.errors import UsageError
+
 
 class Phase(StrEnum):
     PENDING = "PENDING"
@@ -33,3 +35,8 @@ def parse_phase(value: str) -> Phase | None:
         return Phase(value)
     except ValueError:
         return None
+
+
+def forbidden_in_phase(message: str) -> UsageError:
+    """UWS §2.2: a request illegal in the job's current phase is answered 403."""
+    return UsageError(message, status=403)

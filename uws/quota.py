@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from auth import Identity
-from uws.errors import AuthenticationError, ServiceUnavailable, UsageError
+from dali.errors import AuthenticationError, ServiceUnavailable, UsageError
+from uws.ports import Caller
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,10 @@ class Allowance:
 
 UNLIMITED = Allowance()
 
-AllowanceFor = Callable[[Identity], Allowance]
+AllowanceFor = Callable[[Caller], Allowance]
 
 
-def unlimited(identity: Identity) -> Allowance:
+def unlimited(identity: Caller) -> Allowance:
     return UNLIMITED
 
 
@@ -39,7 +39,7 @@ class Usage:
     result_bytes: int
 
 
-def refuse_creation(identity: Identity) -> AuthenticationError:
+def refuse_creation(identity: Caller) -> AuthenticationError:
     return AuthenticationError("log in to create jobs here; anonymous callers may use the "
                                "synchronous endpoint only")
 

@@ -7,7 +7,7 @@ PHASE=RUN, RUNID, EXECUTIONDURATION and DESTRUCTION. They are not job parameters
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
@@ -15,36 +15,27 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from auth import Identity, IdentityResolver
+from dali.errors import AuthenticationError, AuthorizationError, UsageError, not_found
+from dali.http import Endpoint, public_base, read_params, text_response, xml_response
+from dali.params import Params, RequestParams
+from dali.timestamps import isoformat, parse_timestamp
+from dali.votable import VOTABLE_TYPE, error_document
 from uws import xml
-from uws.errors import AuthenticationError, AuthorizationError, UsageError, forbidden_in_phase, not_found, votable_error
-from uws.kinds import JobKind, Params
-from uws.params import (
-    RequestParams,
-    parse_duration,
-    parse_last,
-    parse_phase_filter,
-    parse_run_id,
-    parse_timestamp,
-    parse_wait,
-    read_params,
-)
-from uws.phases import ABORTABLE, ACTIVE, RUNNABLE, Phase
+from uws.kinds import JobKind
+from uws.params import parse_duration, parse_last, parse_phase_filter, parse_run_id, parse_wait
+from uws.phases import ABORTABLE, ACTIVE, RUNNABLE, Phase, forbidden_in_phase
+from uws.ports import Caller, CallerResolver
 from uws.quota import Allowance, AllowanceFor, check_run, refuse_creation, unlimited
-from uws.responses import VOTABLE_TYPE, public_base, text_response, xml_response
 from uws.service import UWSService
 from uws.store import JobView
 
 CONTROL = frozenset({"PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "REQUEST"})
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
 def see_other(url: str) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
-def _by_method(handlers: dict[str, Handler]) -> Handler:
+def _by_method(handlers: dict[str, Endpoint]) -> Endpoint:
     async def dispatch(request: Request) -> Response:
         method = "GET" if request.method == "HEAD" else request.method
         return await handlers[method](request)
@@ -53,7 +44,7 @@ def _by_method(handlers: dict[str, Handler]) -> Handler:
 
 class JobRoutes:
     def __init__(self, service: UWSService, kind: JobKind, path: str,
-                 identify: IdentityResolver, allowance: AllowanceFor = unlimited) -> None:
+                 identify: CallerResolver, allowance: AllowanceFor = unlimited) -> None:
         self.service = service
         self.allowance = allowance
         self.store = service.store
@@ -63,7 +54,7 @@ class JobRoutes:
 
     def routes(self) -> list[BaseRoute]:
         p = self.path
-        by_path: dict[str, dict[str, Handler]] = {
+        by_path: dict[str, dict[str, Endpoint]] = {
             p: {"GET": self.list_jobs, "POST": self.create_job},
             p + "/{job_id}": {"GET": self.get_job, "POST": self.post_job, "DELETE": self.delete_job},
             p + "/{job_id}/phase": {"GET": self.get_phase, "POST": self.post_phase},
@@ -91,7 +82,7 @@ class JobRoutes:
     def job_url(self, request: Request, job_id: str) -> str:
         return self.job_url_builder(request)(job_id)
 
-    async def _job(self, request: Request) -> tuple[JobView, Identity]:
+    async def _job(self, request: Request) -> tuple[JobView, Caller]:
         identity = await self.identify(request)
         job_id = request.path_params["job_id"]
         job = await run_in_threadpool(self.store.get, job_id)
@@ -116,7 +107,7 @@ class JobRoutes:
     async def _validate(self, parameters: Params, owner: str | None) -> Params:
         return await run_in_threadpool(self.kind.validate, parameters, owner)
 
-    async def _check_run(self, identity: Identity, allowance: Allowance) -> None:
+    async def _check_run(self, identity: Caller, allowance: Allowance) -> None:
         """Quotas are checked before a job is queued, so nothing runs over them."""
         if allowance.max_active_jobs or allowance.max_result_bytes:
             usage = await run_in_threadpool(self.store.usage, identity.user_id)
@@ -265,7 +256,7 @@ class JobRoutes:
 
     async def get_destruction(self, request: Request) -> Response:
         job, _ = await self._job(request)
-        return text_response(xml.isoformat(job.destruction) if job.destruction else "")
+        return text_response(isoformat(job.destruction) if job.destruction else "")
 
     async def post_destruction(self, request: Request) -> Response:
         job, identity = await self._job(request)
@@ -280,7 +271,7 @@ class JobRoutes:
 
     async def get_quote(self, request: Request) -> Response:
         job, _ = await self._job(request)
-        return text_response(xml.isoformat(job.quote) if job.quote else "")
+        return text_response(isoformat(job.quote) if job.quote else "")
 
     async def get_owner(self, request: Request) -> Response:
         job, _ = await self._job(request)
@@ -291,7 +282,7 @@ class JobRoutes:
         job, _ = await self._job(request)
         if job.phase not in (Phase.ERROR, Phase.ABORTED) or not job.error_message:
             raise not_found(f"job {job.id} has no error (it is {job.phase.value})")
-        return Response(votable_error(job.error_message), media_type=VOTABLE_TYPE)
+        return Response(error_document(job.error_message), media_type=VOTABLE_TYPE)
 
     # --- containers ---------------------------------------------------------------------
 
@@ -304,8 +295,8 @@ class JobRoutes:
         result = job.result(request.path_params["result_id"])
         if result is None:
             raise not_found(f"job {job.id} has no result {request.path_params['result_id']!r}")
-        path = self.service.storage.path(result.key)
-        if not path.is_file():
+        path = await run_in_threadpool(self.service.storage.local_path, result.key)
+        if path is None:
             raise not_found(f"result {result.id!r} of job {job.id} is no longer stored")
         media_type = result.mime_type or "application/octet-stream"
         accel = self.service.config.accel_redirect_prefix

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 
-from uws.errors import MultiValuedParamNotSupported, ServiceError, ServiceUnavailable, UsageError
-from uws.kinds import JobContext, JobKind, Params
+from dali.errors import MultiValuedParamNotSupported, ServiceError, ServiceUnavailable, UsageError
+from dali.params import Params
+from uws.kinds import JobContext, JobKind
 
 _LIMITS = {"DURATION": (0.0, 3600.0), "RESULTS": (0, 100), "SIZE": (0, 1 << 20), "FAIL_TIMES": (1, 100)}
 _FAILURES = ("usage", "fatal", "transient", "crash")

@@ -16,17 +16,17 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from storage import LocalStore
-from uws import context
-from uws.errors import (
+from dali.errors import (
     MultiValuedParamNotSupported,
     ServiceError,
     ServiceUnavailable,
     UsageError,
 )
+from dali.timestamps import utcnow
+from storage.protocol import ResultStore
+from uws import context
 from uws.broker import unacked_messages
 from uws.kinds import JobContext, JobInterrupted, JobKind
-from uws.models import utcnow
 from uws.notify import Notifier
 from uws.store import JobStore, JobView
 from uws.worker import JobWatchdog, Scheduler
@@ -67,7 +67,7 @@ class SweepReport:
 
 
 class UWSService:
-    def __init__(self, config: UWSConfig, store: JobStore, storage: LocalStore,
+    def __init__(self, config: UWSConfig, store: JobStore, storage: ResultStore,
                  notifier: Notifier) -> None:
         self.config = config
         self.store = store

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import peewee as pw
 from peewee import fn
 
-from uws.kinds import Params
-from uws.models import Job, Lock, Result, utcnow
+from dali.params import Params
+from dali.timestamps import utcnow
+from uws.models import Job, Lock, Result
 from uws.notify import Notifier
 from uws.phases import ABORTABLE, RUNNABLE, Phase
 from uws.quota import Usage

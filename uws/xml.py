@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 
 from lxml import etree
 
+from dali.timestamps import isoformat
 from uws.store import JobView
 
 UWS_NS = "http://www.ivoa.net/xml/UWS/v1.0"
@@ -20,13 +21,6 @@ NSMAP = {"uws": UWS_NS, "xlink": XLINK_NS, "xsi": XSI_NS}
 UWS_VERSION = "1.1"
 
 JobUrl = Callable[[str], str]
-
-
-def isoformat(value: dt.datetime) -> str:
-    """UWS §2.2.1: ISO 8601, 'T' separator, UTC with a 'Z' suffix."""
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="milliseconds") + "Z"
 
 
 def _el(parent: etree._Element, name: str, text: str | None = None) -> etree._Element:

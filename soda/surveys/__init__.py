@@ -1,7 +1,8 @@
 """Surveys: where the images of a dataset ID or a sky position are."""
 
 from soda.surveys.base import ImageRef, Survey
+from soda.surveys.registry import Datasets, load_datasets
 from soda.surveys.demo import build_des_demo, ensure_demo
 from soda.surveys.des import DESSurvey
 
-__all__ = ["DESSurvey", "ImageRef", "Survey", "build_des_demo", "ensure_demo"]
+__all__ = ["DESSurvey", "Datasets", "ImageRef", "Survey", "build_des_demo", "ensure_demo", "load_datasets"]

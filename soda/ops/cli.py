@@ -24,7 +24,7 @@ def _settings_or_exit(**overrides: object) -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    from soda.logs import configure
+    from soda.ops.logs import configure
 
     configure(settings.log_level, json_lines=settings.log_json)
 
@@ -59,9 +59,9 @@ def serve(args: argparse.Namespace) -> int:
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                   proxy_headers=False, timeout_graceful_shutdown=5, log_config=None)
     if args.workers > 1:
-        uvicorn.run("soda.app:create_app", factory=True, workers=args.workers, **common)
+        uvicorn.run("soda.web.app:create_app", factory=True, workers=args.workers, **common)
     else:
-        from soda.app import create_app
+        from soda.web.app import create_app
 
         uvicorn.run(create_app(settings), **common)
     _mark_dead()
@@ -76,7 +76,7 @@ def worker(args: argparse.Namespace) -> int:
         print("cutout worker: no broker is configured (CUTOUT_BROKER_URL); in the embedded shape "
               "`cutout serve` runs the jobs itself", file=sys.stderr)
         return 2
-    from soda.runtime import Runtime
+    from soda.ops.runtime import Runtime
 
     runtime = Runtime(settings)
     stop = threading.Event()

@@ -1,21 +1,52 @@
-"""HTTP responses of the service: XML, text/plain atomics, error documents, absolute URLs."""
+"""DALI over HTTP with Starlette: reading parameters, answering with documents and errors.
+
+Errors are answered as DALI §4.2 documents: text/plain starting with the label, or a
+VOTable (§4.4) when the client asked for one.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
-import peewee as pw
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from uws.errors import ServiceError, ServiceUnavailable, UsageError, votable_error
+from dali.errors import ServiceError, UsageError
+from dali.params import Params, RequestParams, clean
+from dali.votable import VOTABLE_TYPE, error_document
 
 log = logging.getLogger(__name__)
 
 XML_TYPE = "text/xml; charset=utf-8"
-VOTABLE_TYPE = "application/x-votable+xml"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+async def read_params(request: Request) -> RequestParams:
+    """Query string plus, for POST, the form body (urlencoded or multipart), DALI §3.1."""
+    pairs: Params = list(request.query_params.multi_items())
+    if request.method == "POST":
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in FORM_TYPES:
+            try:
+                form = await request.form()
+            except Exception as exc:  # malformed multipart bodies raise several types
+                raise UsageError(f"could not read the form body: {exc}") from None
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    raise UsageError(f"file upload ({name}) is not supported by this service")
+                pairs.append((name, value))
+        elif await request.body():
+            raise UsageError(
+                f"POST bodies must be application/x-www-form-urlencoded or multipart/form-data, "
+                f"not {content_type or 'untyped'}")
+    return clean(pairs)
 
 
 def xml_response(body: bytes, status: int = 200) -> Response:
@@ -55,7 +86,7 @@ def error_response(request: Request, error: ServiceError) -> Response:
     """DALI §4.2: the error document, text/plain unless the client asked for a VOTable."""
     headers = dict(error.headers)
     if wants_votable(request):
-        return Response(votable_error(error.text), status_code=error.status,
+        return Response(error_document(error.text), status_code=error.status,
                         media_type=VOTABLE_TYPE, headers=headers)
     return PlainTextResponse(error.text + "\n", status_code=error.status, headers=headers)
 
@@ -79,22 +110,14 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(request, error)
 
 
-async def on_database_error(request: Request, exc: Exception) -> Response:
-    log.error("database failure on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(request, ServiceUnavailable("the job database is not reachable; try again later",
-                                                      headers={"Retry-After": "10"}))
-
-
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     incident = uuid.uuid4().hex[:12]
     log.exception("unexpected failure %s on %s %s", incident, request.method, request.url.path)
     return error_response(request, ServiceError(f"internal failure, logged as incident {incident}"))
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: dict[type[Exception], ExceptionHandler] = {
     ServiceError: on_service_error,
     HTTPException: on_http_exception,
-    pw.OperationalError: on_database_error,
-    pw.InterfaceError: on_database_error,
     Exception: on_unexpected,
 }

@@ -21,18 +21,18 @@ from auth import IdentityResolver
 from auth.outstanding import DatabaseOutstanding
 from auth.session import load_or_create_secret
 from conf import Settings, load_settings
-from soda.access import Access, ChallengeMiddleware
-from soda.accounts import Accounts
-from soda.availability import run_checks
-from soda.datalink import Links
-from soda.logs import RequestIdMiddleware
-from soda.metrics import MetricsMiddleware, metrics_endpoint
-from soda.runtime import Runtime
-from soda.vosi import availability_endpoint, capabilities_endpoint
+from dali.errors import AuthenticationError, ServiceUnavailable
+from dali.http import EXCEPTION_HANDLERS, Endpoint, error_response
+from soda.ops.health import run_checks
+from soda.ops.logs import RequestIdMiddleware
+from soda.ops.metrics import MetricsMiddleware, metrics_endpoint
+from soda.ops.runtime import Runtime
+from soda.web.access import Access, ChallengeMiddleware
+from soda.web.accounts import Accounts
+from soda.web.datalink import Links
+from soda.web.sync import sync_endpoint
+from soda.web.vosi import availability_endpoint, capabilities_endpoint
 from uws import JobRoutes
-from uws.errors import AuthenticationError
-from uws.responses import EXCEPTION_HANDLERS
-from uws.routes import Handler
 
 if TYPE_CHECKING:
     from auth.saml import SamlServiceProvider
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None,
     links = Links(runtime.datasets, runtime.settings.trust_forwarded_headers)
     routes: list[BaseRoute] = [
         Route("/", _index(runtime), methods=["GET"]),
-        Route("/sync", runtime.cutouts.sync_endpoint(identify), methods=["GET", "POST"]),
+        Route("/sync", sync_endpoint(runtime.cutouts, identify, runtime.pool), methods=["GET", "POST"]),
         Route("/links", _guarded(links.links, identify), methods=["GET", "POST"]),
         Route("/files", _guarded(links.files, identify, anonymous=settings.anonymous_files),
               methods=["GET"]),
@@ -88,7 +88,8 @@ def create_app(settings: Settings | None = None,
                              session_cookie=settings.session_cookie_name,
                              max_age=settings.session_max_age_seconds, same_site="lax",
                              https_only=settings.session_cookie_secure)]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
+    handlers = {**EXCEPTION_HANDLERS, pw.OperationalError: _database_error, pw.InterfaceError: _database_error}
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan,
                     middleware=middleware)
     app.state.runtime = runtime
     app.state.access = access
@@ -114,7 +115,13 @@ def saml_provider(settings: Settings, db: pw.Database) -> SamlServiceProvider | 
         DatabaseOutstanding(db))
 
 
-def _guarded(endpoint: Handler, identify: IdentityResolver, *, anonymous: bool = True) -> Handler:
+async def _database_error(request: Request, exc: Exception) -> Response:
+    log.error("database failure on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(request, ServiceUnavailable("the job database is not reachable; try again later",
+                                                      headers={"Retry-After": "10"}))
+
+
+def _guarded(endpoint: Endpoint, identify: IdentityResolver, *, anonymous: bool = True) -> Endpoint:
     """An endpoint that knows nothing of callers, behind the access policy."""
     async def guarded(request: Request) -> Response:
         identity = await identify(request)

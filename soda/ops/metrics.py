@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uws.phases import Phase
 
 if TYPE_CHECKING:
-    from soda.runtime import Runtime
+    from soda.ops.runtime import Runtime
     from uws.service import SweepReport
 
 REQUESTS = Counter("cutout_http_requests_total", "HTTP requests answered", ["route", "method", "status"])

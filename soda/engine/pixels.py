@@ -19,7 +19,8 @@ import numpy as np
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from soda.regions import Circle, Polygon, Range, Shape
+from soda.sky.regions import Circle, Polygon, Range, Shape
+from soda.sky.sphere import separation
 
 MAX_SAMPLES = 20000
 
@@ -52,15 +53,6 @@ def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 def _radec(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     v = v / np.linalg.norm(v, axis=-1, keepdims=True)
     return np.degrees(np.arctan2(v[..., 1], v[..., 0])) % 360.0, np.degrees(np.arcsin(np.clip(v[..., 2], -1, 1)))
-
-
-def separation(ra1, dec1, ra2, dec2):  # type: ignore[no-untyped-def]
-    """Angular distance in degrees (Vincenty, stable at all distances)."""
-    r1, d1, r2, d2 = map(np.radians, (ra1, dec1, ra2, dec2))
-    dra = r2 - r1
-    num = np.hypot(np.cos(d2) * np.sin(dra), np.cos(d1) * np.sin(d2) - np.sin(d1) * np.cos(d2) * np.cos(dra))
-    den = np.sin(d1) * np.sin(d2) + np.cos(d1) * np.cos(d2) * np.cos(dra)
-    return np.degrees(np.arctan2(num, den))
 
 
 def _circle_points(c: Circle, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,32 +7,32 @@ the documents stay right behind a reverse proxy (SODA §2.1: the endpoints are s
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from email.utils import format_datetime, parsedate_to_datetime
 
 from lxml import etree
 from starlette.requests import Request
 from starlette.responses import Response
 
-from soda.availability import Check, UpSince, run_checks, utcnow
-from soda.runtime import Runtime
+from dali.http import XML_TYPE, Endpoint, public_base, xml_response
+from dali.standards import (
+    DATALINK_LINKS,
+    DATALINK_TYPE,
+    SODA_ASYNC,
+    SODA_SYNC,
+    UWS_REST,
+    VOSI_AVAILABILITY,
+    VOSI_CAPABILITIES,
+)
+from soda.ops.health import Check, UpSince, run_checks, utcnow
+from soda.ops.runtime import Runtime
 from uws.kinds import JobKind
-from uws.responses import XML_TYPE, public_base, xml_response
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 VOSI_CAPABILITIES_NS = "http://www.ivoa.net/xml/VOSICapabilities/v1.0"
 VOSI_AVAILABILITY_NS = "http://www.ivoa.net/xml/VOSIAvailability/v1.0"
 VS_NS = "http://www.ivoa.net/xml/VODataService/v1.1"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 
-VOSI_CAPABILITIES = "ivo://ivoa.net/std/VOSI#capabilities"
-VOSI_AVAILABILITY = "ivo://ivoa.net/std/VOSI#availability"
-SODA_SYNC = "ivo://ivoa.net/std/SODA#sync-1.0"
-SODA_ASYNC = "ivo://ivoa.net/std/SODA#async-1.0"
-DATALINK_LINKS = "ivo://ivoa.net/std/DataLink#links-1.1"
-UWS_REST = "ivo://ivoa.net/std/UWS#rest-1.1"
-DATALINK_TYPE = "application/x-votable+xml;content=datalink"
 
 SODA_ASYNC_PATH = "/async"
 # The capabilities document depends on these request headers (through public_base).

@@ -1,4 +1,4 @@
-"""PNG and JPEG cutouts: the render parameters and the calls into ``renderers``.
+"""The parameters of PNG and JPEG cutouts (a custom extension of SODA §3.5).
 
 Parameters (names case-insensitive, used with RESPONSEFORMAT=image/png or image/jpeg):
   STRETCH      linear | asinh | log | sqrt            (default asinh)
@@ -14,13 +14,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from renderers import Scaling, render_grey, render_rgb
-from renderers.fits import cutout_header
-from soda.cutout import Cut
-from soda.output import SERVICE, VERSION
-from uws.errors import UsageError
-from uws.kinds import Params
-from uws.params import RequestParams
+from dali.errors import UsageError
+from dali.params import Params, RequestParams
+from renderers import Scaling
 
 PNG, JPEG = "image/png", "image/jpeg"
 IMAGE_FORMATS = {PNG: PNG, "png": PNG, JPEG: JPEG, "jpeg": JPEG, "jpg": JPEG, "image/jpg": JPEG}
@@ -91,38 +87,3 @@ def parse_render(pairs: Params, max_size: int) -> RenderParams:
                 raise UsageError(f"RGB={rgb_text!r}: give three bands as R,G,B (e.g. i,r,g) or 'default'")
             rgb = (bands[0], bands[1], bands[2])
     return RenderParams(Scaling(stretch, limits, percentiles), size, rgb, q, use_default)
-
-
-def provenance(cuts: list[Cut], options: RenderParams) -> dict[str, str]:
-    first = cuts[0]
-    text = {
-        "dataset": ", ".join(c.image.dataset_id for c in cuts),
-        "source": ", ".join(c.image.path.name for c in cuts),
-        "region": first.region.dali() if first.region is not None else "whole image",
-        "source-box": f"[{first.box.x0 + 1}:{first.box.x1},{first.box.y0 + 1}:{first.box.y1}]",
-        "service": f"{SERVICE} {VERSION}",
-    }
-    if len(cuts) == 3:
-        text["rgb"] = ",".join(c.image.band for c in cuts) + f" (Lupton, Q={options.q:g})"
-    else:
-        s = options.scaling
-        text["scaling"] = f"{s.stretch}, {s.limits}" + (
-            f" {s.percentiles[0]:g}-{s.percentiles[1]:g}" if s.limits == "percentile" else "")
-    return text
-
-
-def render(cuts: list[Cut], options: RenderParams, mime: str, quality: int) -> bytes:
-    """One cut (grey) or three cuts on the same pixel grid (R, G, B) as PNG or JPEG."""
-    fmt = "png" if mime == PNG else "jpeg"
-    first = cuts[0]
-    header = cutout_header(first.planes[0].header, first.box.x0, first.box.y0)
-    text = provenance(cuts, options)
-    try:
-        if len(cuts) == 3:
-            red, green, blue = (c.planes[0].data for c in cuts)
-            return render_rgb(red, green, blue, q=options.q, max_size=options.size, wcs_header=header,
-                              fmt=fmt, quality=quality, text=text)
-        return render_grey(first.planes[0].data, scaling=options.scaling, max_size=options.size,
-                           wcs_header=header, fmt=fmt, quality=quality, text=text)
-    except ValueError as exc:
-        raise UsageError(f"cannot render this cutout: {exc}") from None

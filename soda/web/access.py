@@ -26,10 +26,9 @@ from auth.oidc import OidcConfig, OidcLogin
 from auth.session import CSRF_FIELD, CSRF_HEADER, csrf_ok, session_user
 from auth.tokens import Check, TokenStore, looks_like_token
 from conf import Settings
-from uws.errors import AuthenticationError, AuthorizationError, ServiceUnavailable
-from uws.params import FORM_TYPES
+from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable
+from dali.http import FORM_TYPES, public_base
 from uws.quota import Allowance
-from uws.responses import public_base
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from soda.regions import Circle, Polygon, Range, Shape
-from uws.errors import MultiValuedParamNotSupported, UsageError
+from dali.errors import MultiValuedParamNotSupported, UsageError
+from soda.sky.regions import Circle, Polygon, Range, Shape
 
 FITS = "application/fits"
 FITS_FORMATS: Mapping[str, str] = MappingProxyType({FITS: FITS, "image/fits": FITS, "fits": FITS})

@@ -23,11 +23,10 @@ from starlette.routing import BaseRoute, Route
 from auth.oidc import OidcLoginFailed
 from auth.session import CSRF_FIELD, csrf_token, end_session, session_user, start_session
 from auth.tokens import TokenInfo
-from soda.access import Access
-from uws.errors import AuthenticationError, AuthorizationError, UsageError, not_found
-from uws.params import read_params
+from dali.errors import AuthenticationError, AuthorizationError, UsageError, not_found
+from dali.http import public_base, read_params
+from soda.web.access import Access
 from uws.quota import Allowance
-from uws.responses import public_base
 from uws.store import JobStore
 
 log = logging.getLogger(__name__)

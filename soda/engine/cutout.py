@@ -14,10 +14,10 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from soda.pixels import PixelBox, pixel_box, separation
-from soda.regions import Shape
+from dali.errors import UsageError
+from soda.engine.pixels import PixelBox, pixel_box
+from soda.sky.regions import Shape
 from soda.surveys.base import ImageRef
-from uws.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -45,20 +45,20 @@ def _hdu_key(name: str) -> str | int:
     return int(name) if name.isdigit() else name
 
 
-def _wcs(header: fits.Header) -> WCS:
+def celestial_wcs(header: fits.Header) -> WCS:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         return WCS(header, naxis=2)
 
 
-def _open(image: ImageRef) -> fits.HDUList:
+def open_image(image: ImageRef) -> fits.HDUList:
     try:
         return fits.open(image.path, memmap=True, lazy_load_hdus=True)
     except OSError as exc:
         raise ImageUnreadable(f"{image.dataset_id}: cannot open {image.path.name}: {exc}") from exc
 
 
-def _science(hdul: fits.HDUList, image: ImageRef) -> tuple[fits.Header, tuple[int, int]]:
+def science_header(hdul: fits.HDUList, image: ImageRef) -> tuple[fits.Header, tuple[int, int]]:
     """The science HDU's header and (ny, nx) shape."""
     try:
         header = hdul[_hdu_key(image.hdus[0])].header
@@ -69,15 +69,15 @@ def _science(hdul: fits.HDUList, image: ImageRef) -> tuple[fits.Header, tuple[in
 
 def locate(image: ImageRef, region: Shape | None) -> tuple[fits.HDUList, PixelBox | None]:
     """Open the image and find the box; the caller closes the HDU list."""
-    hdul = _open(image)
+    hdul = open_image(image)
     try:
-        header, shape = _science(hdul, image)
+        header, shape = science_header(hdul, image)
     except ImageUnreadable:
         hdul.close()
         raise
     if region is None:
         return hdul, PixelBox(0, shape[1], 0, shape[0])
-    return hdul, pixel_box(_wcs(header), shape, region)
+    return hdul, pixel_box(celestial_wcs(header), shape, region)
 
 
 def cut(image: ImageRef, region: Shape | None, max_pixels: int | None = None, *,
@@ -91,7 +91,7 @@ def cut(image: ImageRef, region: Shape | None, max_pixels: int | None = None, *,
     if box is None:
         hdul, box = locate(image, region)
     else:
-        hdul = _open(image)
+        hdul = open_image(image)
     with hdul:
         if box is None:
             return None
@@ -107,30 +107,3 @@ def cut(image: ImageRef, region: Shape | None, max_pixels: int | None = None, *,
                 raise ImageUnreadable(f"{image.dataset_id}: cannot read HDU {name}: {exc}") from exc
             cut_planes.append(CutPlane(str(hdu.name or name), data, hdu.header.copy()))
     return Cut(image, region, box, tuple(cut_planes))
-
-
-@dataclass(frozen=True)
-class Footprint:
-    """Where an image lies on the sky (for DataLink VALUES, SODA §4.2)."""
-
-    corners: tuple[tuple[float, float], ...]  # counter-clockwise with RA increasing to the right
-    centre: tuple[float, float]
-    radius: float  # degrees: the circle about ``centre`` that covers the image
-
-
-def footprint(image: ImageRef) -> Footprint:
-    with _open(image) as hdul:
-        header, (ny, nx) = _science(hdul, image)
-        wcs = _wcs(header)
-    xs = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
-    ys = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
-    ras, decs = (np.asarray(v, dtype=float) for v in wcs.pixel_to_world_values(xs, ys))
-    cra, cdec = (float(v) for v in wcs.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2))
-    corners = [(float(r) % 360.0, float(d)) for r, d in zip(ras, decs, strict=True)]
-    # Shoelace area with RA increasing to the right (RA offsets unwrapped about the centre).
-    offsets = [((r - cra + 180.0) % 360.0 - 180.0, d) for r, d in corners]
-    area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(offsets, offsets[1:] + offsets[:1], strict=True))
-    if area < 0:
-        corners.reverse()
-    radius = float(max(separation(cra, cdec, r, d) for r, d in corners))
-    return Footprint(tuple(corners), (cra % 360.0, cdec), radius)

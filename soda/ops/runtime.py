@@ -1,6 +1,6 @@
 """Everything a process of the service needs, built once from the settings.
 
-The same code serves both deployment shapes (DESIGN.md): with no broker_url the web
+The same code serves both deployment shapes (docs/architecture.md): with no broker_url the web
 process also runs Dramatiq worker threads on the stub broker (embedded); with a Redis
 broker_url, ``cutout worker`` processes run the jobs (distributed).
 """
@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 import dramatiq
 
 from conf import Settings
-from soda.datasets import load_datasets
-from soda.endpoints import Cutouts
-from soda.metrics import WorkerMetrics, observe_sweep
+from soda.cutouts import Cutouts
+from soda.jobs.cutout import cutout_job_kind
+from soda.ops.metrics import WorkerMetrics, observe_sweep
+from soda.ops.pool import CutoutPool
+from soda.surveys.registry import load_datasets
 from storage import LocalStore
 from uws import JobKind, UWSConfig, UWSService
 from uws.broker import make_broker, start_worker
@@ -35,7 +38,7 @@ def uws_config(settings: Settings) -> UWSConfig:
 
 def job_kinds(settings: Settings, cutouts: Cutouts) -> dict[str, JobKind]:
     """Job kinds by the path they are mounted at."""
-    kinds: dict[str, JobKind] = {"/async": cutouts.job_kind()}
+    kinds: dict[str, JobKind] = {"/async": cutout_job_kind(cutouts)}
     if settings.selftest_jobs:
         kinds["/selftest"] = SELFTEST
     return kinds
@@ -62,6 +65,7 @@ class Runtime:
         self.uws.attach(self.broker)
         self.uws.sweep_observers.append(observe_sweep)
         self.worker: dramatiq.Worker | None = None
+        self.pool = CutoutPool(settings.cutout_threads or os.cpu_count() or 1)
 
     def start_workers(self, threads: int | None = None) -> dramatiq.Worker:
         self.worker = start_worker(self.broker, threads or self.settings.worker_threads)
@@ -86,6 +90,7 @@ class Runtime:
             self.worker = None
 
     def close(self) -> None:
+        self.pool.close()
         self.broker.close()
         if not self.db.is_closed():
             self.db.close()

@@ -24,9 +24,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 if TYPE_CHECKING:
-    from soda.datasets import Datasets
-    from soda.runtime import Runtime
-    from storage import LocalStore
+    from soda.ops.runtime import Runtime
+    from soda.surveys.registry import Datasets
+    from storage import ResultStore
     from uws.store import JobStore
 
 CHECK_TIMEOUT = 3.0  # seconds per check
@@ -133,7 +133,7 @@ def _readable(root: os.PathLike[str] | None, index: os.PathLike[str] | None) -> 
             fh.read(1)
 
 
-def check_results(storage: LocalStore) -> None:
+def check_results(storage: ResultStore) -> None:
     storage.check_writable()
 
 

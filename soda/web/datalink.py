@@ -18,20 +18,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from soda.cutout import Footprint, ImageUnreadable, footprint
-from soda.datasets import Datasets
+from dali import votable
+from dali.errors import ServiceError, ServiceUnavailable, UsageError, not_found
+from dali.http import public_base, read_params
+from dali.standards import DATALINK_LINKS, DATALINK_TYPE, SODA_ASYNC, SODA_SYNC
+from soda.engine.cutout import ImageUnreadable
+from soda.engine.footprint import Footprint, footprint
 from soda.surveys.base import ImageRef
-from uws.errors import ServiceError, ServiceUnavailable, UsageError, not_found
-from uws.params import read_params
-from uws.responses import public_base
+from soda.surveys.registry import Datasets
 
 log = logging.getLogger(__name__)
 
-VOT = "http://www.ivoa.net/xml/VOTable/v1.3"
-DATALINK_TYPE = "application/x-votable+xml;content=datalink"
-LINKS_STANDARD = "ivo://ivoa.net/std/DataLink#links-1.1"
-SODA_SYNC = "ivo://ivoa.net/std/SODA#sync-1.0"
-SODA_ASYNC = "ivo://ivoa.net/std/SODA#async-1.0"
 PREVIEW_SIZE = 512
 MAX_IDS = 100  # DataLink §2.1.1: the service may limit the IDs of one request (then OVERFLOW)
 # DataLink §2.1.2: the standard output is asked for by these (MIME parameters stripped).
@@ -62,8 +59,7 @@ class Row:
     content_length: int | None = None
 
 
-def _e(parent: etree._Element, tag: str, **attrs: str) -> etree._Element:
-    return etree.SubElement(parent, f"{{{VOT}}}{tag}", {k: v for k, v in attrs.items()})
+_e = votable.element
 
 
 def _fault(error: ServiceError) -> str:
@@ -114,11 +110,8 @@ class Links:
 
     def _error(self, error: ServiceError) -> Response:
         """DataLink §3.4: for VOTable output the error document MUST be a VOTable."""
-        root = etree.Element(f"{{{VOT}}}VOTABLE", nsmap={None: VOT}, version="1.4")
-        resource = _e(root, "RESOURCE", type="results")
-        _e(resource, "INFO", name="QUERY_STATUS", value="ERROR").text = _fault(error)
-        return Response(etree.tostring(root, xml_declaration=True, encoding="UTF-8"),
-                        status_code=error.status, media_type="application/x-votable+xml")
+        return Response(votable.error_document(_fault(error)), status_code=error.status,
+                        media_type=votable.VOTABLE_TYPE)
 
     def document(self, ids: list[str], base: str) -> bytes:
         overflow = len(ids) > MAX_IDS
@@ -129,17 +122,17 @@ class Links:
         if not ids:  # DataLink §2.1.1: no ID is a normal, empty response (with generic descriptors)
             descriptors += [("soda-sync", SODA_SYNC, f"{base}/sync", None, None),
                             ("soda-async", SODA_ASYNC, f"{base}/async", None, None)]
-        root = etree.Element(f"{{{VOT}}}VOTABLE", nsmap={None: VOT}, version="1.4")
+        root = votable.root()
         results = _e(root, "RESOURCE", type="results")
         _e(results, "INFO", name="QUERY_STATUS", value="OK")
-        _e(results, "INFO", name="standardID", value=LINKS_STANDARD)  # DataLink §3.3.1
+        _e(results, "INFO", name="standardID", value=DATALINK_LINKS)  # DataLink §3.3.1
         self._table(results, rows)
         if overflow:  # DALI §4.4.1
             _e(results, "INFO", name="QUERY_STATUS", value="OVERFLOW").text = \
                 f"only the first {MAX_IDS} IDs were processed"
         for xml_id, standard, url, image, fp in descriptors:
             self._descriptor(root, xml_id, standard, url, image, fp)
-        return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+        return votable.serialize(root)
 
     def _rows_for(self, dataset_id: str, number: int, base: str, descriptors: list) -> list[Row]:  # type: ignore[type-arg]
         image = self.datasets.by_id(dataset_id)

@@ -7,10 +7,6 @@ is ``UsageError(..., status=404)`` and a phase conflict ``UsageError(..., status
 
 from __future__ import annotations
 
-from lxml import etree
-
-VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
-
 
 class ServiceError(Exception):
     """Base of the family; label ``Error`` (a server fault unless said otherwise)."""
@@ -62,17 +58,3 @@ class ServiceUnavailable(ServiceError):
 
 def not_found(message: str) -> UsageError:
     return UsageError(message, status=404)
-
-
-def forbidden_in_phase(message: str) -> UsageError:
-    """UWS §2.2: a request illegal in the job's current phase is answered 403."""
-    return UsageError(message, status=403)
-
-
-def votable_error(text: str) -> bytes:
-    """DALI §4.4.2: a VOTable whose results RESOURCE holds QUERY_STATUS=ERROR."""
-    root = etree.Element(f"{{{VOTABLE_NS}}}VOTABLE", nsmap={None: VOTABLE_NS}, version="1.4")
-    resource = etree.SubElement(root, f"{{{VOTABLE_NS}}}RESOURCE", type="results")
-    info = etree.SubElement(resource, f"{{{VOTABLE_NS}}}INFO", name="QUERY_STATUS", value="ERROR")
-    info.text = text
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

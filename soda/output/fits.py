@@ -5,11 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from soda.cutout import Cut
 from renderers.fits import cutout_header, write_fits
-
-SERVICE = "cutout-service"
-VERSION = "0.1.0"
+from soda import VERSION, SERVICE
+from soda.engine.cutout import Cut
 
 
 def fits_cutouts(cuts: Sequence[Cut]) -> bytes:

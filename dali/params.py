@@ -1,0 +1,54 @@
+"""Request parameters as DALI reads them (DALI 1.1 §3.1-3.2).
+
+Names are case-insensitive and values case-sensitive; an empty value is the same as an
+absent parameter; a single-valued parameter given twice is an error.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dali.errors import MultiValuedParamNotSupported, UsageError
+
+Params = list[tuple[str, str]]
+
+# Characters XML 1.0 cannot carry; such a value could not be shown in a job document.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+class RequestParams:
+    """Parameters of one request: names case-insensitive, values case-sensitive."""
+
+    def __init__(self, pairs: Params) -> None:
+        self.pairs = pairs
+
+    def all(self, name: str) -> list[str]:
+        upper = name.upper()
+        return [v for n, v in self.pairs if n.upper() == upper]
+
+    def single(self, name: str) -> str | None:
+        values = self.all(name)
+        if len(values) > 1:
+            raise MultiValuedParamNotSupported(f"{name.upper()} was given {len(values)} times; it takes one value")
+        return values[0] if values else None
+
+    def without(self, names: frozenset[str]) -> Params:
+        return [(n, v) for n, v in self.pairs if n.upper() not in names]
+
+
+def clean(pairs: Params) -> RequestParams:
+    """Drop empty values (DALI: the same as absent); refuse characters XML cannot carry."""
+    kept: Params = []
+    for name, value in pairs:
+        if _NOT_XML.search(name) or _NOT_XML.search(value):
+            raise UsageError(f"parameter {name[:40]!r} contains control characters")
+        if value != "":
+            kept.append((name, value))
+    return RequestParams(kept)
+
+
+def parse_int(name: str, value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise UsageError(f"{name} must be an integer, not {value!r}") from None

@@ -1,0 +1,1 @@
+"""UWS job kinds of the cutout service, run by Dramatiq workers."""

@@ -1,0 +1,1 @@
+"""The Starlette application: routes, access policy, accounts, DataLink and VOSI."""
