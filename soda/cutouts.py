@@ -9,7 +9,8 @@ same pixel grid.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from conf import Settings
@@ -33,9 +34,18 @@ class CutoutLimits:
     name: str                 # how an error message names the limit
 
 
+# Told the format (file extension) and seconds of every cutout made, e.g. by metrics.
+Observer = Callable[[str, float], None]
+
+
+def _unobserved(extension: str, seconds: float) -> None:
+    return None
+
+
 class Cutouts:
-    def __init__(self, datasets: Datasets, settings: Settings) -> None:
+    def __init__(self, datasets: Datasets, settings: Settings, observe: Observer = _unobserved) -> None:
         self.datasets = datasets
+        self.observe = observe
         self.max_sync_cutouts = settings.max_sync_cutouts
         self.max_preview_size = settings.max_preview_size
         self.jpeg_quality = settings.jpeg_quality
@@ -105,7 +115,22 @@ class Cutouts:
             return fits_cutouts(cuts)
         return render(cuts, request.render, request.mime, self.jpeg_quality)
 
+    def make_one(self, target: Target, request: SodaRequest, limits: CutoutLimits) -> bytes | None:
+        """One target's file; None when it has no pixels."""
+        started = time.perf_counter()
+        cuts = self.cut(target, request, limits)
+        if cuts is None:
+            return None
+        body = self.encode(cuts, request)
+        self.observe(request.extension, time.perf_counter() - started)
+        return body
+
     def make(self, targets: Sequence[Target], request: SodaRequest, limits: CutoutLimits) -> bytes | None:
         """One file holding every target's cuts; None when no target has pixels."""
+        started = time.perf_counter()
         cuts = self.cut_all(targets, request, limits)
-        return self.encode(cuts, request) if cuts else None
+        if not cuts:
+            return None
+        body = self.encode(cuts, request)
+        self.observe(request.extension, time.perf_counter() - started)
+        return body

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from dali.errors import UsageError
 from soda.request.params import CutoutParams
+from soda.request.render import RGBRequest
 from soda.sky.regions import Shape, centre
 from soda.surveys.base import ImageRef, Survey
 from soda.surveys.registry import Datasets
@@ -87,11 +88,6 @@ def plan(params: CutoutParams, datasets: Datasets, rgb: RGBRequest | None = None
     if params.ids:
         return _plan_ids(params, datasets)
     return _plan_positions(params, _default_survey(datasets))
-
-
-@dataclass(frozen=True)
-class RGBRequest:
-    bands: tuple[str, str, str] | None  # None: the survey's default triplet
 
 
 def _triplet(rgb: RGBRequest, survey: Survey, datasets: Datasets) -> tuple[str, str, str]:

@@ -3,11 +3,8 @@ and band; a combination without pixels is a text/plain result starting with Usag
 
 from __future__ import annotations
 
-import time
-
 from dali.params import Params
 from soda.cutouts import Cutouts
-from soda.ops.metrics import CUTOUT_SECONDS
 from uws.kinds import JobContext, JobKind
 
 
@@ -25,16 +22,13 @@ def cutout_job_kind(cutouts: Cutouts) -> JobKind:
         request = cutouts.parse(ctx.parameters)
         limits = cutouts.limits(ctx.job.owner)
         for target in cutouts.plan(request):
-            started = time.perf_counter()
-            cuts = cutouts.cut(target, request, limits)
-            if cuts is None:
+            body = cutouts.make_one(target, request, limits)
+            if body is None:
                 where = target.image.dataset_id if target.image else "any image"
                 problem = target.problem or f"{target.shape.dali() if target.shape else 'the region'} " \
                                             f"does not overlap {where}"
                 ctx.put_result(f"{target.name}.txt", f"UsageError: {problem}\n".encode(), "text/plain")
                 continue
-            body = cutouts.encode(cuts, request)
-            CUTOUT_SECONDS.labels(request.extension).observe(time.perf_counter() - started)
             ctx.put_result(f"{target.name}.{request.extension}", body, request.mime)
 
     return JobKind(name="soda", validate=validate, run=run,

@@ -58,12 +58,8 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                   proxy_headers=False, timeout_graceful_shutdown=5, log_config=None)
-    if args.workers > 1:
-        uvicorn.run("soda.web.app:create_app", factory=True, workers=args.workers, **common)
-    else:
-        from soda.web.app import create_app
-
-        uvicorn.run(create_app(settings), **common)
+    # By name: the web application sits above operations and is built in each web process.
+    uvicorn.run("soda.web.app:create_app", factory=True, workers=args.workers, **common)
     _mark_dead()
     return 0
 

@@ -55,6 +55,10 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+def observe_cutout(extension: str, seconds: float) -> None:
+    CUTOUT_SECONDS.labels(extension).observe(seconds)
+
+
 def observe_sweep(report: "SweepReport") -> None:
     SWEEPS.inc()
     for action in ("destroyed", "orphans", "requeued", "failed", "resent"):

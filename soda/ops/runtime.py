@@ -16,7 +16,7 @@ import dramatiq
 from conf import Settings
 from soda.cutouts import Cutouts
 from soda.jobs.cutout import cutout_job_kind
-from soda.ops.metrics import WorkerMetrics, observe_sweep
+from soda.ops.metrics import WorkerMetrics, observe_cutout, observe_sweep
 from soda.ops.pool import CutoutPool
 from soda.surveys.registry import load_datasets
 from storage import LocalStore
@@ -49,7 +49,7 @@ class Runtime:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.datasets = load_datasets(settings, build_demo=build_demo)
-        self.cutouts = Cutouts(self.datasets, settings)
+        self.cutouts = Cutouts(self.datasets, settings, observe_cutout)
         self.db = open_database(settings.effective_database_url)
         migrate(self.db)
         self.storage = LocalStore(settings.results_dir)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dali.params import Params
-from soda.plan import RGBRequest
 from soda.request.params import FITS, FITS_FORMATS, CutoutParams, parse_cutout
-from soda.request.render import IMAGE_FORMATS, JPEG, PNG, RenderParams, parse_render
+from soda.request.render import IMAGE_FORMATS, JPEG, PNG, RenderParams, RGBRequest, parse_render
 
 FORMATS = {**FITS_FORMATS, **IMAGE_FORMATS}
 EXTENSIONS = {FITS: "fits", PNG: "png", JPEG: "jpg"}

@@ -25,6 +25,13 @@ LIMIT_KINDS = ("zscale", "minmax", "percentile")
 
 
 @dataclass(frozen=True)
+class RGBRequest:
+    """A colour composite, as the planner needs it."""
+
+    bands: tuple[str, str, str] | None  # None: the survey's default triplet
+
+
+@dataclass(frozen=True)
 class RenderParams:
     scaling: Scaling = Scaling()
     size: int | None = None

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from dali.http import Endpoint, read_params
 from soda.cutouts import Cutouts
-from soda.ops.metrics import CUTOUT_SECONDS
 from soda.ops.pool import CutoutPool
 from uws.ports import CallerResolver
 
@@ -21,11 +18,9 @@ def sync_endpoint(cutouts: Cutouts, identify: CallerResolver, pool: CutoutPool) 
         parsed = cutouts.parse((await read_params(request)).pairs)
         targets = await pool.run(cutouts.plan, parsed)
         cutouts.check_sync(targets, parsed, limits)
-        started = time.perf_counter()
         body = await pool.run(cutouts.make, targets, parsed, limits)
         if body is None:
             return Response(status_code=204)  # SODA §5.1: no pixels of the dataset
-        CUTOUT_SECONDS.labels(parsed.extension).observe(time.perf_counter() - started)
         name = targets[0].name if len(targets) == 1 else "cutouts"
         return Response(body, media_type=parsed.mime, headers={
             "Content-Disposition": f'inline; filename="{name}.{parsed.extension}"'})
