@@ -19,6 +19,9 @@ class RateLimiter(Protocol):
     def hit(self, key: str) -> float | None:
         """Count one request of ``key``; None if allowed, else seconds until it may retry."""
 
+    def close(self) -> None:
+        """Let go of any connection held."""
+
 
 class MemoryRateLimiter:
     def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.time) -> None:
@@ -37,6 +40,9 @@ class MemoryRateLimiter:
             count = self._counts.get((key, slot), 0) + 1
             self._counts[(key, slot)] = count
         return None if count <= self.limit else _retry_after(now, slot, self.window)
+
+    def close(self) -> None:
+        return None
 
 
 class RedisRateLimiter:
@@ -57,6 +63,9 @@ class RedisRateLimiter:
             pipe.expire(name, math.ceil(self.window) + 1)
             count = int(pipe.execute()[0])
         return None if count <= self.limit else _retry_after(now, slot, self.window)
+
+    def close(self) -> None:
+        self.redis.close()
 
 
 def _retry_after(now: float, slot: int, window: float) -> float:

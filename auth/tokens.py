@@ -14,7 +14,7 @@ from enum import Enum
 
 import peewee as pw
 
-from auth.models import ApiToken
+from auth.tables import AuthTables
 from dali.timestamps import utcnow
 
 PREFIX = "cut_"
@@ -48,7 +48,7 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _info(row: ApiToken) -> TokenInfo:
+def _info(row: pw.Model) -> TokenInfo:
     return TokenInfo(row.id, row.user_id, row.name, row.created, row.expires, row.last_used)
 
 
@@ -59,33 +59,34 @@ def looks_like_token(value: str) -> bool:
 class TokenStore:
     def __init__(self, db: pw.Database) -> None:
         self.db = db
+        self.ApiToken = AuthTables(db).ApiToken
 
     def create(self, user_id: str, name: str, expires: dt.datetime) -> tuple[TokenInfo, str]:
         """A new token: its record and the secret (which is not kept)."""
         secret = PREFIX + secrets.token_urlsafe(32)
         with self.db.connection_context():
-            row = ApiToken.create(id=secrets.token_hex(6), user_id=user_id, name=name,
+            row = self.ApiToken.create(id=secrets.token_hex(6), user_id=user_id, name=name,
                                   digest=_digest(secret), created=utcnow(), expires=expires)
         return _info(row), secret
 
     def list(self, user_id: str) -> list[TokenInfo]:
         with self.db.connection_context():
-            rows = ApiToken.select().where(ApiToken.user_id == user_id).order_by(ApiToken.created)
+            rows = self.ApiToken.select().where(self.ApiToken.user_id == user_id).order_by(self.ApiToken.created)
             return [_info(r) for r in rows]
 
     def revoke(self, user_id: str, token_id: str) -> bool:
         with self.db.connection_context():
-            return ApiToken.delete().where(
-                (ApiToken.id == token_id) & (ApiToken.user_id == user_id)).execute() > 0
+            return self.ApiToken.delete().where(
+                (self.ApiToken.id == token_id) & (self.ApiToken.user_id == user_id)).execute() > 0
 
     def check(self, secret: str) -> tuple[Check, TokenInfo | None]:
         with self.db.connection_context():
-            row = ApiToken.get_or_none(ApiToken.digest == _digest(secret))
+            row = self.ApiToken.get_or_none(self.ApiToken.digest == _digest(secret))
             if row is None:
                 return Check.UNKNOWN, None
             now = utcnow()
             if row.expires <= now:
                 return Check.EXPIRED, _info(row)
             if row.last_used is None or now - row.last_used > TOUCH_EVERY:
-                ApiToken.update(last_used=now).where(ApiToken.id == row.id).execute()
+                self.ApiToken.update(last_used=now).where(self.ApiToken.id == row.id).execute()
             return Check.VALID, _info(row)

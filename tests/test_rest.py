@@ -444,10 +444,9 @@ def test_delete_an_executing_job(client):
 
 def _archive(client, jid: str) -> None:
     """Jobs reach ARCHIVED only by the server's own doing; put one there directly."""
-    from uws.models import Job
-
-    db = client.app_state.runtime.db
-    with db.connection_context():
+    store = client.app_state.runtime.store
+    Job = store.tables.Job
+    with store.db.connection_context():
         assert Job.update(phase="ARCHIVED").where(Job.id == jid).execute() == 1
 
 

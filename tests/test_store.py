@@ -13,7 +13,8 @@ from storage import LocalStore
 from uws import UWSConfig, UWSService
 from uws.kinds import JobKind
 from dali.timestamps import utcnow
-from uws.models import Job, migrate, open_database
+from soda.ops.database import migrate, open_database, version_table
+from uws.tables import MIGRATIONS
 from uws.notify import LocalNotifier
 from uws.phases import Phase
 from uws.store import JobStore
@@ -26,11 +27,15 @@ def store(request, tmp_path):
     else:
         url = request.getfixturevalue("postgres_url")
     db = open_database(url)
-    migrate(db)
+    migrate(db, UWS)
+    store = JobStore(db, LocalNotifier())
     with db.connection_context():
-        Job.delete().execute()  # the PostgreSQL database is shared by the session
-    yield JobStore(db, LocalNotifier())
+        store.tables.Job.delete().execute()  # the PostgreSQL database is shared by the session
+    yield store
     db.close_all() if hasattr(db, "close_all") else db.close()
+
+
+UWS = [("uws", MIGRATIONS)]
 
 
 def new_job(store: JobStore, owner: str | None = "alice", **kw) -> str:
@@ -39,17 +44,16 @@ def new_job(store: JobStore, owner: str | None = "alice", **kw) -> str:
 
 
 def test_migrate_is_idempotent(store):
-    assert migrate(store.db) == migrate(store.db) == 2
+    assert migrate(store.db, UWS) == migrate(store.db, UWS) == {"uws": 2}
 
 
 def test_migration_adds_request_id_to_a_version_1_database(store):
-    from uws.models import SchemaVersion
-
+    SchemaVersion = version_table(store.db, "uws")
     with store.db.connection_context():
         store.db.execute_sql("ALTER TABLE uws_job DROP COLUMN request_id")
         SchemaVersion.update(version=1).execute()
         assert "request_id" not in {c.name for c in store.db.get_columns("uws_job")}
-    migrate(store.db)
+    migrate(store.db, UWS)
     with store.db.connection_context():
         assert "request_id" in {c.name for c in store.db.get_columns("uws_job")}
         assert SchemaVersion.select().first().version == 2
@@ -132,6 +136,7 @@ def test_list_filters(store):
     anonymous = new_job(store, owner=None)
     store.queue(ids[1])
     store.abort(ids[2])
+    Job = store.tables.Job
     Job.update(phase=Phase.ARCHIVED.value).where(Job.id == ids[3]).execute()
     mine = [j.id for j in store.list(owner="alice")]
     assert set(mine) == {ids[0], ids[1], ids[2]}  # ARCHIVED hidden, bob's not listed

@@ -15,9 +15,8 @@ import httpx
 import pytest
 from lxml import etree
 
-import soda.ops.health
 from conftest import assert_valid, eventually, free_port
-from soda.ops.health import check_redis
+from soda.ops.health import redis_probe
 
 CAPS_NS = "http://www.ivoa.net/xml/VOSICapabilities/v1.0"
 AVAIL_NS = "http://www.ivoa.net/xml/VOSIAvailability/v1.0"
@@ -267,7 +266,7 @@ def test_a_check_that_raises_is_a_failed_check(embedded: httpx.Client,
 def test_a_hung_check_times_out_without_blocking_other_requests(
         embedded: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
-    monkeypatch.setattr(soda.ops.health, "CHECK_TIMEOUT", 3.0)
+    monkeypatch.setattr(runtime(embedded).health, "timeout", 3.0)
     monkeypatch.setattr(runtime(embedded).store, "ping", lambda: release.wait(20))
     answer: list[tuple[bool, list[str], str | None]] = []
     poller = threading.Thread(target=lambda: answer.append(availability(embedded)))
@@ -296,7 +295,7 @@ def test_polls_share_a_hung_check_instead_of_piling_up_threads(
         calls.append(time.monotonic())
         release.wait(10)
 
-    monkeypatch.setattr(soda.ops.health, "CHECK_TIMEOUT", 0.3)
+    monkeypatch.setattr(runtime(embedded).health, "timeout", 0.3)
     monkeypatch.setattr(runtime(embedded).store, "ping", hung)
     try:
         for _ in range(3):
@@ -317,5 +316,5 @@ def test_availability_is_not_cached(embedded: httpx.Client) -> None:
 def test_redis_check_fails_fast_on_a_closed_port() -> None:
     started = time.monotonic()
     with pytest.raises(Exception, match="(?i)connect"):
-        check_redis(f"redis://127.0.0.1:{free_port()}/0", 1.0)
+        redis_probe(f"redis://127.0.0.1:{free_port()}/0", 1.0)()
     assert time.monotonic() - started < 2

@@ -19,7 +19,7 @@ from peewee import fn
 
 from dali.params import Params
 from dali.timestamps import utcnow
-from uws.models import Job, Lock, Result
+from uws.tables import JobTables
 from uws.notify import Notifier
 from uws.phases import ABORTABLE, RUNNABLE, Phase
 from uws.quota import Usage
@@ -57,7 +57,7 @@ class JobView:
     request_id: str | None = None
 
     @staticmethod
-    def of(row: Job, results: Iterable[Result] = ()) -> "JobView":
+    def of(row: pw.Model, results: Iterable[pw.Model] = ()) -> "JobView":
         return JobView(
             id=row.id, kind=row.kind, owner=row.owner, run_id=row.run_id,
             phase=Phase(row.phase), creation_time=row.creation_time,
@@ -81,6 +81,7 @@ def new_job_id() -> str:
 class JobStore:
     def __init__(self, db: pw.Database, notifier: Notifier) -> None:
         self.db = db
+        self.tables = JobTables(db)
         self.notifier = notifier
 
     @contextmanager
@@ -99,27 +100,27 @@ class JobStore:
 
     def get(self, job_id: str) -> JobView | None:
         with self._session():
-            row = Job.get_or_none(Job.id == job_id)
+            row = self.tables.Job.get_or_none(self.tables.Job.id == job_id)
             if row is None:
                 return None
-            results = list(Result.select().where(Result.job == job_id).order_by(Result.seq))
+            results = list(self.tables.Result.select().where(self.tables.Result.job == job_id).order_by(self.tables.Result.seq))
             return JobView.of(row, results)
 
     def list(self, *, owner: str | None, kind: str | None = None,
              phases: Iterable[Phase] | None = None, after: dt.datetime | None = None,
              last: int | None = None) -> list[JobView]:
         """UWS §2.2.2.1: filters combine with AND; ARCHIVED only when asked for."""
-        query = Job.select().where(
-            Job.owner.is_null() if owner is None else Job.owner == owner)
+        query = self.tables.Job.select().where(
+            self.tables.Job.owner.is_null() if owner is None else self.tables.Job.owner == owner)
         if kind is not None:
-            query = query.where(Job.kind == kind)
+            query = query.where(self.tables.Job.kind == kind)
         if phases:
-            query = query.where(Job.phase.in_([p.value for p in phases]))
+            query = query.where(self.tables.Job.phase.in_([p.value for p in phases]))
         else:
-            query = query.where(Job.phase != Phase.ARCHIVED.value)
+            query = query.where(self.tables.Job.phase != Phase.ARCHIVED.value)
         if after is not None:
-            query = query.where(Job.creation_time > after)
-        query = query.order_by(Job.creation_time.desc(), Job.id)
+            query = query.where(self.tables.Job.creation_time > after)
+        query = query.order_by(self.tables.Job.creation_time.desc(), self.tables.Job.id)
         if last is not None:
             query = query.limit(last)
         with self._session():
@@ -130,27 +131,27 @@ class JobStore:
         if not ids:
             return set()
         with self._session():
-            return {row.id for row in Job.select(Job.id).where(Job.id.in_(ids))}
+            return {row.id for row in self.tables.Job.select(self.tables.Job.id).where(self.tables.Job.id.in_(ids))}
 
     def count_active(self, kind: str) -> int:
         """Jobs of a kind that should have a message at the broker (QUEUED or EXECUTING)."""
         with self._session():
-            return Job.select().where((Job.kind == kind) & Job.phase.in_(
+            return self.tables.Job.select().where((self.tables.Job.kind == kind) & self.tables.Job.phase.in_(
                 [Phase.QUEUED.value, Phase.EXECUTING.value])).count()
 
     def usage(self, owner: str | None) -> "Usage":
         """Jobs QUEUED or EXECUTING and bytes of results kept, of one owner (None: anonymous)."""
-        mine = Job.owner.is_null() if owner is None else Job.owner == owner
+        mine = self.tables.Job.owner.is_null() if owner is None else self.tables.Job.owner == owner
         with self._session():
-            active = Job.select().where(mine & Job.phase.in_(
+            active = self.tables.Job.select().where(mine & self.tables.Job.phase.in_(
                 [Phase.QUEUED.value, Phase.EXECUTING.value])).count()
-            stored = (Result.select(fn.COALESCE(fn.SUM(Result.size), 0))
-                      .join(Job).where(mine).scalar())
+            stored = (self.tables.Result.select(fn.COALESCE(fn.SUM(self.tables.Result.size), 0))
+                      .join(self.tables.Job).where(mine).scalar())
         return Usage(active_jobs=active, result_bytes=int(stored or 0))
 
     def count_by_phase(self) -> dict[Phase, int]:
         with self._session():
-            rows = Job.select(Job.phase, fn.COUNT(Job.id)).group_by(Job.phase).tuples()
+            rows = self.tables.Job.select(self.tables.Job.phase, fn.COUNT(self.tables.Job.id)).group_by(self.tables.Job.phase).tuples()
             return {Phase(phase): count for phase, count in rows}
 
     def phases(self, job_ids: Iterable[str]) -> dict[str, tuple[Phase, str | None]]:
@@ -158,7 +159,7 @@ class JobStore:
         if not ids:
             return {}
         with self._session():
-            rows = Job.select(Job.id, Job.phase, Job.claim).where(Job.id.in_(ids)).tuples()
+            rows = self.tables.Job.select(self.tables.Job.id, self.tables.Job.phase, self.tables.Job.claim).where(self.tables.Job.id.in_(ids)).tuples()
             return {job_id: (Phase(phase), claim) for job_id, phase, claim in rows}
 
     # --- creating and changing by the client ----------------------------------------
@@ -171,7 +172,7 @@ class JobStore:
         now = utcnow()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         with self._session():
-            row = Job.create(
+            row = self.tables.Job.create(
                 id=new_job_id(), kind=kind, owner=owner, run_id=run_id,
                 phase=Phase.PENDING.value, creation_time=now,
                 execution_duration=execution_duration, destruction=destruction,
@@ -181,23 +182,23 @@ class JobStore:
     def set_parameters(self, job_id: str, parameters: Params) -> bool:
         """UWS §2.1.11: parameters change only while PENDING."""
         with self._session():
-            return Job.update(parameters=json.dumps([list(p) for p in parameters])).where(
-                (Job.id == job_id) & (Job.phase == Phase.PENDING.value)).execute() == 1
+            return self.tables.Job.update(parameters=json.dumps([list(p) for p in parameters])).where(
+                (self.tables.Job.id == job_id) & (self.tables.Job.phase == Phase.PENDING.value)).execute() == 1
 
     def set_execution_duration(self, job_id: str, seconds: int) -> bool:
         with self._session():
-            return Job.update(execution_duration=seconds).where(
-                (Job.id == job_id) & (Job.phase == Phase.PENDING.value)).execute() == 1
+            return self.tables.Job.update(execution_duration=seconds).where(
+                (self.tables.Job.id == job_id) & (self.tables.Job.phase == Phase.PENDING.value)).execute() == 1
 
     def set_destruction(self, job_id: str, when: dt.datetime) -> bool:
         with self._session():
-            return Job.update(destruction=when).where(Job.id == job_id).execute() == 1
+            return self.tables.Job.update(destruction=when).where(self.tables.Job.id == job_id).execute() == 1
 
     def delete(self, job_id: str) -> bool:
         with self._session():
             with self.db.atomic():
-                Result.delete().where(Result.job == job_id).execute()
-                gone = Job.delete().where(Job.id == job_id).execute() == 1
+                self.tables.Result.delete().where(self.tables.Result.job == job_id).execute()
+                gone = self.tables.Job.delete().where(self.tables.Job.id == job_id).execute() == 1
         if gone:
             self.notifier.publish(job_id)
         return gone
@@ -206,11 +207,11 @@ class JobStore:
 
     def _transition(self, job_id: str, sources: Iterable[Phase], target: Phase,
                     condition: pw.Expression | None = None, **fields: object) -> bool:
-        where = (Job.id == job_id) & Job.phase.in_([p.value for p in sources])
+        where = (self.tables.Job.id == job_id) & self.tables.Job.phase.in_([p.value for p in sources])
         if condition is not None:
             where &= condition
         with self._session():
-            changed = Job.update(phase=target.value, **fields).where(where).execute() == 1
+            changed = self.tables.Job.update(phase=target.value, **fields).where(where).execute() == 1
         if changed:
             self.notifier.publish(job_id)
         return changed
@@ -232,10 +233,10 @@ class JobStore:
         """A worker takes a QUEUED job; only one of several deliveries can win."""
         now = utcnow()
         return self._transition(job_id, [Phase.QUEUED], Phase.EXECUTING, claim=token,
-                                start_time=now, heartbeat=now, attempts=Job.attempts + 1)
+                                start_time=now, heartbeat=now, attempts=self.tables.Job.attempts + 1)
 
     def _mine(self, token: str) -> pw.Expression:
-        return Job.claim == token
+        return self.tables.Job.claim == token
 
     def complete(self, job_id: str, token: str) -> bool:
         return self._transition(job_id, [Phase.EXECUTING], Phase.COMPLETED, self._mine(token),
@@ -262,57 +263,57 @@ class JobStore:
         ids = list(job_ids)
         if ids:
             with self._session():
-                Job.update(heartbeat=utcnow()).where(
-                    Job.id.in_(ids) & (Job.phase == Phase.EXECUTING.value)).execute()
+                self.tables.Job.update(heartbeat=utcnow()).where(
+                    self.tables.Job.id.in_(ids) & (self.tables.Job.phase == Phase.EXECUTING.value)).execute()
 
     def add_result(self, job_id: str, result_id: str, key: str, mime_type: str | None,
                    size: int | None) -> None:
         # One statement (no read-then-write transaction): SQLite would refuse the lock
         # upgrade at once instead of waiting for a concurrent writer.
-        seq = Result.select(fn.COUNT(Result.id)).where(Result.job == job_id)
+        seq = self.tables.Result.select(fn.COUNT(self.tables.Result.id)).where(self.tables.Result.job == job_id)
         with self._session():
-            Result.insert(job=job_id, result_id=result_id, key=key, mime_type=mime_type,
+            self.tables.Result.insert(job=job_id, result_id=result_id, key=key, mime_type=mime_type,
                           size=size, seq=seq).on_conflict(
-                conflict_target=[Result.job, Result.result_id],
-                update={Result.key: key, Result.mime_type: mime_type, Result.size: size},
+                conflict_target=[self.tables.Result.job, self.tables.Result.result_id],
+                update={self.tables.Result.key: key, self.tables.Result.mime_type: mime_type, self.tables.Result.size: size},
             ).execute()
 
     def expired(self, now: dt.datetime, limit: int = 500) -> list[str]:
         with self._session():
-            rows = Job.select(Job.id).where(
-                Job.destruction.is_null(False) & (Job.destruction <= now)).limit(limit)
+            rows = self.tables.Job.select(self.tables.Job.id).where(
+                self.tables.Job.destruction.is_null(False) & (self.tables.Job.destruction <= now)).limit(limit)
             return [r.id for r in rows]
 
     def stale_executing(self, cutoff: dt.datetime) -> list[JobView]:
         with self._session():
-            rows = Job.select().where((Job.phase == Phase.EXECUTING.value)
-                                      & (Job.heartbeat.is_null() | (Job.heartbeat < cutoff)))
+            rows = self.tables.Job.select().where((self.tables.Job.phase == Phase.EXECUTING.value)
+                                      & (self.tables.Job.heartbeat.is_null() | (self.tables.Job.heartbeat < cutoff)))
             return [JobView.of(r) for r in rows]
 
     def waiting_queued(self, cutoff: dt.datetime | None = None, kind: str | None = None) -> list[JobView]:
         """QUEUED jobs (queued before ``cutoff``): their messages may have been lost."""
-        query = Job.select().where(Job.phase == Phase.QUEUED.value)
+        query = self.tables.Job.select().where(self.tables.Job.phase == Phase.QUEUED.value)
         if kind is not None:
-            query = query.where(Job.kind == kind)
+            query = query.where(self.tables.Job.kind == kind)
         if cutoff is not None:
-            query = query.where(Job.queued_at.is_null() | (Job.queued_at < cutoff))
+            query = query.where(self.tables.Job.queued_at.is_null() | (self.tables.Job.queued_at < cutoff))
         with self._session():
             return [JobView.of(r) for r in query]
 
     def touch_queued(self, job_id: str) -> None:
         with self._session():
-            Job.update(queued_at=utcnow()).where(
-                (Job.id == job_id) & (Job.phase == Phase.QUEUED.value)).execute()
+            self.tables.Job.update(queued_at=utcnow()).where(
+                (self.tables.Job.id == job_id) & (self.tables.Job.phase == Phase.QUEUED.value)).execute()
 
     def try_lock(self, name: str, holder: str, ttl: float) -> bool:
         """Take or renew a lease; True while this holder has it."""
         now = utcnow()
         expires = now + dt.timedelta(seconds=ttl)
         with self._session():
-            Lock.insert(name=name, holder=holder, expires_at=now - dt.timedelta(seconds=1)
+            self.tables.Lock.insert(name=name, holder=holder, expires_at=now - dt.timedelta(seconds=1)
                         ).on_conflict_ignore().execute()
-            return Lock.update(holder=holder, expires_at=expires).where(
-                (Lock.name == name) & ((Lock.holder == holder) | (Lock.expires_at < now))
+            return self.tables.Lock.update(holder=holder, expires_at=expires).where(
+                (self.tables.Lock.name == name) & ((self.tables.Lock.holder == holder) | (self.tables.Lock.expires_at < now))
             ).execute() == 1
 
     def ping(self) -> None:

@@ -1,10 +1,11 @@
 """Dependency checks behind VOSI availability (VOSI 1.1 §3.2); reusable by a readiness probe.
 
 Each check is a blocking call that raises on failure. They run concurrently on a small
-private thread pool, each bounded by a timeout, and polls that arrive while a check is
-still running share its outcome. A hung dependency (a stalled NFS mount, a half-open TCP
-connection) then holds one pool thread and yields a "no answer" note, however often
-availability is polled; it never blocks the event loop or starves the shared thread pool.
+thread pool of their own (owned by the runtime), each bounded by a timeout, and polls
+that arrive while a check is still running share its outcome. A hung dependency (a
+stalled NFS mount, a half-open TCP connection) then holds one pool thread and yields a
+"no answer" note, however often availability is polled; it never blocks the event loop
+or starves the shared thread pool.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import asyncio
 import datetime as dt
 import os
 import threading
-import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from dali.timestamps import utcnow
 
 if TYPE_CHECKING:
     from soda.ops.runtime import Runtime
@@ -30,11 +31,6 @@ if TYPE_CHECKING:
     from uws.store import JobStore
 
 CHECK_TIMEOUT = 3.0  # seconds per check
-
-_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="availability")
-# Per runtime, the call of each check now running, shared by concurrent polls.
-_RUNNING: weakref.WeakKeyDictionary[Runtime, dict[str, Future[None]]] = weakref.WeakKeyDictionary()
-_RUNNING_LOCK = threading.Lock()
 
 
 class Check(NamedTuple):
@@ -46,34 +42,48 @@ class Check(NamedTuple):
 Probe = Callable[[], None]
 
 
-def probes(runtime: Runtime, timeout: float = CHECK_TIMEOUT) -> list[tuple[str, Probe]]:
+class HealthChecks:
+    """The service's dependency checks, with the threads that run them.
+
+    Owned (created and closed) by the runtime. Polls that arrive while a check is still
+    running share its outcome, so a hung dependency holds one thread, however often
+    availability is polled.
+    """
+
+    def __init__(self, probes: list[tuple[str, Probe]], timeout: float = CHECK_TIMEOUT) -> None:
+        self.probes = probes
+        self.timeout = timeout
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(probes)), thread_name_prefix="health")
+        self._running: dict[str, Future[None]] = {}
+        self._lock = threading.Lock()
+
+    async def run(self) -> list[Check]:
+        """Run every check off the event loop, concurrently; anything raised is a failure."""
+        timeout = self.timeout
+        outcomes = await asyncio.gather(*(_outcome(self._call(name, probe), timeout)
+                                          for name, probe in self.probes))
+        return [Check(name, detail is None, detail or "") for (name, _), detail in zip(self.probes, outcomes)]
+
+    def _call(self, name: str, probe: Probe) -> Future[None]:
+        """The check's call now running, or a new one."""
+        with self._lock:
+            future = self._running.get(name)
+            if future is None or future.done():
+                future = self._running[name] = self._pool.submit(probe)
+            return future
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def service_checks(runtime: Runtime) -> HealthChecks:
     """The service's dependencies, by name, each as a call that raises when it is unusable."""
     found: list[tuple[str, Probe]] = [("database", lambda: check_database(runtime.store))]
     if runtime.settings.broker_url:
-        url = runtime.settings.broker_url
-        found.append(("broker", lambda: check_redis(url, timeout)))
+        found.append(("broker", redis_probe(runtime.settings.broker_url, CHECK_TIMEOUT)))
     found.append(("images", lambda: check_images(runtime.datasets)))
     found.append(("results", lambda: check_results(runtime.storage)))
-    return found
-
-
-async def run_checks(runtime: Runtime, timeout: float | None = None) -> list[Check]:
-    """Run every check off the event loop, concurrently; anything raised is a failure."""
-    timeout = CHECK_TIMEOUT if timeout is None else timeout
-    named = probes(runtime, timeout)
-    outcomes = await asyncio.gather(*(_outcome(_running(runtime, name, probe), timeout)
-                                      for name, probe in named))
-    return [Check(name, detail is None, detail or "") for (name, _), detail in zip(named, outcomes)]
-
-
-def _running(runtime: Runtime, name: str, probe: Probe) -> Future[None]:
-    """The check's call now running, or a new one."""
-    with _RUNNING_LOCK:
-        running = _RUNNING.setdefault(runtime, {})
-        future = running.get(name)
-        if future is None or future.done():
-            future = running[name] = _POOL.submit(probe)
-        return future
+    return HealthChecks(found)
 
 
 async def _outcome(future: Future[None], timeout: float) -> str | None:
@@ -104,15 +114,12 @@ def check_database(store: JobStore) -> None:
     store.ping()
 
 
-def check_redis(url: str, timeout: float) -> None:
-    _redis(url, timeout).ping()
-
-
-@lru_cache(maxsize=8)
-def _redis(url: str, timeout: float) -> redis.Redis:
-    # The broker's own client waits without limit and retries with backoff; a probe must not.
-    return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0))
+def redis_probe(url: str, timeout: float) -> Probe:
+    """A ping of Redis through a client of its own: the broker's client waits without
+    limit and retries with backoff; a probe must not."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                  retry=Retry(NoBackoff(), 0))
+    return lambda: bool(client.ping())
 
 
 def check_images(datasets: Datasets) -> None:
@@ -139,8 +146,9 @@ def check_results(storage: ResultStore) -> None:
 
 # --- upSince ---------------------------------------------------------------------------------
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+def now_in_seconds() -> dt.datetime:
+    """Now (UTC, aware), to the second: what HTTP dates and upSince show."""
+    return utcnow().replace(microsecond=0, tzinfo=dt.UTC)
 
 
 class UpSince:
@@ -151,12 +159,12 @@ class UpSince:
     """
 
     def __init__(self, started: dt.datetime | None = None) -> None:
-        self._since: dt.datetime | None = started or utcnow()
+        self._since: dt.datetime | None = started or now_in_seconds()
 
     def update(self, available: bool) -> dt.datetime | None:
         """The instant to report; None while unavailable."""
         if not available:
             self._since = None
         elif self._since is None:
-            self._since = utcnow()
+            self._since = now_in_seconds()
         return self._since

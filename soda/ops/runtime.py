@@ -13,18 +13,21 @@ import os
 
 import dramatiq
 
+from auth import tables as auth_tables
 from conf import Settings
 from soda.cutouts import Cutouts
 from soda.jobs.cutout import cutout_job_kind
+from soda.ops.database import close_database, migrate, open_database
+from soda.ops.health import service_checks
 from soda.ops.metrics import WorkerMetrics, observe_cutout, observe_sweep
 from soda.ops.pool import CutoutPool
 from soda.surveys.registry import load_datasets
 from storage import LocalStore
 from uws import JobKind, UWSConfig, UWSService
 from uws.broker import make_broker, start_worker
-from uws.models import migrate, open_database
 from uws.notify import LocalNotifier, Notifier, RedisNotifier
 from uws.selftest import SELFTEST
+from uws import tables as uws_tables
 from uws.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,7 @@ class Runtime:
         self.datasets = load_datasets(settings, build_demo=build_demo)
         self.cutouts = Cutouts(self.datasets, settings, observe_cutout)
         self.db = open_database(settings.effective_database_url)
-        migrate(self.db)
+        migrate(self.db, [("uws", uws_tables.MIGRATIONS), ("auth", auth_tables.MIGRATIONS)])
         self.storage = LocalStore(settings.results_dir)
         self.notifier: Notifier = (RedisNotifier(settings.broker_url, settings.redis_namespace)
                                    if settings.broker_url else LocalNotifier())
@@ -66,6 +69,7 @@ class Runtime:
         self.uws.sweep_observers.append(observe_sweep)
         self.worker: dramatiq.Worker | None = None
         self.pool = CutoutPool(settings.cutout_threads or os.cpu_count() or 1)
+        self.health = service_checks(self)
 
     def start_workers(self, threads: int | None = None) -> dramatiq.Worker:
         self.worker = start_worker(self.broker, threads or self.settings.worker_threads)
@@ -90,7 +94,7 @@ class Runtime:
             self.worker = None
 
     def close(self) -> None:
+        self.health.close()
         self.pool.close()
         self.broker.close()
-        if not self.db.is_closed():
-            self.db.close()
+        close_database(self.db)

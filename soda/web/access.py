@@ -21,7 +21,6 @@ from auth import ANONYMOUS, Identity
 from auth import challenges
 from auth.access_tokens import AccessTokenVerifier, InvalidAccessToken, looks_like_jwt
 from auth.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from auth.models import setup as setup_auth_tables
 from auth.oidc import OidcConfig, OidcLogin
 from auth.session import CSRF_FIELD, CSRF_HEADER, csrf_ok, session_user
 from auth.tokens import Check, TokenStore, looks_like_token
@@ -48,7 +47,6 @@ class Access:
     def __init__(self, settings: Settings, db: pw.Database) -> None:
         self.settings = settings
         self.trust_forwarded = settings.trust_forwarded_headers
-        setup_auth_tables(db)
         self.tokens = TokenStore(db)
         self.oidc: OidcLogin | None = None
         self.jwt: AccessTokenVerifier | None = None
@@ -68,6 +66,10 @@ class Access:
                                              settings.anonymous_rate_limit, window)
                             if settings.broker_url else
                             MemoryRateLimiter(settings.anonymous_rate_limit, window))
+
+    def close(self) -> None:
+        if self.limiter is not None:
+            self.limiter.close()
 
     def _fetch_jwks(self) -> dict[str, Any]:
         discovery = httpx2.get(OidcConfig(self.settings.oidc_issuer, "").discovery_url, timeout=10)

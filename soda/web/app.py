@@ -23,7 +23,6 @@ from auth.session import load_or_create_secret
 from conf import Settings, load_settings
 from dali.errors import AuthenticationError, ServiceUnavailable
 from dali.http import EXCEPTION_HANDLERS, Endpoint, error_response
-from soda.ops.health import run_checks
 from soda.ops.logs import RequestIdMiddleware
 from soda.ops.metrics import MetricsMiddleware, metrics_endpoint
 from soda.ops.runtime import Runtime
@@ -59,6 +58,7 @@ def create_app(settings: Settings | None = None,
             yield
         finally:
             await runtime.stop_web()
+            access.close()
 
     links = Links(runtime.datasets, runtime.settings.trust_forwarded_headers)
     routes: list[BaseRoute] = [
@@ -140,7 +140,7 @@ async def _live(request: Request) -> Response:
 def _ready(runtime: Runtime):  # type: ignore[no-untyped-def]
     """Readiness: the same dependency checks as VOSI availability; 503 while one fails."""
     async def ready(request: Request) -> Response:
-        failed = [c for c in await run_checks(runtime) if not c.ok]
+        failed = [c for c in await runtime.health.run() if not c.ok]
         if failed:
             return PlainTextResponse("".join(f"{c.name}: {c.detail}\n" for c in failed), status_code=503)
         return PlainTextResponse("ready\n")

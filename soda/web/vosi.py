@@ -24,7 +24,7 @@ from dali.standards import (
     VOSI_AVAILABILITY,
     VOSI_CAPABILITIES,
 )
-from soda.ops.health import Check, UpSince, run_checks, utcnow
+from soda.ops.health import Check, UpSince, now_in_seconds
 from soda.ops.runtime import Runtime
 from uws.kinds import JobKind
 
@@ -126,7 +126,7 @@ def not_modified_since(request: Request, modified: dt.datetime) -> bool:
 def capabilities_endpoint(runtime: Runtime) -> Endpoint:
     # VOSI §3.1: clients take the capabilities' age from Last-Modified. The document only
     # changes with the settings, which are loaded once, just before this runs.
-    modified = utcnow()
+    modified = now_in_seconds()
     headers = {"Last-Modified": http_date(modified), "Vary": VARY}
     trust = runtime.settings.trust_forwarded_headers
 
@@ -168,7 +168,7 @@ def availability_endpoint(runtime: Runtime) -> Endpoint:
     up_since = UpSince()
 
     async def availability(request: Request) -> Response:
-        checks = await run_checks(runtime)
+        checks = await runtime.health.run()
         available = all(c.ok for c in checks)
         body = availability_document(available, up_since.update(available),
                                      availability_notes(checks))

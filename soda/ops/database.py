@@ -1,0 +1,99 @@
+"""The service's database: opened from its URL, and one migration runner for every table.
+
+Each component (``uws`` jobs, ``auth`` tokens and SAML requests) lists its migrations;
+the runner records how far each has got in a ``<component>_schema_version`` table and
+applies the rest, in order, once, even when several processes start together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from urllib.parse import parse_qsl, urlsplit
+
+import peewee as pw
+from playhouse.pool import PooledPostgresqlDatabase
+
+log = logging.getLogger(__name__)
+
+Migration = Callable[[pw.Database], None]
+Component = tuple[str, Sequence[Migration]]
+
+_PG_LOCK = 727001  # advisory lock id that serialises concurrent starts on PostgreSQL
+
+
+def open_database(url: str) -> pw.Database:
+    """A database for ``url``: sqlite:///path or postgresql://user:pass@host:port/db."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+")[0]
+    if scheme == "sqlite":
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if parts.netloc:  # sqlite://relative/path
+            path = parts.netloc + parts.path
+        return pw.SqliteDatabase(
+            path or ":memory:",
+            pragmas={"journal_mode": "wal", "busy_timeout": 15000, "foreign_keys": 1,
+                     "synchronous": "normal"},
+            autoconnect=True)
+    if scheme in ("postgres", "postgresql"):
+        options = dict(parse_qsl(parts.query))
+        return PooledPostgresqlDatabase(
+            parts.path.lstrip("/"), user=parts.username, password=parts.password,
+            host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
+            max_connections=int(options.pop("max_connections", 64)),
+            stale_timeout=300, timeout=10, connect_timeout=5, autoconnect=True, **options)
+    raise ValueError(f"unsupported database URL scheme {parts.scheme!r}")
+
+
+def close_database(db: pw.Database) -> None:
+    if isinstance(db, PooledPostgresqlDatabase):
+        db.close_all()
+    elif not db.is_closed():
+        db.close()
+
+
+def version_table(db: pw.Database, component: str) -> type[pw.Model]:
+    class SchemaVersion(pw.Model):
+        version = pw.IntegerField()
+
+        class Meta:
+            database = db
+            table_name = f"{component}_schema_version"
+
+    return SchemaVersion
+
+
+def migrate(db: pw.Database, components: Sequence[Component]) -> dict[str, int]:
+    """Create or upgrade every component's tables; safe from several processes at once.
+
+    Returns the schema version of each component.
+    """
+    versions = {}
+    with db.connection_context():
+        is_pg = isinstance(db, pw.PostgresqlDatabase)
+        if is_pg:
+            db.execute_sql("SELECT pg_advisory_lock(%s)", (_PG_LOCK,))
+        try:
+            for name, steps in components:
+                versions[name] = _migrate_one(db, name, steps)
+        finally:
+            if is_pg:
+                db.execute_sql("SELECT pg_advisory_unlock(%s)", (_PG_LOCK,))
+    return versions
+
+
+def _migrate_one(db: pw.Database, name: str, steps: Sequence[Migration]) -> int:
+    table = version_table(db, name)
+    with db.atomic():
+        db.create_tables([table], safe=True)
+        row = table.select().first()
+        current = row.version if row else 0
+        for number, step in enumerate(steps, start=1):
+            if number > current:
+                log.info("applying schema migration %s %d", name, number)
+                step(db)
+        if row is None:
+            table.create(version=len(steps))
+        elif current < len(steps):
+            table.update(version=len(steps)).execute()
+    return len(steps)

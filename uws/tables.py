@@ -1,0 +1,94 @@
+"""The job tables (peewee), bound to one database, and their schema migrations.
+
+SQLite (embedded default) and PostgreSQL (production) are both fine. All times are
+stored as naive UTC datetimes. ``JobTables(db)`` makes model classes bound to ``db``
+alone: there is no module-level database, so two services in one process each talk
+to their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import peewee as pw
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as migrate_schema
+
+
+class JobTables:
+    """uws_job, uws_result and uws_lock as peewee models of one database."""
+
+    def __init__(self, db: pw.Database) -> None:
+        self.db = db
+
+        class Base(pw.Model):
+            class Meta:
+                database = db
+                legacy_table_names = False
+
+        class Job(Base):
+            id = pw.CharField(primary_key=True, max_length=32)
+            kind = pw.CharField(max_length=64, index=True)
+            owner = pw.CharField(max_length=255, null=True, index=True)
+            run_id = pw.CharField(max_length=64, null=True)
+            phase = pw.CharField(max_length=16, index=True)
+            creation_time = pw.DateTimeField(index=True)
+            start_time = pw.DateTimeField(null=True)
+            end_time = pw.DateTimeField(null=True)
+            execution_duration = pw.IntegerField()
+            destruction = pw.DateTimeField(null=True, index=True)
+            quote = pw.DateTimeField(null=True)
+            parameters = pw.TextField()  # JSON list of [name, value] pairs, in the order given
+            error_type = pw.CharField(max_length=16, null=True)  # "fatal" | "transient"
+            error_message = pw.TextField(null=True)
+            # Execution bookkeeping (not part of the UWS representation).
+            queued_at = pw.DateTimeField(null=True)
+            heartbeat = pw.DateTimeField(null=True)
+            attempts = pw.IntegerField(default=0)
+            claim = pw.CharField(max_length=64, null=True)
+            request_id = pw.CharField(max_length=64, null=True)  # of the HTTP request that created it
+
+            class Meta:
+                table_name = "uws_job"
+
+        class Result(Base):
+            job = pw.ForeignKeyField(Job, backref="results", on_delete="CASCADE")
+            result_id = pw.CharField(max_length=128)
+            key = pw.CharField(max_length=512)
+            mime_type = pw.CharField(max_length=128, null=True)
+            size = pw.BigIntegerField(null=True)
+            seq = pw.IntegerField()
+
+            class Meta:
+                table_name = "uws_result"
+                indexes = ((("job", "result_id"), True),)
+
+        class Lock(Base):
+            """A lease that lets one process of many run the scheduled sweeps."""
+
+            name = pw.CharField(primary_key=True, max_length=64)
+            holder = pw.CharField(max_length=64)
+            expires_at = pw.DateTimeField()
+
+            class Meta:
+                table_name = "uws_lock"
+
+        self.Job = Job
+        self.Result = Result
+        self.Lock = Lock
+
+
+def _v1(db: pw.Database) -> None:
+    tables = JobTables(db)
+    db.create_tables([tables.Job, tables.Result, tables.Lock])  # today's columns on a new database
+
+
+def _v2(db: pw.Database) -> None:
+    """uws_job.request_id, for databases made before it existed."""
+    if "request_id" not in {c.name for c in db.get_columns("uws_job")}:
+        migrate_schema(SchemaMigrator.from_database(db).add_column(
+            "uws_job", "request_id", JobTables(db).Job.request_id))
+
+
+# Append migrations here; never edit one that has shipped.
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2]
