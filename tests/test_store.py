@@ -44,7 +44,7 @@ def new_job(store: JobStore, owner: str | None = "alice", **kw) -> str:
 
 
 def test_migrate_is_idempotent(store):
-    assert migrate(store.db, UWS) == migrate(store.db, UWS) == {"uws": 2}
+    assert migrate(store.db, UWS) == migrate(store.db, UWS) == {"uws": 3}
 
 
 def test_migration_adds_request_id_to_a_version_1_database(store):
@@ -56,7 +56,7 @@ def test_migration_adds_request_id_to_a_version_1_database(store):
     migrate(store.db, UWS)
     with store.db.connection_context():
         assert "request_id" in {c.name for c in store.db.get_columns("uws_job")}
-        assert SchemaVersion.select().first().version == 2
+        assert SchemaVersion.select().first().version == 3
     job_id = store.create(kind="k", owner=None, parameters=[], run_id=None, execution_duration=1,
                           destruction=None, request_id="req-1").id
     assert store.get(job_id).request_id == "req-1"
@@ -175,7 +175,7 @@ def test_expired_and_stale_queries(store):
 
 def _service(store: JobStore, tmp_path, run) -> tuple[UWSService, JobKind]:  # type: ignore[no-untyped-def]
     service = UWSService(UWSConfig(), store, LocalStore(tmp_path / "results"), store.notifier)
-    kind = JobKind("probe", validate=lambda p, owner: p, run=run)
+    kind = JobKind("probe", params_type=list, parse=lambda pairs, owner: pairs, run=run)
     service.register(kind)
     return service, kind
 

@@ -1,14 +1,24 @@
-"""Job kinds: what the generic UWS machinery runs.
+"""Job kinds: what the generic UWS machinery runs, with typed parameters from the API
+to the worker.
 
-A kind is a parameter validator (run in the web process when a job is created or its
-parameters change; it gets the owner too, since limits may depend on who asks) and a run function (run by a Dramatiq actor in a worker). The run
-function gets a ``JobContext`` to read its parameters and write its results; it
-signals failure by raising from the ``dali.errors`` family:
+A kind declares the type of its parameters and two functions:
 
-- ``UsageError`` / ``MultiValuedParamNotSupported``: the request can never succeed →
-  phase ERROR, errorSummary type ``fatal``, no retry;
-- ``ServiceUnavailable``: transient → retried with backoff, then ERROR ``transient``;
-- anything else: a fault of ours → ERROR ``fatal`` with a generic message (logged).
+- ``parse`` runs in the web process when a job is created or its parameters change: it
+  turns the client's name/value pairs (and the owner, since limits may depend on who
+  asks) into one value of ``params_type``, or raises. The value is stored with the job
+  as JSON (pydantic), so a worker gets exactly what the API accepted, typed, and never
+  parses the client's text again.
+- ``run`` runs in a worker (a Dramatiq actor); it gets a ``JobContext`` holding those
+  parameters and writes the results. It signals failure by raising from the
+  ``dali.errors`` family:
+
+  - ``UsageError`` / ``MultiValuedParamNotSupported``: the request can never succeed ->
+    phase ERROR, errorSummary type ``fatal``, no retry;
+  - ``ServiceUnavailable``: transient -> retried with backoff, then ERROR ``transient``;
+  - anything else: a fault of ours -> ERROR ``fatal`` with a generic message (logged).
+
+``shown`` says which name/value pairs the job's UWS parameters document lists (UWS
+§2.2.3.1); by default the client's own.
 """
 
 from __future__ import annotations
@@ -16,8 +26,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, create_model
 
 from dali.errors import ServiceError
 from dali.params import Params
@@ -25,6 +38,8 @@ from storage.protocol import ResultStore
 
 if TYPE_CHECKING:
     from uws.store import JobStore, JobView
+
+P = TypeVar("P")
 
 RESULT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
@@ -36,12 +51,19 @@ class JobInterrupted(BaseException):
     """
 
 
+def as_given(parsed: object, pairs: Params) -> Params:
+    """The parameters document lists what the client sent."""
+    return pairs
+
+
 @dataclass(frozen=True)
-class JobKind:
+class JobKind(Generic[P]):
     name: str
-    validate: Callable[[Params, str | None], Params]
-    run: Callable[["JobContext"], None]
+    params_type: type[P]
+    parse: Callable[[Params, str | None], P]
+    run: Callable[["JobContext[P]"], None]
     description: str = ""
+    shown: Callable[[P, Params], Params] = field(default=as_given)
 
     @property
     def queue(self) -> str:
@@ -51,27 +73,33 @@ class JobKind:
     def actor_name(self) -> str:
         return f"uws_run_{self.name}"
 
+    @cached_property
+    def _stored(self) -> type[BaseModel]:
+        # Infinite bounds (DALI open intervals) travel as JSON's Infinity constants.
+        return create_model(f"{self.name}_parameters", value=(self.params_type, ...),
+                            __config__=ConfigDict(ser_json_inf_nan="constants"))
 
-class JobContext:
+    def dump(self, parsed: P) -> str:
+        """The parsed parameters as stored with the job."""
+        return self._stored(value=parsed).model_dump_json()
+
+    def load(self, stored: str) -> P:
+        value: Any = self._stored.model_validate_json(stored).value
+        return value  # type: ignore[no-any-return]
+
+
+class JobContext(Generic[P]):
     """What a running job may see and do."""
 
-    def __init__(self, job: "JobView", store: "JobStore", storage: ResultStore) -> None:
+    def __init__(self, job: "JobView", params: P, store: "JobStore", storage: ResultStore) -> None:
         self.job = job
+        self.params = params
         self._store = store
         self._storage = storage
 
     @property
     def job_id(self) -> str:
         return self.job.id
-
-    @property
-    def parameters(self) -> Params:
-        return list(self.job.parameters)
-
-    def values(self, name: str) -> list[str]:
-        """All values of a parameter, matching names case-insensitively (DALI §3.1)."""
-        upper = name.upper()
-        return [v for n, v in self.job.parameters if n.upper() == upper]
 
     @contextmanager
     def result_writer(self, result_id: str, mime_type: str) -> Iterator[BinaryIO]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
@@ -26,7 +27,7 @@ from uws.params import parse_duration, parse_last, parse_phase_filter, parse_run
 from uws.phases import ABORTABLE, ACTIVE, RUNNABLE, Phase, forbidden_in_phase
 from uws.ports import Caller, CallerResolver
 from uws.quota import Allowance, AllowanceFor, check_run, refuse_creation, unlimited
-from uws.service import UWSService
+from uws.service import Parsed, UWSService
 from uws.store import JobView
 
 CONTROL = frozenset({"PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "REQUEST"})
@@ -104,8 +105,8 @@ class JobRoutes:
             raise not_found(f"job {job_id!r} no longer exists")
         return job
 
-    async def _validate(self, parameters: Params, owner: str | None) -> Params:
-        return await run_in_threadpool(self.kind.validate, parameters, owner)
+    async def _parse(self, parameters: Params, owner: str | None) -> Parsed[Any]:
+        return await run_in_threadpool(self.service.parse, self.kind, parameters, owner)
 
     async def _check_run(self, identity: Caller, allowance: Allowance) -> None:
         """Quotas are checked before a job is queued, so nothing runs over them."""
@@ -143,7 +144,7 @@ class JobRoutes:
         run_id = params.single("RUNID")
         duration = params.single("EXECUTIONDURATION")
         destruction = params.single("DESTRUCTION")
-        job_parameters = await self._validate(params.without(CONTROL), identity.user_id)
+        job_parameters = await self._parse(params.without(CONTROL), identity.user_id)
         if phase == "RUN":  # refused before the job exists: nothing half-made is left behind
             await self._check_run(identity, allowance)
         job = await run_in_threadpool(
@@ -320,7 +321,7 @@ class JobRoutes:
         posted = RequestParams((await read_params(request)).without(CONTROL))
         replaced = {name.upper() for name, _ in posted.pairs}
         merged = [(n, v) for n, v in job.parameters if n.upper() not in replaced] + posted.pairs
-        validated = await self._validate(merged, identity.user_id)
-        if not await run_in_threadpool(self.store.set_parameters, job.id, validated):
+        parsed = await self._parse(merged, identity.user_id)
+        if not await run_in_threadpool(self.service.set_parameters, self.kind, job.id, parsed):
             raise forbidden_in_phase(f"job {job.id} left PENDING; parameters were not changed")
         return see_other(self.job_url(request, job.id))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import time
 
+from dataclasses import dataclass
+
 from dali.errors import MultiValuedParamNotSupported, ServiceError, ServiceUnavailable, UsageError
 from dali.params import Params
 from uws.kinds import JobContext, JobKind
@@ -23,7 +25,17 @@ _LIMITS = {"DURATION": (0.0, 3600.0), "RESULTS": (0, 100), "SIZE": (0, 1 << 20),
 _FAILURES = ("usage", "fatal", "transient", "crash")
 
 
-def validate(params: Params, owner: str | None = None) -> Params:
+@dataclass(frozen=True)
+class SelftestParams:
+    duration: float = 0.0
+    results: int = 1
+    size: int = 64
+    fail: str | None = None
+    fail_times: int = 1_000_000  # with fail: fail only the first N attempts
+
+
+def normalised(params: Params) -> Params:
+    """The parameters checked, with upper-case names, once each, in the order given."""
     seen: dict[str, str] = {}
     for name, value in params:
         key = name.upper()
@@ -36,30 +48,38 @@ def validate(params: Params, owner: str | None = None) -> Params:
             if value not in _FAILURES:
                 raise UsageError(f"FAIL must be one of {', '.join(_FAILURES)}, not {value!r}")
         else:
-            low, high = _LIMITS[key]
-            try:
-                number = type(low)(value)
-            except ValueError:
-                raise UsageError(f"{key} must be a number, not {value!r}") from None
-            if not low <= number <= high:
-                raise UsageError(f"{key} must be between {low} and {high}, not {value}")
+            _number(key, value)
         seen[key] = value
-    return [(key, value) for key, value in seen.items()]
+    return list(seen.items())
 
 
-def run(ctx: JobContext) -> None:
-    values = {name: value for name, value in ctx.parameters}
-    deadline = time.monotonic() + float(values.get("DURATION", 0))
+def _number(key: str, value: str) -> float | int:
+    low, high = _LIMITS[key]
+    try:
+        number = type(low)(value)
+    except ValueError:
+        raise UsageError(f"{key} must be a number, not {value!r}") from None
+    if not low <= number <= high:
+        raise UsageError(f"{key} must be between {low} and {high}, not {value}")
+    return number
+
+
+def parse(params: Params, owner: str | None = None) -> SelftestParams:
+    values = dict(normalised(params))
+    numbers = {key.lower(): _number(key, value) for key, value in values.items() if key != "FAIL"}
+    return SelftestParams(fail=values.get("FAIL"), **numbers)  # type: ignore[arg-type]
+
+
+def run(ctx: JobContext[SelftestParams]) -> None:
+    params = ctx.params
+    deadline = time.monotonic() + params.duration
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 0.05))  # short sleeps: an abort interrupts between them
-    failure = values.get("FAIL")
-    fail_times = int(values.get("FAIL_TIMES", 1_000_000))
-    if failure and ctx.job.attempts <= fail_times:
-        _fail(failure)
-    size = int(values.get("SIZE", 64))
-    for number in range(1, int(values.get("RESULTS", 1)) + 1):
+    if params.fail and ctx.job.attempts <= params.fail_times:
+        _fail(params.fail)
+    for number in range(1, params.results + 1):
         line = f"selftest job {ctx.job_id} result {number}\n".encode()
-        body = (line * (size // len(line) + 1))[:size]
+        body = (line * (params.size // len(line) + 1))[:params.size]
         ctx.put_result(f"result-{number}.txt", body, "text/plain")
 
 
@@ -73,5 +93,6 @@ def _fail(how: str) -> None:
     raise RuntimeError("selftest crash requested")
 
 
-SELFTEST = JobKind(name="selftest", validate=validate, run=run,
+SELFTEST = JobKind(name="selftest", params_type=SelftestParams, parse=parse, run=run,
+                   shown=lambda parsed, pairs: normalised(pairs),
                    description="diagnostic job: sleeps, writes small results, fails on demand")

@@ -11,10 +11,11 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
+from pydantic import ValidationError
 
 from dali.errors import (
     MultiValuedParamNotSupported,
@@ -22,6 +23,7 @@ from dali.errors import (
     ServiceUnavailable,
     UsageError,
 )
+from dali.params import Params
 from dali.timestamps import utcnow
 from storage.protocol import ResultStore
 from uws import context
@@ -32,6 +34,8 @@ from uws.store import JobStore, JobView
 from uws.worker import JobWatchdog, Scheduler
 
 log = logging.getLogger(__name__)
+
+P = TypeVar("P")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,12 @@ class UWSConfig:
     retry_backoff_ms: int = 2000
     sweep_interval_seconds: float = 60
     watchdog_interval: float = 0.25
+
+
+@dataclass(frozen=True)
+class Parsed(Generic[P]):
+    shown: Params  # what the UWS parameters document lists
+    value: P       # what the worker gets
 
 
 @dataclass
@@ -131,7 +141,12 @@ class UWSService:
             seconds = min(seconds, limit_seconds)
         return min(when, creation + dt.timedelta(seconds=seconds))
 
-    def create(self, kind: JobKind, *, owner: str | None, parameters: list[tuple[str, str]],
+    def parse(self, kind: JobKind[P], pairs: Params, owner: str | None) -> Parsed[P]:
+        """The client's parameters, checked and typed by the kind (raises UsageError)."""
+        value = kind.parse(pairs, owner)
+        return Parsed(kind.shown(value, pairs), value)
+
+    def create(self, kind: JobKind[P], *, owner: str | None, parameters: Parsed[P],
                run_id: str | None, execution_duration: int | None,
                destruction: dt.datetime | None, max_destruction_seconds: int = 0) -> JobView:
         now = utcnow()
@@ -139,9 +154,14 @@ class UWSService:
             self.config.default_execution_duration if execution_duration is None else execution_duration)
         default_end = now + dt.timedelta(seconds=self.config.default_destruction_seconds)
         end = self.clamp_destruction(now, destruction or default_end, max_destruction_seconds)
-        return self.store.create(kind=kind.name, owner=owner, parameters=parameters,
+        return self.store.create(kind=kind.name, owner=owner, parameters=parameters.shown,
                                  run_id=run_id, execution_duration=duration, destruction=end,
-                                 request_id=context.request_id.get())
+                                 request_id=context.request_id.get(),
+                                 typed_parameters=kind.dump(parameters.value))
+
+    def set_parameters(self, kind: JobKind[P], job_id: str, parameters: Parsed[P]) -> bool:
+        """UWS §2.1.11: False when the job has left PENDING."""
+        return self.store.set_parameters(job_id, parameters.shown, kind.dump(parameters.value))
 
     def run(self, job: JobView) -> bool:
         """PHASE=RUN: PENDING → QUEUED and a message to the workers. False if not runnable."""
@@ -188,7 +208,7 @@ class UWSService:
         self.watchdog.track(job_id, token, job.execution_duration)
         try:
             try:
-                kind.run(JobContext(job, self.store, self.storage))
+                kind.run(JobContext(job, self._params(kind, job), self.store, self.storage))
             finally:
                 self.watchdog.untrack(job_id)
         except JobInterrupted:
@@ -215,6 +235,20 @@ class UWSService:
                             f"Error: internal failure while running the job, logged as incident {incident}")
         else:
             self.store.complete(job_id, token)
+
+    def _params(self, kind: JobKind[P], job: JobView) -> P:
+        """The job's parameters as its kind parsed them at creation.
+
+        A job stored without them (made before they were kept, or by an older version
+        whose parameter type differs) is parsed again from its pairs.
+        """
+        if job.typed_parameters:
+            try:
+                return kind.load(job.typed_parameters)
+            except ValidationError:
+                log.warning("job %s: stored parameters no longer fit %s; parsing them again",
+                            job.id, kind.name)
+        return kind.parse(list(job.parameters), job.owner)
 
     # --- scheduled work (one worker at a time) ----------------------------------------
 

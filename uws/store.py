@@ -55,6 +55,7 @@ class JobView:
     attempts: int = 0
     claim: str | None = None
     request_id: str | None = None
+    typed_parameters: str | None = None  # JSON of the kind's parsed parameters (uws.kinds)
 
     @staticmethod
     def of(row: pw.Model, results: Iterable[pw.Model] = ()) -> "JobView":
@@ -67,7 +68,8 @@ class JobView:
             parameters=tuple((n, v) for n, v in json.loads(row.parameters)),
             error_type=row.error_type, error_message=row.error_message,
             results=tuple(ResultView(r.result_id, r.key, r.mime_type, r.size) for r in results),
-            attempts=row.attempts, claim=row.claim, request_id=row.request_id)
+            attempts=row.attempts, claim=row.claim, request_id=row.request_id,
+            typed_parameters=row.typed_parameters)
 
     def result(self, result_id: str) -> ResultView | None:
         return next((r for r in self.results if r.id == result_id), None)
@@ -166,7 +168,7 @@ class JobStore:
 
     def create(self, *, kind: str, owner: str | None, parameters: Params, run_id: str | None,
                execution_duration: int, destruction: dt.datetime | None,
-               request_id: str | None = None) -> JobView:
+               request_id: str | None = None, typed_parameters: str | None = None) -> JobView:
         # Kept at the precision the documents show, so AFTER=<a creationTime we showed>
         # excludes that job (UWS §2.2.2.1: strictly after).
         now = utcnow()
@@ -176,13 +178,15 @@ class JobStore:
                 id=new_job_id(), kind=kind, owner=owner, run_id=run_id,
                 phase=Phase.PENDING.value, creation_time=now,
                 execution_duration=execution_duration, destruction=destruction,
-                parameters=json.dumps([list(p) for p in parameters]), request_id=request_id)
+                parameters=json.dumps([list(p) for p in parameters]), request_id=request_id,
+                typed_parameters=typed_parameters)
             return JobView.of(row)
 
-    def set_parameters(self, job_id: str, parameters: Params) -> bool:
+    def set_parameters(self, job_id: str, parameters: Params, typed_parameters: str | None = None) -> bool:
         """UWS §2.1.11: parameters change only while PENDING."""
         with self._session():
-            return self.tables.Job.update(parameters=json.dumps([list(p) for p in parameters])).where(
+            return self.tables.Job.update(parameters=json.dumps([list(p) for p in parameters]),
+                                          typed_parameters=typed_parameters).where(
                 (self.tables.Job.id == job_id) & (self.tables.Job.phase == Phase.PENDING.value)).execute() == 1
 
     def set_execution_duration(self, job_id: str, seconds: int) -> bool:

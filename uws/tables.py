@@ -47,6 +47,8 @@ class JobTables:
             attempts = pw.IntegerField(default=0)
             claim = pw.CharField(max_length=64, null=True)
             request_id = pw.CharField(max_length=64, null=True)  # of the HTTP request that created it
+            # The kind's parsed parameters as JSON (uws.kinds), read by the worker.
+            typed_parameters = pw.TextField(null=True)
 
             class Meta:
                 table_name = "uws_job"
@@ -90,5 +92,12 @@ def _v2(db: pw.Database) -> None:
             "uws_job", "request_id", JobTables(db).Job.request_id))
 
 
+def _v3(db: pw.Database) -> None:
+    """uws_job.typed_parameters: a job's parameters as its kind parsed them."""
+    if "typed_parameters" not in {c.name for c in db.get_columns("uws_job")}:
+        migrate_schema(SchemaMigrator.from_database(db).add_column(
+            "uws_job", "typed_parameters", JobTables(db).Job.typed_parameters))
+
+
 # Append migrations here; never edit one that has shipped.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2, _v3]

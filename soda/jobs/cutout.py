@@ -1,25 +1,27 @@
 """The SODA {async} job kind (SODA §6): one result per combination of ID or position
-and band; a combination without pixels is a text/plain result starting with UsageError."""
+and band; a combination without pixels is a text/plain result starting with UsageError.
+
+The API parses and plans the request once, at creation (so a bad job fails before it
+runs); the worker gets the typed ``SodaRequest`` and never reads the client's text.
+"""
 
 from __future__ import annotations
 
 from dali.params import Params
 from soda.cutouts import Cutouts
+from soda.request.model import SodaRequest
 from uws.kinds import JobContext, JobKind
 
 
-def cutout_job_kind(cutouts: Cutouts) -> JobKind:
-    def validate(pairs: Params, owner: str | None) -> Params:
-        """At job creation: the same checks as sync, so a bad job fails before it runs.
-
-        The job keeps the parameters as the client wrote them.
-        """
-        targets = cutouts.plan(cutouts.parse(pairs))
+def cutout_job_kind(cutouts: Cutouts) -> JobKind[SodaRequest]:
+    def parse(pairs: Params, owner: str | None) -> SodaRequest:
+        request = cutouts.parse(pairs)
+        targets = cutouts.plan(request)
         cutouts.check_count(len(targets), cutouts.limits(owner), "a job")
-        return pairs
+        return request
 
-    def run(ctx: JobContext) -> None:
-        request = cutouts.parse(ctx.parameters)
+    def run(ctx: JobContext[SodaRequest]) -> None:
+        request = ctx.params
         limits = cutouts.limits(ctx.job.owner)
         for target in cutouts.plan(request):
             body = cutouts.make_one(target, request, limits)
@@ -31,5 +33,5 @@ def cutout_job_kind(cutouts: Cutouts) -> JobKind:
                 continue
             ctx.put_result(f"{target.name}.{request.extension}", body, request.mime)
 
-    return JobKind(name="soda", validate=validate, run=run,
+    return JobKind(name="soda", params_type=SodaRequest, parse=parse, run=run,
                    description="SODA 1.0 async cutouts (one result per position and band)")
