@@ -49,8 +49,8 @@ Probe = Callable[[], None]
 def probes(runtime: Runtime, timeout: float = CHECK_TIMEOUT) -> list[tuple[str, Probe]]:
     """The service's dependencies, by name, each as a call that raises when it is unusable."""
     found: list[tuple[str, Probe]] = [("database", lambda: check_database(runtime.store))]
-    if runtime.settings.broker_url:
-        url = runtime.settings.broker_url
+    if runtime.settings.ops.broker_url:
+        url = runtime.settings.ops.broker_url
         found.append(("broker", lambda: check_redis(url, timeout)))
     found.append(("images", lambda: check_images(runtime.datasets)))
     found.append(("results", lambda: check_results(runtime.storage)))
