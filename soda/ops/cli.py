@@ -1,4 +1,4 @@
-"""The ``cutout`` command: serve, worker, check-config."""
+"""The ``cutout`` command: serve, worker, demo-data, check-config, config-defaults."""
 
 from __future__ import annotations
 
@@ -121,6 +121,14 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_defaults(args: argparse.Namespace) -> int:
+    """Print every setting with its meaning and default (the text of conf/defaults.toml)."""
+    from conf.reference import reference_toml
+
+    print(reference_toml(), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cutout", description="IVOA SODA/UWS image-cutout service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p = commands.add_parser("check-config", help="print the effective settings or their errors")
     p.set_defaults(func=check_config)
+
+    p = commands.add_parser("config-defaults",
+                            help="print every setting with its meaning and default, as TOML")
+    p.set_defaults(func=config_defaults)
 
     args = parser.parse_args(argv)
     return int(args.func(args))
