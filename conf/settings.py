@@ -1,180 +1,83 @@
-"""The one settings object of the service, loaded and validated at start.
+"""The one settings object of the service: every default is written here, once.
 
-Sources, highest precedence first: environment variables ``CUTOUT_<NAME>``, the TOML
-site file named by ``CUTOUT_CONFIG``, and ``conf/defaults.toml``.
+Settings are grouped (``settings.uws.wait_max_seconds``) but every name is unique across
+the groups, so the environment (``CUTOUT_WAIT_MAX_SECONDS``) and the site file can name
+a setting without its group; ``conf.loader`` builds the object, ``conf.reference``
+writes ``conf/defaults.toml`` from it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tomllib
-import typing
-from typing import Literal
-from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 ENV_PREFIX = "CUTOUT_"
 
 
-class ConfigError(Exception):
-    """Raised with one message per bad value."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+def _greater_than_zero(v: float) -> float:
+    if v <= 0:
+        raise ValueError("must be greater than 0")
+    return v
 
 
-class SurveySettings(BaseModel):
-    """One ``[surveys.<name>]`` table: adding a survey is one module plus one of these."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    factory: str                 # "package.module:Class", a soda.surveys.base.Survey
-    root: Path                   # image store; relative paths are taken from data_dir
-    index: str = "index.csv"     # the tile index, relative to root
-    hdus: tuple[str, ...] = ("SCI", "MSK", "WGT")
-    demo_builder: str = ""       # "package.module:function" that builds demo images into root
-    rgb_bands: tuple[str, ...] = ()  # the default colour triplet (R, G, B) for RGB=default
-
-    @field_validator("factory", "demo_builder")
-    @classmethod
-    def _import_path(cls, v: str) -> str:
-        if v and (":" not in v or not all(v.split(":"))):
-            raise ValueError("must be an import path like 'package.module:name'")
-        return v
+def _zero_or_more(v: int) -> int:
+    if v < 0:
+        raise ValueError("must be 0 or more")
+    return v
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _zero_is_off(v: int) -> int:
+    if v < 0:
+        raise ValueError("must be 0 (no limit) or more")
+    return v
 
-    data_dir: Path
-    database_url: str = ""
-    broker_url: str = ""
-    redis_namespace: str = "cutout"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    trust_forwarded_headers: bool = True
-    accel_redirect_prefix: str = ""
-    log_level: str = "INFO"
-    log_json: bool = True
 
-    wait_max_seconds: int
-    default_execution_duration: int
-    max_execution_duration: int
-    default_destruction_seconds: int
-    max_destruction_seconds: int
+PositiveInt = Annotated[int, AfterValidator(_greater_than_zero)]
+PositiveFloat = Annotated[float, AfterValidator(_greater_than_zero)]
+NonNegativeInt = Annotated[int, AfterValidator(_zero_or_more)]
+LimitOrOff = Annotated[int, AfterValidator(_zero_is_off)]
 
-    worker_threads: int
-    heartbeat_seconds: float
-    stale_job_seconds: float
-    max_job_attempts: int
-    requeue_after_seconds: float
-    transient_retries: int
-    retry_backoff_ms: int
-    sweep_interval_seconds: float
 
-    selftest_jobs: bool = False
+class Group(BaseModel):
+    # validate_default: the defaults below go through the same checks as given values.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
-    # SODA: dataset IDs are ivo://<ivoa_authority>/<survey>?<image>.
-    ivoa_authority: str = "demo.cutout"
-    surveys: dict[str, SurveySettings] = {}
-    # Origins allowed to call the VO endpoints from a browser (CORS); "*" for any.
-    cors_origins: tuple[str, ...] = ("*",)
-    max_cutout_pixels: int = 25_000_000
-    max_sync_cutouts: int = 50
-    # PNG/JPEG: largest side of a preview, most source pixels read for one, JPEG quality.
-    max_preview_size: int = 4096
-    max_preview_source_pixels: int = 100_000_000
-    jpeg_quality: int = 90
-    # Threads of a web process that cut and encode /sync answers; 0: one per CPU core.
-    cutout_threads: int = 0
 
-    # Who is asking: sessions, login methods, tokens (see conf/defaults.toml).
-    public_url: str = ""
-    session_secret: SecretStr = SecretStr("")
-    session_secret_file: str = ""
-    session_cookie_name: str = "cutout_session"
-    session_cookie_secure: bool = True
-    session_max_age_seconds: int = 43200
-    oidc_issuer: str = ""
-    oidc_client_id: str = ""
-    oidc_client_secret: SecretStr = SecretStr("")
-    oidc_client_secret_file: str = ""
-    oidc_scopes: str = "openid profile email"
-    oidc_username_claim: str = "sub"
-    oidc_accept_access_tokens: bool = True
-    oidc_token_audience: str = ""
-    oidc_clock_skew_seconds: int = 30
-    saml_idp_metadata: str = ""
-    saml_username_attribute: str = "eduPersonPrincipalName"
-    saml_sp_key_file: str = ""
-    saml_sp_cert_file: str = ""
-    api_token_default_days: int = 90
-    api_token_max_days: int = 365
-    # Anonymous callers and per-user limits.
-    anonymous_access: bool = True
-    anonymous_async: Literal["off", "limited", "open"] = "limited"
-    anonymous_max_cutout_pixels: int = 1_048_576
-    anonymous_max_sync_cutouts: int = 1
-    anonymous_files: bool = False
-    anonymous_rate_limit: int = 60
-    anonymous_rate_window_seconds: int = 60
-    anonymous_max_active_jobs: int = 4
-    anonymous_destruction_seconds: int = 3600
-    user_quota_bytes: int = 10 * 2**30
-    user_max_active_jobs: int = 20
+class OpsSettings(Group):
+    """Where state lives, how the processes listen and log."""
 
-    @field_validator("ivoa_authority")
-    @classmethod
-    def _authority(cls, v: str) -> str:
-        # IVOA Identifiers 2.0 §2.3.1: an authority id starts with an alphanumeric.
-        if not v or not v[0].isalnum() or any(c in v for c in "/?#"):
-            raise ValueError("must be an IVOA authority such as 'example.org' (no '/', '?' or '#')")
-        return v
-
-    @field_validator("jpeg_quality")
-    @classmethod
-    def _quality(cls, v: int) -> int:
-        if not 1 <= v <= 95:
-            raise ValueError("must be between 1 and 95 (Pillow's useful JPEG range)")
-        return v
-
-    @field_validator("max_cutout_pixels", "max_sync_cutouts", "max_preview_size", "max_preview_source_pixels")
-    @classmethod
-    def _limit(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("must be greater than 0")
-        return v
-
-    @field_validator("anonymous_max_cutout_pixels", "anonymous_max_sync_cutouts",
-                     "anonymous_rate_window_seconds", "anonymous_destruction_seconds",
-                     "session_max_age_seconds", "api_token_default_days", "api_token_max_days")
-    @classmethod
-    def _positive_int(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("must be greater than 0")
-        return v
-
-    @field_validator("anonymous_rate_limit", "oidc_clock_skew_seconds", "anonymous_max_active_jobs", "user_quota_bytes", "cutout_threads",
-                     "user_max_active_jobs")
-    @classmethod
-    def _zero_is_off(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be 0 (no limit) or more")
-        return v
-
-    @field_validator("oidc_issuer")
-    @classmethod
-    def _issuer(cls, v: str) -> str:
-        if v and urlsplit(v).scheme not in ("http", "https"):
-            raise ValueError("must be the provider's https:// issuer URL (or empty: no OIDC login)")
-        return v.rstrip("/")
+    data_dir: Path = Field(Path("cutout-data"), description=(
+        "Where all state lives: the SQLite database (unless database_url is set), job results, "
+        "the demo survey. Relative paths are taken from the working directory."))
+    database_url: str = Field("", description=(
+        "Empty: SQLite in data_dir. Otherwise sqlite:///path or postgresql://user:pass@host/db."))
+    broker_url: str = Field("", description=(
+        "Empty: the embedded shape (Dramatiq stub broker, workers inside `cutout serve`). "
+        "Otherwise redis://host:port/db: the distributed shape (`cutout worker` processes)."))
+    redis_namespace: str = Field("cutout", description=(
+        "Prefix of every key the service keeps in Redis (queues, phase notifications)."))
+    host: str = Field("127.0.0.1", description="Address `cutout serve` listens on (--host).")
+    port: int = Field(8000, description="TCP port `cutout serve` listens on (--port).")
+    public_url: str = Field("", description=(
+        "The service's public base URL as users see it (https://cutouts.example.org). Needed by "
+        "SAML: our SP entity id and ACS URL are built from it. Elsewhere URLs follow the request."))
+    trust_forwarded_headers: bool = Field(True, description=(
+        "Honour X-Forwarded-Proto/-Host/-Prefix when building absolute URLs (behind nginx)."))
+    accel_redirect_prefix: str = Field("", description=(
+        "Behind nginx: the internal location that serves the results directory (e.g. "
+        "\"/_results\"); result downloads then answer X-Accel-Redirect and nginx sends the file. "
+        "Empty: Python sends it."))
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    log_json: bool = Field(True, description=(
+        "One JSON object per log line (with the request id that follows a job into its "
+        "worker); false: plain text lines."))
+    cors_origins: tuple[str, ...] = Field(("*",), description=(
+        "Origins allowed to call the VO endpoints from a browser (CORS): [\"*\"] or a list such "
+        "as [\"https://aladin.cds.unistra.fr\"]. CUTOUT_CORS_ORIGINS takes a JSON list or "
+        "comma-separated origins."))
 
     @field_validator("public_url")
     @classmethod
@@ -182,13 +85,6 @@ class Settings(BaseModel):
         if v and urlsplit(v).scheme not in ("http", "https"):
             raise ValueError("must be the service's public https:// base URL, e.g. https://cutouts.example.org")
         return v.rstrip("/")
-
-    @field_validator("oidc_scopes")
-    @classmethod
-    def _scopes(cls, v: str) -> str:
-        if "openid" not in v.split():
-            raise ValueError("must include 'openid'")
-        return v
 
     @field_validator("port")
     @classmethod
@@ -218,25 +114,6 @@ class Settings(BaseModel):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return v.upper()
 
-    @field_validator(
-        "wait_max_seconds", "default_destruction_seconds", "max_destruction_seconds",
-        "worker_threads", "max_job_attempts", "heartbeat_seconds", "stale_job_seconds",
-        "requeue_after_seconds", "sweep_interval_seconds", "retry_backoff_ms",
-    )
-    @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("must be greater than 0")
-        return v
-
-    @field_validator("default_execution_duration", "max_execution_duration", "transient_retries")
-    @classmethod
-    def _not_negative(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be 0 or more")
-        return v
-
-    # Derived values: one place that says where state lives.
     @property
     def embedded(self) -> bool:
         return not self.broker_url
@@ -248,6 +125,177 @@ class Settings(BaseModel):
     @property
     def results_dir(self) -> Path:
         return self.data_dir / "results"
+
+
+class UWSSettings(Group):
+    """UWS job control (durations in seconds) and the workers that run the jobs."""
+
+    wait_max_seconds: PositiveInt = Field(60, description=(
+        "Longest a blocking WAIT request is held; a client asking longer (or -1) gets this."))
+    wait_recheck_seconds: PositiveFloat = Field(5.0, description=(
+        "A blocking WAIT is woken by phase notifications; it also reads the job again this "
+        "often, in case a notification is lost."))
+    default_execution_duration: NonNegativeInt = Field(600, description=(
+        "Execution duration of a job whose client gives none; 0: unlimited."))
+    max_execution_duration: NonNegativeInt = Field(3600, description=(
+        "Longest execution duration a client may ask for; 0: clients may ask for unlimited."))
+    default_destruction_seconds: PositiveInt = Field(604800, description=(
+        "A job is destroyed this long after its creation unless its client asks for sooner "
+        "(7 days)."))
+    max_destruction_seconds: PositiveInt = Field(2592000, description=(
+        "Latest destruction a client may ask for, counted from the job's creation (30 days)."))
+    worker_threads: PositiveInt = Field(4, description=(
+        "Job threads of a `cutout worker` process (and of `cutout serve` in the embedded shape)."))
+    heartbeat_seconds: PositiveFloat = Field(5.0, description=(
+        "How often a worker records that its running jobs are alive."))
+    stale_job_seconds: PositiveFloat = Field(30.0, description=(
+        "An EXECUTING job whose worker has not sent a heartbeat for this long is re-queued "
+        "(or put in ERROR once max_job_attempts is reached)."))
+    max_job_attempts: PositiveInt = Field(2, description=(
+        "How many times a job is started before losing its worker puts it in ERROR."))
+    requeue_after_seconds: PositiveFloat = Field(600.0, description=(
+        "A QUEUED job not picked up for this long has its message sent again (lost messages). "
+        "With Redis this is only the fallback: when Redis holds fewer messages than there are "
+        "active jobs (it was restarted), QUEUED jobs are sent again after "
+        "lost_message_grace_seconds."))
+    lost_message_grace_seconds: PositiveFloat = Field(5.0, description=(
+        "When the broker holds fewer messages than there are active jobs, a job QUEUED for this "
+        "long has its message sent again."))
+    transient_retries: NonNegativeInt = Field(3, description=(
+        "Retries of a job step that failed for a passing reason (a store or service briefly "
+        "unavailable)."))
+    retry_backoff_ms: PositiveInt = Field(2000, description=(
+        "Wait before the first of those retries (milliseconds); it grows up to 30 times this."))
+    sweep_interval_seconds: PositiveFloat = Field(60.0, description=(
+        "How often the scheduled sweeps (destruction, stale jobs, lost messages) run; one "
+        "worker runs them at a time."))
+    watchdog_interval_seconds: PositiveFloat = Field(0.25, description=(
+        "How often a worker checks its running jobs for abort, deletion and overrun of their "
+        "execution duration."))
+    selftest_jobs: bool = Field(False, description=(
+        "Mount the self-test job kind at /selftest (sleeps, writes a small result, can fail on "
+        "demand)."))
+
+    def cross_checks(self) -> list[str]:
+        problems = []
+        if self.max_execution_duration and self.default_execution_duration > self.max_execution_duration:
+            problems.append(
+                f"{ENV_PREFIX}DEFAULT_EXECUTION_DURATION={self.default_execution_duration}: "
+                f"must not exceed max_execution_duration ({self.max_execution_duration})")
+        if self.max_execution_duration and not self.default_execution_duration:
+            problems.append(
+                f"{ENV_PREFIX}DEFAULT_EXECUTION_DURATION=0 (unlimited): not allowed while "
+                f"max_execution_duration is {self.max_execution_duration}")
+        if self.default_destruction_seconds > self.max_destruction_seconds:
+            problems.append(
+                f"{ENV_PREFIX}DEFAULT_DESTRUCTION_SECONDS={self.default_destruction_seconds}: "
+                f"must not exceed max_destruction_seconds ({self.max_destruction_seconds})")
+        if self.stale_job_seconds < 2 * self.heartbeat_seconds:
+            problems.append(
+                f"{ENV_PREFIX}STALE_JOB_SECONDS={self.stale_job_seconds}: must be at least twice "
+                f"heartbeat_seconds ({self.heartbeat_seconds}), or live jobs would be taken for dead")
+        return problems
+
+
+class SodaSettings(Group):
+    """SODA cutouts: dataset identifiers, size limits, previews."""
+
+    ivoa_authority: str = Field("demo.cutout", description=(
+        "Dataset IDs are IVOA publisher DIDs: ivo://<ivoa_authority>/<survey>?<image>."))
+    max_cutout_pixels: PositiveInt = Field(25_000_000, description=(
+        "Largest cutout, in pixels per plane."))
+    max_sync_cutouts: PositiveInt = Field(50, description=(
+        "Most cutouts one /sync request may ask for."))
+    max_preview_size: PositiveInt = Field(4096, description=(
+        "PNG/JPEG previews: largest side in pixels (SIZE may ask for less)."))
+    max_preview_source_pixels: PositiveInt = Field(100_000_000, description=(
+        "Most source pixels one preview may read (a whole 10000² DES tile is 1e8)."))
+    jpeg_quality: int = Field(90, description="JPEG quality of previews (1-95).")
+    cutout_threads: LimitOrOff = Field(0, description=(
+        "Threads of a web process that cut and encode /sync answers (a pool of their own, "
+        "apart from the one serving database and token calls); 0: one per CPU core."))
+
+    @field_validator("ivoa_authority")
+    @classmethod
+    def _authority(cls, v: str) -> str:
+        # IVOA Identifiers 2.0 §2.3.1: an authority id starts with an alphanumeric.
+        if not v or not v[0].isalnum() or any(c in v for c in "/?#"):
+            raise ValueError("must be an IVOA authority such as 'example.org' (no '/', '?' or '#')")
+        return v
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _quality(cls, v: int) -> int:
+        if not 1 <= v <= 95:
+            raise ValueError("must be between 1 and 95 (Pillow's useful JPEG range)")
+        return v
+
+
+class AuthSettings(Group):
+    """Who is asking: sessions, login methods, personal API tokens.
+
+    Secrets never go in a file of the repository: set CUTOUT_SESSION_SECRET /
+    CUTOUT_OIDC_CLIENT_SECRET in the environment, or name a file outside the repository in
+    session_secret_file / oidc_client_secret_file.
+    """
+
+    session_secret: SecretStr = Field(SecretStr(""), description=(
+        "Key that signs the session cookie. With neither it nor "
+        "session_secret_file, one is generated into data_dir/secrets/session.key (mode 0600)."))
+    session_secret_file: str = Field("", description=(
+        "A file (outside the repository) holding the session secret."))
+    session_cookie_name: str = Field("cutout_session", description="Name of the session cookie.")
+    session_cookie_secure: bool = Field(True, description=(
+        "Send the session cookie over HTTPS only. Set false only for plain-HTTP tests on loopback."))
+    session_max_age_seconds: PositiveInt = Field(43200, description=(
+        "Lifetime of a login session (12 hours)."))
+    oidc_issuer: str = Field("", description=(
+        "OIDC login (authorization code + PKCE), discovered from the issuer URL. Empty: no OIDC. "
+        "The redirect URI to register at the provider is <public URL>/auth/oidc/callback."))
+    oidc_client_id: str = Field("", description="Our client id at the OIDC provider.")
+    oidc_client_secret: SecretStr = Field(SecretStr(""), description=(
+        "Our client secret at the OIDC provider."))
+    oidc_client_secret_file: str = Field("", description=(
+        "A file (outside the repository) holding the OIDC client secret."))
+    oidc_scopes: str = Field("openid profile email", description=(
+        "Scopes asked for at login, separated by spaces; must include openid."))
+    oidc_username_claim: str = Field("sub", description=(
+        "The claim that names a user (jobs belong to it); the same claim is read from JWT "
+        "access tokens."))
+    oidc_accept_access_tokens: bool = Field(True, description=(
+        "Accept the provider's RFC 9068 JWT access tokens as Bearer tokens (checked against "
+        "its JWKS)."))
+    oidc_token_audience: str = Field("", description=(
+        "The audience those access tokens must carry; empty: oidc_client_id."))
+    oidc_clock_skew_seconds: LimitOrOff = Field(30, description=(
+        "Clock difference tolerated when checking those tokens' exp/iat."))
+    saml_idp_metadata: str = Field("", description=(
+        "SAML 2.0 login (e.g. eduGAIN through a federation): the IdP's metadata, a file or an "
+        "https:// URL. Empty: no SAML. Our SP metadata is served at /auth/saml/metadata."))
+    saml_username_attribute: str = Field("eduPersonPrincipalName", description=(
+        "The attribute that names a user (friendly name or OID URI); the NameID when absent."))
+    saml_sp_key_file: str = Field("", description=(
+        "Optional SP key (PEM) to sign AuthnRequests."))
+    saml_sp_cert_file: str = Field("", description=(
+        "Optional SP certificate (PEM) that goes with saml_sp_key_file."))
+    api_token_default_days: PositiveInt = Field(90, description=(
+        "Lifetime of a personal API token (Authorization: Bearer ...) when none is asked."))
+    api_token_max_days: PositiveInt = Field(365, description=(
+        "Longest lifetime a personal API token may be given."))
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError("must be the provider's https:// issuer URL (or empty: no OIDC login)")
+        return v.rstrip("/")
+
+    @field_validator("oidc_scopes")
+    @classmethod
+    def _scopes(cls, v: str) -> str:
+        if "openid" not in v.split():
+            raise ValueError("must include 'openid'")
+        return v
 
     @property
     def oidc_enabled(self) -> bool:
@@ -269,59 +317,146 @@ class Settings(BaseModel):
         path = getattr(self, f"{name}_file")
         return Path(path).read_text().strip() if path else ""
 
-    def survey_root(self, name: str) -> Path:
-        return self.data_dir / self.surveys[name].root
-
     def cross_checks(self) -> list[str]:
         problems = []
-        if self.max_execution_duration and self.default_execution_duration > self.max_execution_duration:
-            problems.append(
-                f"{ENV_PREFIX}DEFAULT_EXECUTION_DURATION={self.default_execution_duration}: "
-                f"must not exceed max_execution_duration ({self.max_execution_duration})")
-        if self.max_execution_duration and not self.default_execution_duration:
-            problems.append(
-                f"{ENV_PREFIX}DEFAULT_EXECUTION_DURATION=0 (unlimited): not allowed while "
-                f"max_execution_duration is {self.max_execution_duration}")
-        if self.default_destruction_seconds > self.max_destruction_seconds:
-            problems.append(
-                f"{ENV_PREFIX}DEFAULT_DESTRUCTION_SECONDS={self.default_destruction_seconds}: "
-                f"must not exceed max_destruction_seconds ({self.max_destruction_seconds})")
-        if self.stale_job_seconds < 2 * self.heartbeat_seconds:
-            problems.append(
-                f"{ENV_PREFIX}STALE_JOB_SECONDS={self.stale_job_seconds}: must be at least twice "
-                f"heartbeat_seconds ({self.heartbeat_seconds}), or live jobs would be taken for dead")
         if self.oidc_enabled and not self.oidc_client_id:
             problems.append(f"{ENV_PREFIX}OIDC_CLIENT_ID: required when oidc_issuer is set "
                             f"({self.oidc_issuer})")
         if self.api_token_default_days > self.api_token_max_days:
             problems.append(f"{ENV_PREFIX}API_TOKEN_DEFAULT_DAYS={self.api_token_default_days}: "
                             f"must not exceed api_token_max_days ({self.api_token_max_days})")
-        if self.anonymous_destruction_seconds > self.max_destruction_seconds:
-            problems.append(f"{ENV_PREFIX}ANONYMOUS_DESTRUCTION_SECONDS={self.anonymous_destruction_seconds}: "
-                            f"must not exceed max_destruction_seconds ({self.max_destruction_seconds})")
         for name in ("session_secret_file", "oidc_client_secret_file", "saml_sp_key_file",
                      "saml_sp_cert_file"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 problems.append(f"{ENV_PREFIX}{name.upper()}={path}: no such file")
-        if self.saml_enabled and not self.public_url:
-            problems.append(f"{ENV_PREFIX}PUBLIC_URL: required when saml_idp_metadata is set "
-                            f"(the SAML entity id and ACS URL are built from it)")
         metadata = self.saml_idp_metadata
         if metadata and "://" not in metadata and not Path(metadata).is_file():
             problems.append(f"{ENV_PREFIX}SAML_IDP_METADATA={metadata}: no such file (give a path or an https:// URL)")
         return problems
 
+
+class LimitsSettings(Group):
+    """Anonymous callers and per-user quotas (checked before a job runs; GET /usage shows a
+    user where they stand)."""
+
+    anonymous_access: bool = Field(True, description=(
+        "false: every SODA and UWS endpoint needs a login (VOSI stays open)."))
+    anonymous_async: Literal["off", "limited", "open"] = Field("limited", description=(
+        "\"off\": anonymous callers cannot create jobs (401 with login challenges); \"limited\": "
+        "they can, within anonymous_max_active_jobs (all anonymous callers together), their jobs "
+        "are destroyed after anonymous_destruction_seconds and the job list shows them nothing; "
+        "\"open\": anonymous callers use jobs like a user without quotas, and share one job list "
+        "(only for a service on a private network, or for development)."))
+    anonymous_max_cutout_pixels: PositiveInt = Field(1_048_576, description=(
+        "Largest anonymous cutout, in pixels per plane (1024 x 1024)."))
+    anonymous_max_sync_cutouts: PositiveInt = Field(1, description=(
+        "Most cutouts per anonymous request."))
+    anonymous_files: bool = Field(False, description=(
+        "Whole-file downloads (/files) for anonymous callers."))
+    anonymous_rate_limit: LimitOrOff = Field(60, description=(
+        "Requests per client address per window; beyond it 429 with Retry-After. 0: no limit."))
+    anonymous_rate_window_seconds: PositiveInt = Field(60, description=(
+        "The window of anonymous_rate_limit."))
+    anonymous_max_active_jobs: LimitOrOff = Field(4, description=(
+        "Jobs QUEUED or EXECUTING at once for all anonymous callers together; 0: no limit."))
+    anonymous_destruction_seconds: PositiveInt = Field(3600, description=(
+        "Anonymous jobs are destroyed this long after their creation."))
+    user_quota_bytes: LimitOrOff = Field(10 * 2**30, description=(
+        "Bytes of job results a user may keep (10 GiB); 0: no limit."))
+    user_max_active_jobs: LimitOrOff = Field(20, description=(
+        "Jobs of a user QUEUED or EXECUTING at once; 0: no limit."))
+
+
+class SurveySettings(Group):
+    """One survey: its class, its image store and what is cut from it."""
+
+    factory: str = Field(description=(
+        "The survey class, \"package.module:Class\" (a soda.surveys.base.Survey)."))
+    root: Path = Field(description="Its image store; a relative path is taken from data_dir.")
+    index: str = Field("index.csv", description="The tile index, relative to root.")
+    hdus: tuple[str, ...] = Field(("SCI", "MSK", "WGT"), description=(
+        "The HDUs cut identically, science first."))
+    demo_builder: str = Field("", description=(
+        "\"package.module:function\" that builds demo images into root at start when the "
+        "index is missing; empty: none."))
+    rgb_bands: tuple[str, ...] = Field((), description=(
+        "The colour composite's default bands as R, G, B (RGB=default)."))
+
+    @field_validator("factory", "demo_builder")
+    @classmethod
+    def _import_path(cls, v: str) -> str:
+        if v and (":" not in v or not all(v.split(":"))):
+            raise ValueError("must be an import path like 'package.module:name'")
+        return v
+
+
+def _default_surveys() -> dict[str, SurveySettings]:
+    return {"des": SurveySettings(factory="soda.surveys.des:DESSurvey", root=Path("demo/des"),
+                                  demo_builder="soda.surveys.demo:ensure_demo",
+                                  rgb_bands=("i", "r", "g"))}
+
+
+class Settings(Group):
+    ops: OpsSettings = Field(default_factory=OpsSettings)
+    uws: UWSSettings = Field(default_factory=UWSSettings)
+    soda: SodaSettings = Field(default_factory=SodaSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    surveys: dict[str, SurveySettings] = Field(default_factory=_default_surveys, description=(
+        "The surveys served, one [surveys.<name>] table each (adding a survey is one module "
+        "plus one table); a site file's surveys replace these."))
+
+    def survey_root(self, name: str) -> Path:
+        return self.ops.data_dir / self.surveys[name].root
+
+    def cross_checks(self) -> list[str]:
+        """Checks between settings, after each passed its own."""
+        problems = self.uws.cross_checks() + self.auth.cross_checks()
+        if self.limits.anonymous_destruction_seconds > self.uws.max_destruction_seconds:
+            problems.append(f"{ENV_PREFIX}ANONYMOUS_DESTRUCTION_SECONDS={self.limits.anonymous_destruction_seconds}: "
+                            f"must not exceed max_destruction_seconds ({self.uws.max_destruction_seconds})")
+        if self.auth.saml_enabled and not self.ops.public_url:
+            problems.append(f"{ENV_PREFIX}PUBLIC_URL: required when saml_idp_metadata is set "
+                            f"(the SAML entity id and ACS URL are built from it)")
+        return problems
+
     def describe(self) -> dict[str, Any]:
-        """The effective settings with secrets masked, for ``cutout check-config``."""
+        """The effective settings by their flat names, secrets masked, for ``cutout check-config``."""
         out: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            out[name] = mask_url(value) if name.endswith("_url") else value
-        out["effective_database_url"] = mask_url(self.effective_database_url)
-        out["results_dir"] = self.results_dir
-        out["shape"] = "embedded" if self.embedded else "distributed"
+        for group in GROUPS:
+            section = getattr(self, group)
+            for name in type(section).model_fields:
+                value = getattr(section, name)
+                out[name] = mask_url(value) if name.endswith("_url") else value
+        for survey, table in self.surveys.items():
+            for name in type(table).model_fields:
+                out[f"surveys.{survey}.{name}"] = getattr(table, name)
+        out["effective_database_url"] = mask_url(self.ops.effective_database_url)
+        out["results_dir"] = self.ops.results_dir
+        out["shape"] = "embedded" if self.ops.embedded else "distributed"
         return out
+
+
+# The groups of flat settings, in the order they are shown and written.
+GROUPS: dict[str, type[Group]] = {
+    "ops": OpsSettings, "uws": UWSSettings, "soda": SodaSettings, "auth": AuthSettings,
+    "limits": LimitsSettings,
+}
+
+
+def _group_of_each_name() -> dict[str, str]:
+    """Flat setting name -> its group; names must be unique across the groups."""
+    owner: dict[str, str] = {}
+    for group, model in GROUPS.items():
+        for name in model.model_fields:
+            if name in owner or name in Settings.model_fields:
+                raise TypeError(f"setting {name!r} is declared twice ({owner.get(name)}, {group})")
+            owner[name] = group
+    return owner
+
+
+GROUP_OF: dict[str, str] = _group_of_each_name()
 
 
 def mask_url(url: str) -> str:
@@ -335,77 +470,3 @@ def mask_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        problems.append(f"{ENV_PREFIX}CONFIG={path}: no such file")
-    except tomllib.TOMLDecodeError as exc:
-        problems.append(f"{path}: not valid TOML ({exc})")
-    return {}
-
-
-def _is_list(name: str) -> bool:
-    return typing.get_origin(Settings.model_fields[name].annotation) in (tuple, list)
-
-
-def _list_value(raw: str) -> Any:
-    """A list from the environment: a JSON list, or comma-separated words."""
-    if raw.lstrip().startswith("["):
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            return raw  # reported by validation with the setting's name
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
-
-def defaults() -> dict[str, Any]:
-    with resources.files("conf").joinpath("defaults.toml").open("rb") as fh:
-        return tomllib.load(fh)
-
-
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build the settings from defaults, site file and environment; raise ConfigError."""
-    env = os.environ if environ is None else environ
-    problems: list[str] = []
-    values = defaults()
-    origin = {key: "conf/defaults.toml" for key in values}
-
-    site = env.get(f"{ENV_PREFIX}CONFIG")
-    if site:
-        site_values = _read_toml(Path(site), problems)
-        values.update(site_values)
-        origin.update({key: site for key in site_values})
-
-    fields = Settings.model_fields
-    for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
-            continue
-        name = key[len(ENV_PREFIX):].lower()
-        if name not in fields or name == "surveys":
-            problems.append(f"{key}: unknown setting (known: {', '.join(sorted(fields))})")
-            continue
-        values[name] = _list_value(raw) if _is_list(name) else raw
-        origin[name] = key
-    values.update(overrides)
-    origin.update({key: "argument" for key in overrides})
-
-    try:
-        settings = Settings.model_validate(values)
-    except ValidationError as exc:
-        for err in exc.errors():
-            name = str(err["loc"][0]) if err["loc"] else "?"
-            where = origin.get(name, "settings")
-            label = where if where.startswith(ENV_PREFIX) else f"{name} (from {where})"
-            shown = err.get("input")
-            if name.endswith("_url") and isinstance(shown, str):
-                shown = mask_url(shown)
-            problems.append(f"{label}={shown!r}: {err['msg']}")
-        raise ConfigError(problems) from None
-    problems.extend(settings.cross_checks())
-    if problems:
-        raise ConfigError(problems)
-    return settings

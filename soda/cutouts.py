@@ -46,15 +46,15 @@ class Cutouts:
     def __init__(self, datasets: Datasets, settings: Settings, observe: Observer = _unobserved) -> None:
         self.datasets = datasets
         self.observe = observe
-        self.max_sync_cutouts = settings.max_sync_cutouts
-        self.max_preview_size = settings.max_preview_size
-        self.jpeg_quality = settings.jpeg_quality
-        self.user_limits = CutoutLimits(settings.max_cutout_pixels, None,
-                                        settings.max_preview_source_pixels, "this service's limit")
-        anonymous_pixels = min(settings.anonymous_max_cutout_pixels, settings.max_cutout_pixels)
+        self.max_sync_cutouts = settings.soda.max_sync_cutouts
+        self.max_preview_size = settings.soda.max_preview_size
+        self.jpeg_quality = settings.soda.jpeg_quality
+        self.user_limits = CutoutLimits(settings.soda.max_cutout_pixels, None,
+                                        settings.soda.max_preview_source_pixels, "this service's limit")
+        anonymous_pixels = min(settings.limits.anonymous_max_cutout_pixels, settings.soda.max_cutout_pixels)
         self.anonymous_limits = CutoutLimits(
-            anonymous_pixels, min(settings.anonymous_max_sync_cutouts, settings.max_sync_cutouts),
-            min(anonymous_pixels, settings.max_preview_source_pixels),
+            anonymous_pixels, min(settings.limits.anonymous_max_sync_cutouts, settings.soda.max_sync_cutouts),
+            min(anonymous_pixels, settings.soda.max_preview_source_pixels),
             "the limit for anonymous callers (log in for larger cutouts)")
 
     def limits(self, owner: str | None) -> CutoutLimits:

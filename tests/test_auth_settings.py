@@ -38,10 +38,10 @@ def test_secrets_come_from_the_environment_or_a_file_and_are_masked(tmp_path) ->
     secret_file = tmp_path / "client-secret"
     secret_file.write_text("from-a-file\n")
     settings = load_settings({"CUTOUT_DATA_DIR": str(tmp_path), "CUTOUT_OIDC_CLIENT_SECRET_FILE": str(secret_file)})
-    assert settings.secret("oidc_client_secret") == "from-a-file"
+    assert settings.auth.secret("oidc_client_secret") == "from-a-file"
     settings = load_settings({"CUTOUT_DATA_DIR": str(tmp_path), "CUTOUT_OIDC_CLIENT_SECRET": "from-env",
                               "CUTOUT_SESSION_SECRET": "s3cret"})
-    assert settings.secret("oidc_client_secret") == "from-env"
+    assert settings.auth.secret("oidc_client_secret") == "from-env"
     shown = repr(settings.describe())
     assert "from-env" not in shown and "s3cret" not in shown
 
@@ -54,7 +54,7 @@ def test_session_cookie_is_secure_by_default_and_its_key_is_private(tmp_path, de
 
     link_demo(tmp_path, demo_root)
     settings = load_settings({"CUTOUT_DATA_DIR": str(tmp_path)})
-    assert settings.session_cookie_secure
+    assert settings.auth.session_cookie_secure
     app = create_app(settings, build_demo=False)
     [session] = [m for m in app.user_middleware if m.cls is SessionMiddleware]
     assert session.kwargs["https_only"] is True and session.kwargs["same_site"] == "lax"

@@ -475,7 +475,7 @@ def test_selftest_wait_through_nginx_and_cors_on_results(cluster: Cluster) -> No
     # The WAIT timeout of nginx is above the service's cap (60 s by default).
     from conf import load_settings
 
-    cap = load_settings(environ={}).wait_max_seconds
+    cap = load_settings(environ={}).uws.wait_max_seconds
     for location in ("/async", "/selftest"):
         block = re.search(r"location\s+" + re.escape(location) + r"\s*\{(.*?)\}", cluster.nginx.rendered(), re.S)
         assert block, f"no location {location} in the template"

@@ -18,25 +18,65 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
-def test_defaults_come_from_the_conf_file():
+def test_defaults_come_from_the_settings_model():
     s = load_settings(environ={})
-    assert s.embedded and s.port == 8000 and s.wait_max_seconds == 60
-    assert s.effective_database_url.endswith("cutout-data/cutout.sqlite")
+    assert s.ops.embedded and s.ops.port == 8000 and s.uws.wait_max_seconds == 60
+    assert s.ops.effective_database_url.endswith("cutout-data/cutout.sqlite")
+    assert s.surveys["des"].rgb_bands == ("i", "r", "g")
 
 
 def test_environment_overrides_and_data_dir_moves_all_state(tmp_path):
     s = load_settings(environ={"CUTOUT_DATA_DIR": str(tmp_path), "CUTOUT_PORT": "9001",
                                "CUTOUT_SELFTEST_JOBS": "true"})
-    assert s.port == 9001 and s.selftest_jobs is True
-    assert s.effective_database_url == f"sqlite:///{tmp_path / 'cutout.sqlite'}"
-    assert s.results_dir == tmp_path / "results"
+    assert s.ops.port == 9001 and s.uws.selftest_jobs is True
+    assert s.ops.effective_database_url == f"sqlite:///{tmp_path / 'cutout.sqlite'}"
+    assert s.ops.results_dir == tmp_path / "results"
 
 
 def test_site_file_sits_between_defaults_and_environment(tmp_path):
     site = tmp_path / "site.toml"
     site.write_text('port = 7000\nwait_max_seconds = 10\n')
     s = load_settings(environ={"CUTOUT_CONFIG": str(site), "CUTOUT_PORT": "7001"})
-    assert (s.port, s.wait_max_seconds) == (7001, 10)
+    assert (s.ops.port, s.uws.wait_max_seconds) == (7001, 10)
+
+
+def test_site_file_takes_group_tables_and_flat_keys(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text('log_level = "debug"\n[uws]\nwait_max_seconds = 10\n[soda]\njpeg_quality = 70\n'
+                    '[surveys.other]\nfactory = "soda.surveys.des:DESSurvey"\nroot = "other"\n')
+    s = load_settings(environ={"CUTOUT_CONFIG": str(site), "CUTOUT_JPEG_QUALITY": "75"})
+    assert (s.ops.log_level, s.uws.wait_max_seconds, s.soda.jpeg_quality) == ("DEBUG", 10, 75)
+    assert list(s.surveys) == ["other"] and s.survey_root("other") == s.ops.data_dir / "other"
+
+
+def test_site_file_problems_name_the_key_and_the_file(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text('nope = 1\nport = 80\nwait_max_seconds = 0\n[ops]\nport = 81\nlog_json = "maybe"\n'
+                    '[uws]\nhost = "::"\nextra = 2\n[surveys.des]\nfactory = "no-colon"\nroot = "x"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"CUTOUT_CONFIG": str(site)})
+    problems = caught.value.problems
+    expected = [f"nope (from {site})=1: unknown setting",
+                f"port (from {site}): given twice, as a key and in the [ops] table",
+                f"wait_max_seconds (from {site})=0: Value error, must be greater than 0",
+                f"log_json (from {site})='maybe': ",
+                f"uws.host (from {site}): belongs in the [ops] table",
+                f"uws.extra (from {site})=2: unknown setting",
+                f"surveys.des.factory (from {site})='no-colon': "]
+    assert len(problems) == len(expected), problems
+    for start in expected:
+        assert sum(p.startswith(start) for p in problems) == 1, (start, problems)
+
+
+def test_cors_origins_from_the_environment_as_json_or_words():
+    words = load_settings(environ={"CUTOUT_CORS_ORIGINS": "https://a.example, https://b.example"})
+    listed = load_settings(environ={"CUTOUT_CORS_ORIGINS": '["https://a.example", "https://b.example"]'})
+    assert words.ops.cors_origins == listed.ops.cors_origins == ("https://a.example", "https://b.example")
+
+
+def test_arguments_override_the_environment():
+    s = load_settings(environ={"CUTOUT_PORT": "7001", "CUTOUT_HOST": "0.0.0.0"}, port=7002)
+    assert (s.ops.host, s.ops.port) == ("0.0.0.0", 7002)
 
 
 def test_every_bad_value_gets_its_own_message():

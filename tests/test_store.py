@@ -174,7 +174,14 @@ def test_expired_and_stale_queries(store):
 
 
 def _service(store: JobStore, tmp_path, run) -> tuple[UWSService, JobKind]:  # type: ignore[no-untyped-def]
-    service = UWSService(UWSConfig(), store, LocalStore(tmp_path / "results"), store.notifier)
+    config = UWSConfig(
+        wait_max_seconds=60, wait_recheck_seconds=5, default_execution_duration=600,
+        max_execution_duration=3600, default_destruction_seconds=7 * 86400,
+        max_destruction_seconds=30 * 86400, trust_forwarded_headers=True, accel_redirect_prefix="",
+        heartbeat_seconds=5, stale_job_seconds=30, max_job_attempts=2, requeue_after_seconds=600,
+        lost_message_grace_seconds=5, transient_retries=3, retry_backoff_ms=2000,
+        sweep_interval_seconds=60, watchdog_interval=0.25)
+    service = UWSService(config, store, LocalStore(tmp_path / "results"), store.notifier)
     kind = JobKind("probe", params_type=list, parse=lambda pairs, owner: pairs, run=run)
     service.register(kind)
     return service, kind

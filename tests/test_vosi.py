@@ -124,7 +124,8 @@ def test_forwarded_headers_ignored_when_untrusted(embedded: httpx.Client) -> Non
 
     from soda.web.app import create_app
 
-    settings = runtime(embedded).settings.model_copy(update={"trust_forwarded_headers": False})
+    settings = runtime(embedded).settings
+    settings = settings.model_copy(update={"ops": settings.ops.model_copy(update={"trust_forwarded_headers": False})})
     with TestClient(create_app(settings, build_demo=False), base_url="http://testserver") as client:
         doc = capabilities(client, **{"X-Forwarded-Host": "evil.example.org"})
     assert all(url.startswith("http://testserver/") for _, url, _ in access_urls(doc))

@@ -40,25 +40,28 @@ P = TypeVar("P")
 
 @dataclass(frozen=True)
 class UWSConfig:
-    wait_max_seconds: float = 60
+    """How the UWS layer behaves; the caller builds it from its own settings (durations in
+    seconds)."""
+
+    wait_max_seconds: float
     # WAIT is woken by notifications; this re-check only guards against a lost one.
-    wait_recheck_seconds: float = 5
-    default_execution_duration: int = 600
-    max_execution_duration: int = 3600  # 0: clients may ask for unlimited
-    default_destruction_seconds: int = 7 * 86400
-    max_destruction_seconds: int = 30 * 86400
-    trust_forwarded_headers: bool = True
+    wait_recheck_seconds: float
+    default_execution_duration: int
+    max_execution_duration: int  # 0: clients may ask for unlimited
+    default_destruction_seconds: int
+    max_destruction_seconds: int
+    trust_forwarded_headers: bool
     # When set (e.g. "/_results"), result downloads are handed to nginx by X-Accel-Redirect.
-    accel_redirect_prefix: str = ""
-    heartbeat_seconds: float = 5
-    stale_job_seconds: float = 30
-    max_job_attempts: int = 2
-    requeue_after_seconds: float = 600
-    lost_message_grace_seconds: float = 5
-    transient_retries: int = 3
-    retry_backoff_ms: int = 2000
-    sweep_interval_seconds: float = 60
-    watchdog_interval: float = 0.25
+    accel_redirect_prefix: str
+    heartbeat_seconds: float
+    stale_job_seconds: float
+    max_job_attempts: int
+    requeue_after_seconds: float
+    lost_message_grace_seconds: float
+    transient_retries: int
+    retry_backoff_ms: int
+    sweep_interval_seconds: float
+    watchdog_interval: float
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ class JobWatchdog(_Periodic):
     # shutdown is still interrupted instead of holding the shutdown up.
     stop_early = False
 
-    def __init__(self, store: JobStore, *, interval: float = 0.25, heartbeat_seconds: float = 5.0) -> None:
+    def __init__(self, store: JobStore, *, interval: float, heartbeat_seconds: float) -> None:
         self.store = store
         self.interval = interval
         self.heartbeat_seconds = heartbeat_seconds

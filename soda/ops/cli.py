@@ -1,4 +1,4 @@
-"""The ``cutout`` command: serve, worker, check-config."""
+"""The ``cutout`` command: serve, worker, demo-data, check-config, config-defaults."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _settings_or_exit(**overrides: object) -> Settings:
 def _logging(settings: Settings) -> None:
     from soda.ops.logs import configure
 
-    configure(settings.log_level, json_lines=settings.log_json)
+    configure(settings.ops.log_level, json_lines=settings.ops.log_json)
 
 
 def _metrics_dir(settings: Settings) -> None:
@@ -34,7 +34,7 @@ def _metrics_dir(settings: Settings) -> None:
 
     Must run before prometheus_client is imported.
     """
-    path = (settings.data_dir / "metrics").resolve()
+    path = (settings.ops.data_dir / "metrics").resolve()
     path.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(path))
 
@@ -52,11 +52,11 @@ def serve(args: argparse.Namespace) -> int:
     settings = _settings_or_exit(host=args.host, port=args.port)
     _metrics_dir(settings)
     _logging(settings)
-    if args.workers > 1 and settings.embedded:
+    if args.workers > 1 and settings.ops.embedded:
         print("cutout serve: --workers > 1 needs the distributed shape (set CUTOUT_BROKER_URL); "
               "the embedded shape keeps its jobs in one process", file=sys.stderr)
         return 2
-    common = dict(host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+    common = dict(host=settings.ops.host, port=settings.ops.port, log_level=settings.ops.log_level.lower(),
                   proxy_headers=False, timeout_graceful_shutdown=5, log_config=None)
     # By name: the web application sits above operations and is built in each web process.
     uvicorn.run("soda.web.app:create_app", factory=True, workers=args.workers, **common)
@@ -68,7 +68,7 @@ def worker(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     _metrics_dir(settings)
     _logging(settings)
-    if settings.embedded:
+    if settings.ops.embedded:
         print("cutout worker: no broker is configured (CUTOUT_BROKER_URL); in the embedded shape "
               "`cutout serve` runs the jobs itself", file=sys.stderr)
         return 2
@@ -80,7 +80,7 @@ def worker(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     runtime.start_workers(args.threads)
     logging.getLogger("cutout.worker").info(
-        "worker started: %d threads, queues %s", args.threads or settings.worker_threads,
+        "worker started: %d threads, queues %s", args.threads or settings.uws.worker_threads,
         ", ".join(sorted(runtime.broker.get_declared_queues())))
     stop.wait()
     runtime.stop_workers()
@@ -117,6 +117,14 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_defaults(args: argparse.Namespace) -> int:
+    """Print every setting with its meaning and default (the text of conf/defaults.toml)."""
+    from conf.reference import reference_toml
+
+    print(reference_toml(), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cutout", description="IVOA SODA/UWS image-cutout service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p = commands.add_parser("check-config", help="print the effective settings or their errors")
     p.set_defaults(func=check_config)
+
+    p = commands.add_parser("config-defaults",
+                            help="print every setting with its meaning and default, as TOML")
+    p.set_defaults(func=config_defaults)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -79,8 +79,8 @@ class HealthChecks:
 def service_checks(runtime: Runtime) -> HealthChecks:
     """The service's dependencies, by name, each as a call that raises when it is unusable."""
     found: list[tuple[str, Probe]] = [("database", lambda: check_database(runtime.store))]
-    if runtime.settings.broker_url:
-        found.append(("broker", redis_probe(runtime.settings.broker_url, CHECK_TIMEOUT)))
+    if runtime.settings.ops.broker_url:
+        found.append(("broker", redis_probe(runtime.settings.ops.broker_url, CHECK_TIMEOUT)))
     found.append(("images", lambda: check_images(runtime.datasets)))
     found.append(("results", lambda: check_results(runtime.storage)))
     return HealthChecks(found)

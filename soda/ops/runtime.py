@@ -7,7 +7,6 @@ broker_url, ``cutout worker`` processes run the jobs (distributed).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 
@@ -24,25 +23,43 @@ from soda.ops.pool import CutoutPool
 from soda.surveys.registry import load_datasets
 from storage import LocalStore
 from uws import JobKind, UWSConfig, UWSService
+from uws import tables as uws_tables
 from uws.broker import make_broker, start_worker
 from uws.notify import LocalNotifier, Notifier, RedisNotifier
 from uws.selftest import SELFTEST
-from uws import tables as uws_tables
 from uws.store import JobStore
 
 log = logging.getLogger(__name__)
 
 
 def uws_config(settings: Settings) -> UWSConfig:
-    """The UWS layer's own configuration: the settings of the same names."""
-    names = {f.name for f in dataclasses.fields(UWSConfig)} & set(Settings.model_fields)
-    return UWSConfig(**{name: getattr(settings, name) for name in names})
+    """The UWS layer's own configuration, field by field from the settings."""
+    uws, ops = settings.uws, settings.ops
+    return UWSConfig(
+        wait_max_seconds=uws.wait_max_seconds,
+        wait_recheck_seconds=uws.wait_recheck_seconds,
+        default_execution_duration=uws.default_execution_duration,
+        max_execution_duration=uws.max_execution_duration,
+        default_destruction_seconds=uws.default_destruction_seconds,
+        max_destruction_seconds=uws.max_destruction_seconds,
+        trust_forwarded_headers=ops.trust_forwarded_headers,
+        accel_redirect_prefix=ops.accel_redirect_prefix,
+        heartbeat_seconds=uws.heartbeat_seconds,
+        stale_job_seconds=uws.stale_job_seconds,
+        max_job_attempts=uws.max_job_attempts,
+        requeue_after_seconds=uws.requeue_after_seconds,
+        lost_message_grace_seconds=uws.lost_message_grace_seconds,
+        transient_retries=uws.transient_retries,
+        retry_backoff_ms=uws.retry_backoff_ms,
+        sweep_interval_seconds=uws.sweep_interval_seconds,
+        watchdog_interval=uws.watchdog_interval_seconds,
+    )
 
 
 def job_kinds(settings: Settings, cutouts: Cutouts) -> dict[str, JobKind]:
     """Job kinds by the path they are mounted at."""
     kinds: dict[str, JobKind] = {"/async": cutout_job_kind(cutouts)}
-    if settings.selftest_jobs:
+    if settings.uws.selftest_jobs:
         kinds["/selftest"] = SELFTEST
     return kinds
 
@@ -50,34 +67,35 @@ def job_kinds(settings: Settings, cutouts: Cutouts) -> dict[str, JobKind]:
 class Runtime:
     def __init__(self, settings: Settings, *, build_demo: bool = False) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        ops = settings.ops
+        ops.data_dir.mkdir(parents=True, exist_ok=True)
         self.datasets = load_datasets(settings, build_demo=build_demo)
         self.cutouts = Cutouts(self.datasets, settings, observe_cutout)
-        self.db = open_database(settings.effective_database_url)
+        self.db = open_database(ops.effective_database_url)
         migrate(self.db, [("uws", uws_tables.MIGRATIONS), ("auth", auth_tables.MIGRATIONS)])
-        self.storage = LocalStore(settings.results_dir)
-        self.notifier: Notifier = (RedisNotifier(settings.broker_url, settings.redis_namespace)
-                                   if settings.broker_url else LocalNotifier())
+        self.storage = LocalStore(ops.results_dir)
+        self.notifier: Notifier = (RedisNotifier(ops.broker_url, ops.redis_namespace)
+                                   if ops.broker_url else LocalNotifier())
         self.store = JobStore(self.db, self.notifier)
         self.uws = UWSService(uws_config(settings), self.store, self.storage, self.notifier)
         self.mounts = job_kinds(settings, self.cutouts)
         for kind in self.mounts.values():
             self.uws.register(kind)
-        self.broker = make_broker(settings.broker_url or None, settings.redis_namespace)
+        self.broker = make_broker(ops.broker_url or None, ops.redis_namespace)
         self.broker.add_middleware(WorkerMetrics())
         self.uws.attach(self.broker)
         self.uws.sweep_observers.append(observe_sweep)
         self.worker: dramatiq.Worker | None = None
-        self.pool = CutoutPool(settings.cutout_threads or os.cpu_count() or 1)
+        self.pool = CutoutPool(settings.soda.cutout_threads or os.cpu_count() or 1)
         self.health = service_checks(self)
 
     def start_workers(self, threads: int | None = None) -> dramatiq.Worker:
-        self.worker = start_worker(self.broker, threads or self.settings.worker_threads)
+        self.worker = start_worker(self.broker, threads or self.settings.uws.worker_threads)
         return self.worker
 
     async def start_web(self) -> None:
         await self.notifier.start()
-        if self.settings.embedded:
+        if self.settings.ops.embedded:
             self.start_workers()
             report = self.uws.recover_after_restart()
             if report.resent:

@@ -49,7 +49,7 @@ def load_datasets(settings: Settings, build_demo: bool = False) -> Datasets:
             builder: Callable[[Path], Path] = _load(conf.demo_builder)
             builder(root)
         factory = _load(conf.factory)
-        surveys[name] = factory(root=root, authority=settings.ivoa_authority, index=conf.index,
+        surveys[name] = factory(root=root, authority=settings.soda.ivoa_authority, index=conf.index,
                                 hdus=conf.hdus, name=name)
     rgb = {name: conf.rgb_bands for name, conf in settings.surveys.items() if conf.rgb_bands}
-    return Datasets(surveys, settings.ivoa_authority, rgb)
+    return Datasets(surveys, settings.soda.ivoa_authority, rgb)

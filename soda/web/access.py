@@ -46,33 +46,34 @@ def client_address(request: Request, trust_forwarded: bool) -> str:
 class Access:
     def __init__(self, settings: Settings, db: pw.Database) -> None:
         self.settings = settings
-        self.trust_forwarded = settings.trust_forwarded_headers
+        self.trust_forwarded = settings.ops.trust_forwarded_headers
         self.tokens = TokenStore(db)
         self.oidc: OidcLogin | None = None
         self.jwt: AccessTokenVerifier | None = None
-        if settings.oidc_enabled:
+        auth, limits, ops = settings.auth, settings.limits, settings.ops
+        if auth.oidc_enabled:
             self.oidc = OidcLogin(OidcConfig(
-                settings.oidc_issuer, settings.oidc_client_id, settings.secret("oidc_client_secret"),
-                settings.oidc_scopes, settings.oidc_username_claim))
-            if settings.oidc_accept_access_tokens:
+                auth.oidc_issuer, auth.oidc_client_id, auth.secret("oidc_client_secret"),
+                auth.oidc_scopes, auth.oidc_username_claim))
+            if auth.oidc_accept_access_tokens:
                 self.jwt = AccessTokenVerifier(
-                    settings.oidc_issuer, settings.oidc_token_audience or settings.oidc_client_id,
-                    settings.oidc_username_claim, self._fetch_jwks,
-                    leeway=settings.oidc_clock_skew_seconds)
+                    auth.oidc_issuer, auth.oidc_token_audience or auth.oidc_client_id,
+                    auth.oidc_username_claim, self._fetch_jwks,
+                    leeway=auth.oidc_clock_skew_seconds)
         self.limiter: RateLimiter | None = None
-        if settings.anonymous_rate_limit:
-            window = settings.anonymous_rate_window_seconds
-            self.limiter = (RedisRateLimiter(settings.broker_url, settings.redis_namespace,
-                                             settings.anonymous_rate_limit, window)
-                            if settings.broker_url else
-                            MemoryRateLimiter(settings.anonymous_rate_limit, window))
+        if limits.anonymous_rate_limit:
+            window = limits.anonymous_rate_window_seconds
+            self.limiter = (RedisRateLimiter(ops.broker_url, ops.redis_namespace,
+                                             limits.anonymous_rate_limit, window)
+                            if ops.broker_url else
+                            MemoryRateLimiter(limits.anonymous_rate_limit, window))
 
     def close(self) -> None:
         if self.limiter is not None:
             self.limiter.close()
 
     def _fetch_jwks(self) -> dict[str, Any]:
-        discovery = httpx2.get(OidcConfig(self.settings.oidc_issuer, "").discovery_url, timeout=10)
+        discovery = httpx2.get(OidcConfig(self.settings.auth.oidc_issuer, "").discovery_url, timeout=10)
         discovery.raise_for_status()
         keys = httpx2.get(discovery.json()["jwks_uri"], timeout=10)
         keys.raise_for_status()
@@ -123,10 +124,10 @@ class Access:
 
     def invalid_token(self, message: str, error: str = "invalid_token") -> AuthenticationError:
         return AuthenticationError(message, headers={"WWW-Authenticate": challenges.bearer(
-            self.settings.ivoa_authority, error, message)})
+            self.settings.soda.ivoa_authority, error, message)})
 
     async def _anonymous(self, client: str) -> Identity:
-        if not self.settings.anonymous_access:
+        if not self.settings.limits.anonymous_access:
             raise AuthenticationError("this service needs a login: send 'Authorization: Bearer <token>' "
                                       "(create a token at /tokens after logging in at /login)")
         if self.limiter is not None:
@@ -139,14 +140,14 @@ class Access:
                 seconds = max(1, int(wait + 0.999))
                 raise ServiceUnavailable(
                     f"too many requests from {client}: anonymous callers may make "
-                    f"{self.settings.anonymous_rate_limit} per {self.settings.anonymous_rate_window_seconds} s; "
+                    f"{self.settings.limits.anonymous_rate_limit} per {self.settings.limits.anonymous_rate_window_seconds} s; "
                     f"retry in {seconds} s, or log in", status=429, headers={"Retry-After": str(seconds)})
         return ANONYMOUS
 
     # --- what they may do -------------------------------------------------------------
 
     def allowance(self, identity: Identity) -> Allowance:
-        s = self.settings
+        s = self.settings.limits
         if identity.anonymous and s.anonymous_async == "open":
             return Allowance()
         if identity.anonymous:
@@ -164,8 +165,8 @@ class Access:
     def challenges(self, request: Request) -> list[str]:
         """What a 401 (or a capabilities answer) offers: where and how to get a token."""
         base = public_base(request, self.trust_forwarded)
-        offered = [challenges.bearer(self.settings.ivoa_authority)]
-        if self.settings.login_enabled:
+        offered = [challenges.bearer(self.settings.soda.ivoa_authority)]
+        if self.settings.auth.login_enabled:
             offered.append(challenges.ivoa_bearer(base + "/tokens"))
         return offered
 
@@ -195,7 +196,7 @@ class ChallengeMiddleware:
             return
         request = Request(scope)
         optional_here = (scope["path"].rstrip("/").endswith("/capabilities")
-                         and self.access.settings.login_enabled)
+                         and self.access.settings.auth.login_enabled)
 
         async def send_with_challenges(message: Message) -> None:
             if message["type"] == "http.response.start" and (

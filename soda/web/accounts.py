@@ -80,7 +80,7 @@ class Accounts:
         ]
 
     def _base(self, request: Request) -> str:
-        return public_base(request, self.settings.trust_forwarded_headers)
+        return public_base(request, self.settings.ops.trust_forwarded_headers)
 
     # --- logging in and out -------------------------------------------------------------
 
@@ -194,14 +194,14 @@ class Accounts:
         if not name or len(name) > 100:
             raise UsageError("name is required (1 to 100 characters), to tell tokens apart")
         days_text = params.single("lifetime_days")
-        days = self.settings.api_token_default_days
+        days = self.settings.auth.api_token_default_days
         if days_text is not None:
             try:
                 days = int(days_text)
             except ValueError:
                 raise UsageError(f"lifetime_days must be a whole number of days, not {days_text!r}") from None
-            if not 1 <= days <= self.settings.api_token_max_days:
-                raise UsageError(f"lifetime_days must be between 1 and {self.settings.api_token_max_days}")
+            if not 1 <= days <= self.settings.auth.api_token_max_days:
+                raise UsageError(f"lifetime_days must be between 1 and {self.settings.auth.api_token_max_days}")
         expires = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=days)
         info, secret = await run_in_threadpool(self.access.tokens.create, user_id, name, expires)
         log.info("user %s created API token %s (%s)", user_id, info.id, name)
@@ -233,8 +233,8 @@ class Accounts:
                      E.H2("New token"),
                      E.FORM(csrf(), E.LABEL("Name ", E.INPUT(name="name", required="required")),
                             E.LABEL(" Days ", E.INPUT(name="lifetime_days", type="number", min="1",
-                                                      max=str(self.settings.api_token_max_days),
-                                                      value=str(self.settings.api_token_default_days))),
+                                                      max=str(self.settings.auth.api_token_max_days),
+                                                      value=str(self.settings.auth.api_token_default_days))),
                             E.BUTTON("Create", type="submit"), method="post", action="/tokens"),
                      E.P(E.A("Usage and quotas", href="/usage"), " · ", E.A("Log out", href="/logout")))
 

@@ -60,12 +60,12 @@ def create_app(settings: Settings | None = None,
             await runtime.stop_web()
             access.close()
 
-    links = Links(runtime.datasets, runtime.settings.trust_forwarded_headers)
+    links = Links(runtime.datasets, runtime.settings.ops.trust_forwarded_headers)
     routes: list[BaseRoute] = [
         Route("/", _index(runtime), methods=["GET"]),
         Route("/sync", sync_endpoint(runtime.cutouts, identify, runtime.pool), methods=["GET", "POST"]),
         Route("/links", _guarded(links.links, identify), methods=["GET", "POST"]),
-        Route("/files", _guarded(links.files, identify, anonymous=settings.anonymous_files),
+        Route("/files", _guarded(links.files, identify, anonymous=settings.limits.anonymous_files),
               methods=["GET"]),
         Route("/capabilities", capabilities_endpoint(runtime), methods=["GET"]),
         Route("/availability", availability_endpoint(runtime), methods=["GET"]),
@@ -79,15 +79,15 @@ def create_app(settings: Settings | None = None,
     # Aladin Lite and other browser clients call the VO endpoints from other origins; they
     # get no credentials that way (no allow_credentials), so the session cookie stays home.
     middleware = [Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware),
-                  Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                  Middleware(CORSMiddleware, allow_origins=list(settings.ops.cors_origins),
                              allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"],
                              expose_headers=["Location", "Content-Disposition", "WWW-Authenticate",
                                              "Retry-After"]),
                   Middleware(ChallengeMiddleware, access=access),
                   Middleware(SessionMiddleware, secret_key=session_secret(settings),
-                             session_cookie=settings.session_cookie_name,
-                             max_age=settings.session_max_age_seconds, same_site="lax",
-                             https_only=settings.session_cookie_secure)]
+                             session_cookie=settings.auth.session_cookie_name,
+                             max_age=settings.auth.session_max_age_seconds, same_site="lax",
+                             https_only=settings.auth.session_cookie_secure)]
     handlers = {**EXCEPTION_HANDLERS, pw.OperationalError: _database_error, pw.InterfaceError: _database_error}
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan,
                     middleware=middleware)
@@ -98,20 +98,20 @@ def create_app(settings: Settings | None = None,
 
 def session_secret(settings: Settings) -> str:
     """From the environment or a file outside the repository; else one kept in data_dir."""
-    return settings.secret("session_secret") or load_or_create_secret(
-        settings.data_dir / "secrets" / "session.key")
+    return settings.auth.secret("session_secret") or load_or_create_secret(
+        settings.ops.data_dir / "secrets" / "session.key")
 
 
 def saml_provider(settings: Settings, db: pw.Database) -> SamlServiceProvider | None:
-    if not settings.saml_enabled:
+    if not settings.auth.saml_enabled:
         return None
     from auth.saml import SamlConfig, SamlServiceProvider
     return SamlServiceProvider(SamlConfig(
-        entity_id=settings.public_url + "/auth/saml/metadata",
-        acs_url=settings.public_url + "/auth/saml/acs",
-        idp_metadata=settings.saml_idp_metadata,
-        username_attribute=settings.saml_username_attribute,
-        key_file=settings.saml_sp_key_file or None, cert_file=settings.saml_sp_cert_file or None),
+        entity_id=settings.ops.public_url + "/auth/saml/metadata",
+        acs_url=settings.ops.public_url + "/auth/saml/acs",
+        idp_metadata=settings.auth.saml_idp_metadata,
+        username_attribute=settings.auth.saml_username_attribute,
+        key_file=settings.auth.saml_sp_key_file or None, cert_file=settings.auth.saml_sp_cert_file or None),
         DatabaseOutstanding(db))
 
 

@@ -128,7 +128,7 @@ def capabilities_endpoint(runtime: Runtime) -> Endpoint:
     # changes with the settings, which are loaded once, just before this runs.
     modified = now_in_seconds()
     headers = {"Last-Modified": http_date(modified), "Vary": VARY}
-    trust = runtime.settings.trust_forwarded_headers
+    trust = runtime.settings.ops.trust_forwarded_headers
 
     async def capabilities(request: Request) -> Response:
         if not_modified_since(request, modified):
