@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from soda.engine.cutout import celestial_wcs, open_image, science_header
-from soda.sky.sphere import separation
+from soda.sky.sphere import TangentPlane, separation, signed_area, unit_vectors
 from soda.surveys.base import ImageRef
 
 
@@ -29,10 +29,8 @@ def footprint(image: ImageRef) -> Footprint:
     ras, decs = (np.asarray(v, dtype=float) for v in wcs.pixel_to_world_values(xs, ys))
     cra, cdec = (float(v) for v in wcs.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2))
     corners = [(float(r) % 360.0, float(d)) for r, d in zip(ras, decs, strict=True)]
-    # Shoelace area with RA increasing to the right (RA offsets unwrapped about the centre).
-    offsets = [((r - cra + 180.0) % 360.0 - 180.0, d) for r, d in corners]
-    area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(offsets, offsets[1:] + offsets[:1], strict=True))
-    if area < 0:
+    plane = TangentPlane.about(unit_vectors(cra, cdec))  # x east, y north: east to the right
+    if signed_area(*plane.project(unit_vectors(ras, decs))) < 0:
         corners.reverse()
-    radius = float(max(separation(cra, cdec, r, d) for r, d in corners))
+    radius = float(np.max(separation(cra, cdec, ras, decs)))
     return Footprint(tuple(corners), (cra % 360.0, cdec), radius)

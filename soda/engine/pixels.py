@@ -19,8 +19,9 @@ import numpy as np
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from soda.sky.polygons import polygon_plane
 from soda.sky.regions import Circle, Polygon, Range, Shape
-from soda.sky.sphere import separation
+from soda.sky.sphere import circle_points, great_circle_points, ra_offset, separation, unit_vectors
 
 MAX_SAMPLES = 20000
 
@@ -43,57 +44,14 @@ class PixelBox:
         return (self.y1 - self.y0) * (self.x1 - self.x0)
 
 
-# --- spherical helpers (degrees in, degrees out) -------------------------------------------
-
-def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    ra, dec = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
-
-
-def _radec(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
-    return np.degrees(np.arctan2(v[..., 1], v[..., 0])) % 360.0, np.degrees(np.arcsin(np.clip(v[..., 2], -1, 1)))
-
-
-def _circle_points(c: Circle, n: int) -> tuple[np.ndarray, np.ndarray]:
-    theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    d0, r = math.radians(c.dec), math.radians(c.radius)
-    dec = np.arcsin(np.sin(d0) * np.cos(r) + np.cos(d0) * np.sin(r) * np.cos(theta))
-    ra = math.radians(c.ra) + np.arctan2(np.sin(theta) * np.sin(r) * np.cos(d0),
-                                         np.cos(r) - np.sin(d0) * np.sin(dec))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
-
-
-def _great_circle(a: tuple[float, float], b: tuple[float, float], n: int) -> tuple[np.ndarray, np.ndarray]:
-    va, vb = _unit(np.array(a[0]), np.array(a[1])), _unit(np.array(b[0]), np.array(b[1]))
-    omega = math.acos(float(np.clip(np.dot(va, vb), -1, 1)))
-    t = np.linspace(0, 1, n, endpoint=False)[:, None]
-    if omega < 1e-12:
-        return _radec(np.repeat(va[None, :], n, axis=0))
-    points = (np.sin((1 - t) * omega) * va + np.sin(t * omega) * vb) / math.sin(omega)
-    return _radec(points)
-
+# --- whether points lie in a region ------------------------------------------------------
 
 def _polygon_contains(p: Polygon, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Even-odd test in the gnomonic projection about the polygon's centre (edges stay straight)."""
-    verts = _unit(np.array([v[0] for v in p.vertices]), np.array([v[1] for v in p.vertices]))
-    centre = verts.sum(axis=0)
-    centre /= np.linalg.norm(centre)
-    east = np.cross([0.0, 0.0, 1.0], centre)
-    if np.linalg.norm(east) < 1e-12:
-        east = np.array([0.0, 1.0, 0.0])
-    east /= np.linalg.norm(east)
-    north = np.cross(centre, east)
-
-    def project(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z = v @ centre
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (v @ east) / z, (v @ north) / z
-
-    px, py = project(verts)
-    pts = _unit(ra, dec)
-    front = pts @ centre > 1e-9
-    x, y = project(pts)
+    """Even-odd test on the polygon's tangent plane (its edges are straight there)."""
+    plane = polygon_plane(p.vertices)
+    px, py = plane.project(unit_vectors(*np.transpose(p.vertices)))
+    points = unit_vectors(ra, dec)
+    x, y = plane.project(points)
     inside = np.zeros(len(x), dtype=bool)
     for i in range(len(px)):
         x1, y1, x2, y2 = px[i], py[i], px[i - 1], py[i - 1]
@@ -101,7 +59,7 @@ def _polygon_contains(p: Polygon, ra: np.ndarray, dec: np.ndarray) -> np.ndarray
         with np.errstate(divide="ignore", invalid="ignore"):
             at = (x2 - x1) * (y - y1) / (y2 - y1) + x1
         inside ^= crosses & (x < at)
-    return inside & front
+    return inside & plane.in_front(points)
 
 
 def contains(shape: Shape, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
@@ -151,7 +109,7 @@ def _range_edges(r: Range, image: _Image) -> tuple[np.ndarray, np.ndarray]:
     """Boundary samples of a RANGE, restricted to the image's own RA/Dec extent."""
     bra, bdec = image.border()
     ra_c = float(image.wcs.wcs.crval[0])
-    rel = (bra - ra_c + 180.0) % 360.0 - 180.0  # RA relative to the image, no wrap at 0
+    rel = ra_offset(bra, ra_c)  # RA relative to the image, no wrap at 0
     dec_lo, dec_hi = max(r.dec_min, float(bdec.min()) - image.scale), min(r.dec_max, float(bdec.max()) + image.scale)
     pole_inside = any(image.inside(*image.to_pixels(np.array([0.0]), np.array([p])))[0] for p in (90.0, -90.0))
     if pole_inside or dec_lo > dec_hi:
@@ -183,11 +141,11 @@ def _range_edges(r: Range, image: _Image) -> tuple[np.ndarray, np.ndarray]:
 def _boundary(shape: Shape, image: _Image) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(shape, Circle):
         length = 2 * math.pi * math.sin(math.radians(min(shape.radius, 90.0)))
-        return _circle_points(shape, _samples(math.degrees(length), image.scale))
+        return circle_points(shape.ra, shape.dec, shape.radius, _samples(math.degrees(length), image.scale))
     if isinstance(shape, Range):
         return _range_edges(shape, image)
     verts = list(shape.vertices)
-    parts = [_great_circle(a, b, _samples(float(separation(a[0], a[1], b[0], b[1])), image.scale))
+    parts = [great_circle_points(a, b, _samples(float(separation(a[0], a[1], b[0], b[1])), image.scale))
              for a, b in zip(verts, verts[1:] + verts[:1], strict=True)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 

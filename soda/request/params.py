@@ -15,6 +15,9 @@ Decisions (the why; the rules themselves are at the code):
   right, i.e. seen from outside the sphere. Since a client that read the sentence
   literally would send the other order, and a cutout region larger than a hemisphere
   is meaningless, we take the smaller region either way and store the examples' order.
+- A POLYGON must be simple (no repeated vertex, some area, no crossing edges) and lie
+  within 89 degrees of its vertices' mean direction, so that the gnomonic tangent plane
+  that the checks and the cutout engine both use holds it (``soda.sky.polygons``).
 - A scalar BAND or TIME must be sent as a pair (DALI §3.3.4: "must still be serialised
   as a pair"); a single number is refused with a hint rather than guessed.
 - RANGE needs ra1 <= ra2: a RANGE across RA = 0 is not defined by SODA §3.3.1, so a
@@ -30,7 +33,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from dali.errors import MultiValuedParamNotSupported, UsageError
+from soda.sky.polygons import is_clockwise, polygon_problem
 from soda.sky.regions import Circle, Polygon, Range, Shape
+from soda.sky.sphere import same_point
 
 FITS = "application/fits"
 FITS_FORMATS: Mapping[str, str] = MappingProxyType({FITS: FITS, "image/fits": FITS, "fits": FITS})
@@ -42,9 +47,6 @@ PARAM_NAMES = frozenset({"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL"
                          "RESPONSEFORMAT"})
 # Self-intersection is checked pair by pair (quadratic); this bounds the work per request.
 MAX_POLYGON_VERTICES = 200
-# All vertices within this angle of their mean direction, so that the gnomonic projection
-# used here and by the cutout engine is valid (and every edge is a minor arc).
-MAX_VERTEX_DISTANCE = 89.0
 MAX_ECHO = 100  # characters of an offending value quoted in an error message
 
 # DALI §3.3.1 -> VOTable numbers (TABLEDATA). ASCII digits only: Python's float() would
@@ -53,7 +55,6 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INFINITIES = {"+Inf": math.inf, "Inf": math.inf, "-Inf": -math.inf}
 _FILTER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
-Vertex = tuple[float, float]
 Interval = tuple[float, float]
 
 
@@ -236,145 +237,18 @@ def _polygon(name: str, value: str, tokens: list[str]) -> Polygon:
     for ra, dec in vertices:
         _check_ra(name, value, ra)
         _check_dec(name, value, dec)
-    if len(vertices) >= 2 and _same_point(vertices[0], vertices[-1]):
+    if len(vertices) >= 2 and same_point(vertices[0], vertices[-1]):
         vertices.pop()  # an explicit closing vertex (DALI 1.2 discourages it; harmless)
     if len(vertices) < 3:
         raise _bad(name, value, f"a polygon needs at least 3 vertices, not {len(vertices)}")
     if len(vertices) > MAX_POLYGON_VERTICES:
         raise _bad(name, value, f"a polygon may have at most {MAX_POLYGON_VERTICES} vertices")
-    reason = _polygon_problem(vertices)
+    reason = polygon_problem(vertices)  # repeats, hemisphere, no area, self-intersection
     if reason:
         raise _bad(name, value, reason)
-    if _signed_area(_tangent_plane(vertices)) < 0:
-        vertices.reverse()  # clockwise: see the module docstring
+    if is_clockwise(vertices):
+        vertices.reverse()  # see the module docstring
     return Polygon(tuple(vertices))
-
-
-# --- polygon geometry on the tangent plane ----------------------------------------------
-# The gnomonic projection maps great circles to straight lines, so the great-circle edges
-# of the polygon are exact straight segments there, RA wrap-around included.
-
-Vector = tuple[float, float, float]
-
-
-def _unit(vertex: Vertex) -> Vector:
-    ra, dec = math.radians(vertex[0]), math.radians(vertex[1])
-    return math.cos(dec) * math.cos(ra), math.cos(dec) * math.sin(ra), math.sin(dec)
-
-
-def _dot(a: Vector, b: Vector) -> float:
-    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-
-
-def _cross3(a: Vector, b: Vector) -> Vector:
-    return a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]
-
-
-def _normalised(v: Vector) -> Vector | None:
-    norm = math.sqrt(_dot(v, v))
-    return None if norm < 1e-12 else (v[0] / norm, v[1] / norm, v[2] / norm)
-
-
-def _same_point(a: Vertex, b: Vertex) -> bool:
-    """Also true for RA 0 vs 360, or any two RAs at a pole."""
-    return _dot(_unit(a), _unit(b)) > 1.0 - 1e-15
-
-
-def _mean_direction(vertices: list[Vertex]) -> Vector | None:
-    units = [_unit(v) for v in vertices]
-    return _normalised((sum(u[0] for u in units), sum(u[1] for u in units), sum(u[2] for u in units)))
-
-
-def _tangent_plane(vertices: list[Vertex]) -> list[tuple[float, float]]:
-    """(east, north) gnomonic coordinates about the vertices' mean direction."""
-    centre = _mean_direction(vertices)
-    assert centre is not None
-    east = _normalised(_cross3((0.0, 0.0, 1.0), centre)) or (0.0, 1.0, 0.0)  # at a pole: any
-    north = _cross3(centre, east)
-    points = []
-    for unit in map(_unit, vertices):
-        z = _dot(unit, centre)
-        points.append((_dot(unit, east) / z, _dot(unit, north) / z))
-    return points
-
-
-def _polygon_problem(vertices: list[Vertex]) -> str | None:
-    for i, vertex in enumerate(vertices):
-        for j in range(i):
-            if _same_point(vertices[j], vertex):
-                return f"vertex {i + 1} repeats vertex {j + 1} ({vertex[0]:g} {vertex[1]:g})"
-    centre = _mean_direction(vertices)
-    limit = math.cos(math.radians(MAX_VERTEX_DISTANCE))
-    if centre is None or any(_dot(_unit(v), centre) <= limit for v in vertices):
-        return f"the polygon must lie within a hemisphere (every vertex within " \
-               f"{MAX_VERTEX_DISTANCE:g} degrees of the vertices' mean direction)"
-    points = _tangent_plane(vertices)
-    eps = _tolerance(points)
-    if all(abs(_orient(points[0], points[1], p)) <= eps for p in points[2:]):
-        return "the polygon has no area (its vertices lie on one great circle)"
-    crossing = _self_intersection(points)
-    if crossing:
-        return f"the polygon intersects itself (edges {crossing[0]} and {crossing[1]} meet)"
-    return None
-
-
-def _signed_area(points: list[tuple[float, float]]) -> float:
-    """Positive when counter-clockwise with east to the right (as in DALI's example)."""
-    return sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(points, points[1:] + points[:1])) / 2
-
-
-def _tolerance(points: list[tuple[float, float]]) -> float:
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    size = max(max(xs) - min(xs), max(ys) - min(ys))
-    return 1e-12 * size * size
-
-
-def _orient(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
-    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-
-def _self_intersection(points: list[tuple[float, float]]) -> tuple[int, int] | None:
-    """The first pair of edges (1-based; edge k runs from vertex k to k+1) that meet."""
-    n = len(points)
-    eps = _tolerance(points)
-    edges = [(points[k], points[(k + 1) % n]) for k in range(n)]
-    for i in range(n):
-        nxt = (i + 1) % n
-        if _folds_back(edges[i], edges[nxt], eps):
-            return i + 1, nxt + 1
-        for j in range(i + 2, n):
-            if i == 0 and j == n - 1:
-                continue  # adjacent through the closing vertex
-            if _segments_meet(edges[i], edges[j], eps):
-                return i + 1, j + 1
-    return None
-
-
-Segment = tuple[tuple[float, float], tuple[float, float]]
-
-
-def _folds_back(first: Segment, second: Segment, eps: float) -> bool:
-    """Adjacent edges that run back along each other (a zero-width spike)."""
-    (a, b), (_, c) = first, second
-    if abs(_orient(a, b, c)) > eps:
-        return False
-    return (b[0] - a[0]) * (c[0] - b[0]) + (b[1] - a[1]) * (c[1] - b[1]) < 0
-
-
-def _segments_meet(s: Segment, t: Segment, eps: float) -> bool:
-    (p1, p2), (q1, q2) = s, t
-    d1, d2 = _orient(q1, q2, p1), _orient(q1, q2, p2)
-    d3, d4 = _orient(p1, p2, q1), _orient(p1, p2, q2)
-    if ((d1 > eps and d2 < -eps) or (d1 < -eps and d2 > eps)) and \
-            ((d3 > eps and d4 < -eps) or (d3 < -eps and d4 > eps)):
-        return True
-    return any(abs(d) <= eps and _within_box(point, seg)
-               for d, point, seg in ((d1, p1, t), (d2, p2, t), (d3, q1, s), (d4, q2, s)))
-
-
-def _within_box(point: tuple[float, float], seg: Segment) -> bool:
-    (x1, y1), (x2, y2) = seg
-    return min(x1, x2) <= point[0] <= max(x1, x2) and min(y1, y2) <= point[1] <= max(y1, y2)
 
 
 def _shape_pair(shape: Shape) -> tuple[str, str]:

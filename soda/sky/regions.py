@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from soda.sky.polygons import polygon_plane
+from soda.sky.sphere import radec
+
 
 @dataclass(frozen=True)
 class Circle:
@@ -54,14 +57,7 @@ def centre(shape: Shape) -> tuple[float, float] | None:
     if isinstance(shape, Range):
         if not shape.bounded:
             return None
-        return _mean_ra([shape.ra_min, shape.ra_max]), (shape.dec_min + shape.dec_max) / 2
-    ras = [ra for ra, _ in shape.vertices]
-    decs = [dec for _, dec in shape.vertices]
-    return _mean_ra(ras), sum(decs) / len(decs)
-
-
-def _mean_ra(ras: list[float]) -> float:
-    """Mean of right ascensions that may straddle RA = 0 (a vector mean)."""
-    x = sum(math.cos(math.radians(r)) for r in ras)
-    y = sum(math.sin(math.radians(r)) for r in ras)
-    return math.degrees(math.atan2(y, x)) % 360.0
+        # ra_min <= ra_max (SODA §3.3.1 as parsed): the middle of the interval, not across RA 0
+        return (shape.ra_min + shape.ra_max) / 2, (shape.dec_min + shape.dec_max) / 2
+    ra, dec = radec(polygon_plane(shape.vertices).centre)  # the vertices' mean direction
+    return float(ra), float(dec)
