@@ -328,8 +328,11 @@ class UWSService:
     def recover_after_restart(self) -> SweepReport:
         """Embedded shape: nothing survives the process, so every active job is re-sent."""
         report = SweepReport()
+        recovered = set()
         for job in self.store.stale_executing(utcnow() + dt.timedelta(days=1)):
-            self._recover(job, report)
+            self._recover(job, report)  # re-queued and sent, or failed
+            recovered.add(job.id)
         for job in self.store.waiting_queued():
-            self._resend(job, report)
+            if job.id not in recovered:
+                self._resend(job, report)
         return report

@@ -12,6 +12,7 @@ Parameters (names case-insensitive, used with RESPONSEFORMAT=image/png or image/
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from dali.errors import UsageError
@@ -20,6 +21,7 @@ from renderers import Scaling
 
 PNG, JPEG = "image/png", "image/jpeg"
 IMAGE_FORMATS = {PNG: PNG, "png": PNG, JPEG: JPEG, "jpeg": JPEG, "jpg": JPEG, "image/jpg": JPEG}
+_WHOLE = re.compile("[0-9]+")  # ASCII digits: str.isdigit() also takes superscripts int() refuses
 STRETCHES = ("linear", "asinh", "log", "sqrt")
 LIMIT_KINDS = ("zscale", "minmax", "percentile")
 
@@ -76,7 +78,7 @@ def parse_render(pairs: Params, max_size: int) -> RenderParams:
     size = None
     size_text = params.single("SIZE")
     if size_text is not None:
-        if not size_text.strip().isdigit() or not 1 <= int(size_text) <= max_size:
+        if not _WHOLE.fullmatch(size_text.strip()) or not 1 <= int(size_text) <= max_size:
             raise UsageError(f"SIZE={size_text!r}: must be a whole number of pixels from 1 to {max_size}")
         size = int(size_text)
     q_text = params.single("Q")

@@ -21,12 +21,14 @@ from soda.jobs.cutout import cutout_job_kind
 from soda.plan import Target
 from soda.surveys.des import DESSurvey, tile_centre
 from soda.surveys.registry import Datasets, load_datasets
+from soda.ops.database import migrate, open_database
+from soda.ops.runtime import uws_config
 from storage import LocalStore
-from uws import UWSConfig, UWSService
-from uws.models import migrate, open_database
+from uws import UWSService
 from uws.notify import LocalNotifier
 from uws.phases import Phase
 from uws.store import JobStore
+from uws.tables import MIGRATIONS
 
 TILE = "DES0139-4457"
 RA0, DEC0 = tile_centre(TILE)
@@ -240,16 +242,18 @@ def test_an_unreadable_image_is_a_service_error_without_its_path(tmp_path):
 
 def test_soda_job_writes_one_result_per_target(tmp_path, cutouts):
     db = open_database(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
-    migrate(db)
+    migrate(db, [("uws", MIGRATIONS)])
     store = JobStore(db, LocalNotifier())
-    service = UWSService(UWSConfig(), store, LocalStore(tmp_path / "results"), store.notifier)
+    service = UWSService(uws_config(load_settings(environ={})), store, LocalStore(tmp_path / "results"),
+                         store.notifier)
     kind = cutout_job_kind(cutouts)
     service.register(kind)
     pairs = [("POS", NEAR), ("POS", OFF_IMAGE), ("FILTER", "r,z")]
     with pytest.raises(MultiValuedParamNotSupported):
-        kind.validate(pairs, None)  # four cutouts: too many for an anonymous job
-    assert kind.validate(pairs, "alice") == pairs
-    job = service.create(kind, owner="alice", parameters=pairs, run_id=None,
+        service.parse(kind, pairs, None)  # four cutouts: too many for an anonymous job
+    parsed = service.parse(kind, pairs, "alice")
+    assert parsed.shown == pairs and parsed.value == cutouts.parse(pairs)
+    job = service.create(kind, owner="alice", parameters=parsed, run_id=None,
                          execution_duration=None, destruction=None)
     assert store.queue(job.id)
     service.execute(kind, job.id)

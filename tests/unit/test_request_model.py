@@ -129,8 +129,6 @@ def test_picture_options_are_single_valued():
         request(("RESPONSEFORMAT", "png"), ("SIZE", "10"), ("size", "20"))
 
 
-@pytest.mark.xfail(strict=True, reason="SIZE is checked with str.isdigit(), which accepts digits "
-                   "int() refuses (superscripts): a ValueError escapes instead of a UsageError")
 def test_size_with_a_superscript_digit_is_a_usage_error():
     with pytest.raises(UsageError, match="SIZE"):
         parse_render([("SIZE", "\u00b2")], MAX_SIZE)
