@@ -141,7 +141,7 @@ FAST_TIMINGS = {
     "CUTOUT_LOG_LEVEL": "INFO",
     "CUTOUT_SELFTEST_JOBS": "true",
     # The tests of the layers below auth use anonymous callers as an open service would
-    # (tests/test_auth*.py check the anonymous limits themselves).
+    # (tests/soda/web/test_auth_limits.py checks the anonymous limits themselves).
     "CUTOUT_ANONYMOUS_ASYNC": "open",
     "CUTOUT_ANONYMOUS_RATE_LIMIT": "0",
     "CUTOUT_ANONYMOUS_MAX_CUTOUT_PIXELS": "25000000",

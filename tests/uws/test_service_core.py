@@ -1,7 +1,7 @@
 """The UWS service core (uws/service.py over uws/store.py) without HTTP: creation with
 the server's limits, RUN, execution in the test thread, the error kinds a job can end
 with, destruction and the sweep. SQLite in tmp_path, Dramatiq's stub broker.
-(tests/test_store.py covers the store's transitions and duplicate messages.)"""
+(tests/uws/test_store.py covers the store's transitions and duplicate messages.)"""
 
 from __future__ import annotations
 
