@@ -1,7 +1,7 @@
 """Cutout speed on a full-size, row-tiled DES-like .fits.fz tile (10000² px, SCI+MSK+WGT).
 
 Compares, in the same run and on the same file:
-  ours        soda.cutout.cut: only the compressed rows the box needs (CompImageHDU.section)
+  ours        soda.engine.cutout.cut: only the compressed rows the box needs (CompImageHDU.section)
   decompress  the baseline: decompress each whole HDU, then slice
   astrocut    astrocut.fits_cut(..., extension="all", memory_only=True) (if installed)
 

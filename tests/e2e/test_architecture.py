@@ -470,7 +470,7 @@ BAD_FILES = {
 BAD_README = """\
 # cutout
 
-See [the design](../shared/DESIGN.md) and /work/shared/notes.md, or
+See [the design](../shared/DESIGN.md) and /home/someone/notes.md, or
 [nothing](docs/missing.md) and [a root](/etc/passwd); [fine](https://www.ivoa.net/) [also](#cutouts).
 """
 

@@ -1,4 +1,4 @@
-"""SODA parameter parsing (soda/params.py): the bad-request table and the good forms."""
+"""SODA parameter parsing (soda/request/params.py): the bad-request table and the good forms."""
 
 from __future__ import annotations
 
