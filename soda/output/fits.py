@@ -10,8 +10,9 @@ from soda import VERSION, SERVICE
 from soda.engine.cutout import Cut
 
 
-def fits_cutouts(cuts: Sequence[Cut]) -> bytes:
-    """One FITS file: an empty primary HDU, then every plane of every cut (EXTVER = cut number)."""
+def fits_cutouts(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:
+    """One FITS file: an empty primary HDU, then every plane of every cut (EXTVER = cut
+    number); ``names`` labels each cut with its combination's name (CUTNAME, SODA §6)."""
     primary = {
         "ORIGIN": (SERVICE, "IVOA SODA 1.0 cutout service"),
         "SVCVERS": (VERSION, "version of the service that cut this"),
@@ -24,6 +25,8 @@ def fits_cutouts(cuts: Sequence[Cut]) -> bytes:
             header = cutout_header(plane.header, c.box.x0, c.box.y0)
             header["EXTNAME"] = plane.name
             header["EXTVER"] = number
+            if names:
+                header["CUTNAME"] = (names[number - 1], "combination of the request's values (SODA 6)")
             header["DATASET"] = (c.image.dataset_id, "IVOA dataset ID of the source")
             header["SRCFILE"] = (c.image.path.name, "source file")
             header["SRCHDU"] = (plane.name, "source HDU")
