@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from renderers.fits import cutout_header, write_fits
+from renderers.fits import cutout_header, set_card, write_fits
 from soda import VERSION, SERVICE
 from soda.engine.cutout import Cut
 
@@ -24,13 +24,15 @@ def fits_cutouts(cuts: Sequence[Cut]) -> bytes:
             header = cutout_header(plane.header, c.box.x0, c.box.y0)
             header["EXTNAME"] = plane.name
             header["EXTVER"] = number
-            header["DATASET"] = (c.image.dataset_id, "IVOA dataset ID of the source")
-            header["SRCFILE"] = (c.image.path.name, "source file")
-            header["SRCHDU"] = (plane.name, "source HDU")
-            header["SRCBOX"] = (f"[{c.box.x0 + 1}:{c.box.x1},{c.box.y0 + 1}:{c.box.y1}]",
-                                "source pixels cut (FITS section, 1-based)")
-            header["REGION"] = (c.region.dali() if c.region is not None else "whole image",
-                                "requested region (ICRS deg)")
+            # Long values (IDs, file names, polygons) keep every character; set_card drops
+            # a comment that no longer fits beside its value rather than cutting it.
+            set_card(header, "DATASET", c.image.dataset_id, "IVOA dataset ID of the source")
+            set_card(header, "SRCFILE", c.image.path.name, "source file")
+            set_card(header, "SRCHDU", plane.name, "source HDU")
+            set_card(header, "SRCBOX", f"[{c.box.x0 + 1}:{c.box.x1},{c.box.y0 + 1}:{c.box.y1}]",
+                     "source pixels cut (FITS section, 1-based)")
+            set_card(header, "REGION", c.region.dali() if c.region is not None else "whole image",
+                     "requested region (ICRS deg)")
             header["SVCVERS"] = VERSION
             planes.append((plane.data, header))
-    return write_fits(planes, {k: v for k, v in primary.items()})
+    return write_fits(planes, primary)
