@@ -70,7 +70,7 @@ def test_fits_ignores_the_picture_options():
 def test_picture_defaults():
     parsed = request(("RESPONSEFORMAT", "png"))
     assert parsed.render == RenderParams()
-    assert parsed.render.scaling == Scaling("asinh", "zscale", (0.5, 99.5))
+    assert parsed.render.scaling == Scaling("asinh", "sky", (0.5, 99.5))
     assert (parsed.render.size, parsed.render.rgb, parsed.render.q) == (None, None, 8.0)
     assert parsed.render.use_default_rgb is False
     assert parsed.rgb is None
@@ -116,7 +116,7 @@ def test_picture_options_are_read():
     ([("RGB", "i,r")], "RGB='i,r': give three bands as R,G,B"),
     ([("RGB", "i,r,g,z")], "give three bands"),
     ([("STRETCH", "ASINH")], "STRETCH='ASINH': must be one of linear, asinh, log, sqrt"),
-    ([("LIMITS", "auto")], "LIMITS='auto': must be one of zscale, minmax, percentile"),
+    ([("LIMITS", "auto")], "LIMITS='auto': must be one of sky, zscale, minmax, percentile"),
 ])
 def test_picture_option_bounds(pairs, fragment):
     with pytest.raises(UsageError) as caught:
