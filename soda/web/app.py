@@ -22,12 +22,13 @@ from auth.outstanding import DatabaseOutstanding
 from auth.session import load_or_create_secret
 from conf import Settings, load_settings
 from dali.errors import AuthenticationError, ServiceUnavailable
-from dali.http import EXCEPTION_HANDLERS, Endpoint, error_response
+from dali.http import EXCEPTION_HANDLERS, DaliRoute, Endpoint, error_response
 from soda.ops.logs import RequestIdMiddleware
 from soda.ops.metrics import MetricsMiddleware, metrics_endpoint
 from soda.ops.runtime import Runtime
 from soda.web.access import Access, ChallengeMiddleware
 from soda.web.accounts import Accounts
+from soda.web import datalink
 from soda.web.datalink import Links
 from soda.web.sync import sync_endpoint
 from soda.web.vosi import availability_endpoint, capabilities_endpoint
@@ -64,7 +65,8 @@ def create_app(settings: Settings | None = None,
     routes: list[BaseRoute] = [
         Route("/", _index(runtime), methods=["GET"]),
         Route("/sync", sync_endpoint(runtime.cutouts, identify, runtime.pool), methods=["GET", "POST"]),
-        Route("/links", _guarded(links.links, identify), methods=["GET", "POST"]),
+        DaliRoute("/links", _guarded(links.links, identify), methods=["GET", "POST"],
+                  errors=datalink.ERRORS),
         Route("/files", _guarded(links.files, identify, anonymous=settings.limits.anonymous_files),
               methods=["GET"]),
         Route("/capabilities", capabilities_endpoint(runtime), methods=["GET"]),

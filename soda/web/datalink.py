@@ -20,7 +20,7 @@ from starlette.responses import FileResponse, Response
 
 from dali import votable
 from dali.errors import ServiceError, ServiceUnavailable, UsageError, not_found
-from dali.http import public_base, read_params
+from dali.http import ErrorFormat, public_base, read_params
 from dali.standards import DATALINK_LINKS, DATALINK_TYPE, SODA_ASYNC, SODA_SYNC
 from soda.engine.cutout import ImageUnreadable
 from soda.engine.footprint import Footprint, footprint
@@ -63,16 +63,25 @@ _e = votable.element
 
 
 def _fault(error: ServiceError) -> str:
-    """DataLink §3.4: whole-request errors start with a DataLink fault name."""
+    """DataLink §3.4: whole-request errors start with a DataLink fault name.
+
+    DataLink 1.1 has no fault of its own for a refused login (401) or a refused caller (403):
+    they are UsageFaults, and the status and WWW-Authenticate headers say the rest.
+    """
     if error.status == 404:
         label = "NotFoundFault"
-    elif isinstance(error, ServiceUnavailable):
+    elif isinstance(error, ServiceUnavailable):  # 503, and the anonymous rate limit's 429
         label = "TransientFault"
     elif error.status < 500:
         label = "UsageFault"
     else:
         label = "FatalFault"
     return f"{label}: {error.message}"
+
+
+# DataLink §3.4: for the standard output (VOTable) the error document MUST be a VOTable.
+# The /links route declares it, so every error answered for it takes this form.
+ERRORS = ErrorFormat(votable.VOTABLE_TYPE, lambda error: votable.error_document(_fault(error)))
 
 
 class Links:
@@ -95,23 +104,16 @@ class Links:
     # --- /links --------------------------------------------------------------------------
 
     async def links(self, request: Request) -> Response:
-        try:
-            params = await read_params(request)
-            fmt = params.single("RESPONSEFORMAT")
-            if fmt is not None and fmt.split(";")[0].strip().lower() not in VOTABLE_FORMATS:
-                raise UsageError(f"RESPONSEFORMAT {fmt!r} is not offered; {{links}} answers "
-                                 f"VOTable ({DATALINK_TYPE})")
-            ids = params.all("ID")
-        except ServiceError as error:
-            return self._error(error)
+        """DataLink §2: {links}; its errors are written by ``ERRORS``, which its route declares."""
+        params = await read_params(request)
+        fmt = params.single("RESPONSEFORMAT")
+        if fmt is not None and fmt.split(";")[0].strip().lower() not in VOTABLE_FORMATS:
+            raise UsageError(f"RESPONSEFORMAT {fmt!r} is not offered; {{links}} answers "
+                             f"VOTable ({DATALINK_TYPE})")
+        ids = params.all("ID")
         base = public_base(request, self.trust_forwarded)
         body = await run_in_threadpool(self.document, ids, base)
         return Response(body, media_type=DATALINK_TYPE)
-
-    def _error(self, error: ServiceError) -> Response:
-        """DataLink §3.4: for VOTable output the error document MUST be a VOTable."""
-        return Response(votable.error_document(_fault(error)), status_code=error.status,
-                        media_type=votable.VOTABLE_TYPE)
 
     def document(self, ids: list[str], base: str) -> bytes:
         overflow = len(ids) > MAX_IDS

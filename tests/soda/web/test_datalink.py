@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 
+import httpx
 import pytest
 from lxml import etree
+from starlette.testclient import TestClient
 
-from conftest import DEMO_SIZE, IN_CI, assert_votable
+from conftest import DEMO_SIZE, IN_CI, app_client, assert_votable
 from soda.surveys.des import tile_centre
 
 V = "{http://www.ivoa.net/xml/VOTable/v1.3}"
@@ -122,6 +125,78 @@ def test_links_errors_are_votables_with_datalink_faults(embedded, extra, status,
     doc = assert_votable(r.content)
     info = doc.find(f"{V}RESOURCE/{V}INFO")
     assert info.get("value") == "ERROR" and info.text.startswith(fault)
+
+
+def fault_of(response: httpx.Response, status: int, label: str) -> str:
+    """DataLink §3.4: the whole-request error is a VOTable whose QUERY_STATUS text starts
+    with the fault label; returns that text."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/x-votable+xml"
+    doc = assert_votable(response.content)
+    [info] = doc.findall(f"{V}RESOURCE/{V}INFO")
+    assert info.get("name") == "QUERY_STATUS" and info.get("value") == "ERROR"
+    assert info.text.startswith(f"{label}: "), info.text
+    return info.text
+
+
+@pytest.fixture(scope="module")
+def policed(tmp_path_factory: pytest.TempPathFactory, demo_root) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+    """The app behind the real access policy, with a small anonymous rate limit."""
+    data = tmp_path_factory.mktemp("links-policy") / "data"
+    with app_client(data, demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="3",
+                    CUTOUT_ANONYMOUS_RATE_WINDOW_SECONDS="3600") as client:
+        yield client
+
+
+def test_links_refused_token_is_a_usage_fault_with_its_challenge(policed):
+    r = policed.get("/links", params={"ID": DID}, headers={"Authorization": "Bearer cut_bogus"})
+    assert "unknown or revoked API token" in fault_of(r, 401, "UsageFault")
+    challenges = r.headers.get_list("www-authenticate")
+    assert any(c.startswith("Bearer ") and 'error="invalid_token"' in c for c in challenges), challenges
+
+
+def test_links_other_authorization_scheme_is_a_usage_fault(policed):
+    r = policed.post("/links", data={"ID": DID}, headers={"Authorization": "Basic YWxpY2U6cHc="})
+    fault_of(r, 401, "UsageFault")
+    assert any('error="invalid_request"' in c for c in r.headers.get_list("www-authenticate"))
+
+
+def test_links_anonymous_rate_limit_is_a_transient_fault_with_retry_after(policed):
+    here = {"X-Forwarded-For": "192.0.2.41"}
+    assert [policed.get("/links", params={"ID": DID}, headers=here).status_code
+            for _ in range(3)] == [200, 200, 200]
+    r = policed.get("/links", params={"ID": DID}, headers=here)
+    assert "too many requests" in fault_of(r, 429, "TransientFault")
+    assert 1 <= int(r.headers["retry-after"]) <= 3600
+
+
+def test_links_method_not_allowed_is_a_usage_fault_with_allow(policed):
+    r = policed.delete("/links", params={"ID": DID}, headers={"X-Forwarded-For": "192.0.2.42"})
+    assert "DELETE is not allowed" in fault_of(r, 405, "UsageFault")
+    assert set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
+
+
+def test_links_unreadable_body_is_a_usage_fault(policed):
+    r = policed.post("/links", content=b"ID=x", headers={"Content-Type": "text/plain",
+                                                         "X-Forwarded-For": "192.0.2.43"})
+    assert "POST bodies must be" in fault_of(r, 400, "UsageFault")
+
+
+def test_links_needs_a_login_when_anonymous_access_is_off(tmp_path, demo_root):
+    with app_client(tmp_path / "data", demo_root, CUTOUT_ANONYMOUS_ACCESS="false") as client:
+        r = client.get("/links", params={"ID": DID})
+    assert "needs a login" in fault_of(r, 401, "UsageFault")
+    assert any(c.startswith("Bearer ") for c in r.headers.get_list("www-authenticate"))
+
+
+def test_links_unexpected_failure_is_a_fatal_fault(embedded, monkeypatch):
+    def broken(dataset_id: str):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the image store fell over")
+    monkeypatch.setattr(embedded.app_state.runtime.datasets, "by_id", broken)
+    quiet = TestClient(embedded.app, base_url="http://testserver", raise_server_exceptions=False)
+    r = quiet.get("/links", params={"ID": DID})
+    text = fault_of(r, 500, "FatalFault")
+    assert "internal failure, logged as incident" in text and "fell over" not in text
 
 
 def test_files_unknown_id_is_404(embedded):
