@@ -30,6 +30,7 @@ from soda.web.access import Access, ChallengeMiddleware
 from soda.web.accounts import Accounts
 from soda.web import datalink
 from soda.web.datalink import Links
+from soda.web.index import index_endpoint
 from soda.web.sync import sync_endpoint
 from soda.web.vosi import availability_endpoint, capabilities_endpoint
 from uws import JobRoutes
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None,
 
     links = Links(runtime.datasets, runtime.settings.ops.trust_forwarded_headers)
     routes: list[BaseRoute] = [
-        Route("/", _index(runtime), methods=["GET"]),
+        Route("/", index_endpoint(runtime), methods=["GET"]),
         Route("/sync", sync_endpoint(runtime.cutouts, identify, runtime.pool), methods=["GET", "POST"]),
         DaliRoute("/links", _guarded(links.links, identify), methods=["GET", "POST"],
                   errors=datalink.ERRORS),
@@ -148,16 +149,3 @@ def _ready(runtime: Runtime):  # type: ignore[no-untyped-def]
         return PlainTextResponse("ready\n")
     return ready
 
-
-def _index(runtime: Runtime):  # type: ignore[no-untyped-def]
-    async def index(request: Request) -> Response:
-        lines = ["IVOA SODA 1.0 / UWS 1.1 cutout service", "",
-                 "/sync\tSODA 1.0 synchronous cutouts (GET or POST)",
-                 "/links\tDataLink 1.1 links of a dataset (ID=...)",
-                 "/capabilities\tVOSI 1.1 capabilities", "/availability\tVOSI 1.1 availability",
-                 "/login\tlog in (OIDC or SAML), then /tokens for API tokens",
-                 "/whoami\twho the service takes you for", "/usage\tyour jobs and result space"]
-        for path, kind in runtime.mounts.items():
-            lines.append(f"{path}\tUWS job list: {kind.description}")
-        return PlainTextResponse("\n".join(lines) + "\n")
-    return index
