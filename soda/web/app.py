@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 import peewee as pw
 from starlette.middleware.sessions import SessionMiddleware
 
-from auth import IdentityResolver
+from auth import Identity, IdentityResolver
 from auth.outstanding import DatabaseOutstanding
 from auth.session import load_or_create_secret
 from conf import Settings, load_settings
@@ -29,7 +29,7 @@ from soda.ops.runtime import Runtime
 from soda.web.access import Access, ChallengeMiddleware
 from soda.web.accounts import Accounts
 from soda.web import datalink
-from soda.web.datalink import Links
+from soda.web.datalink import LinkAccess, Links
 from soda.web.index import index_endpoint
 from soda.web.sync import sync_endpoint
 from soda.web.vosi import availability_endpoint, capabilities_endpoint
@@ -62,11 +62,11 @@ def create_app(settings: Settings | None = None,
             await runtime.stop_web()
             access.close()
 
-    links = Links(runtime.datasets, runtime.settings.ops.trust_forwarded_headers)
+    links = Links(runtime.datasets, settings.ops.trust_forwarded_headers, link_access(runtime))
     routes: list[BaseRoute] = [
         Route("/", index_endpoint(runtime), methods=["GET"]),
         Route("/sync", sync_endpoint(runtime.cutouts, identify, runtime.pool), methods=["GET", "POST"]),
-        DaliRoute("/links", _guarded(links.links, identify), methods=["GET", "POST"],
+        DaliRoute("/links", _identified(links.links, identify), methods=["GET", "POST"],
                   errors=datalink.ERRORS),
         Route("/files", _guarded(links.files, identify, anonymous=settings.limits.anonymous_files),
               methods=["GET"]),
@@ -122,6 +122,22 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     log.error("database failure on %s %s: %s", request.method, request.url.path, exc)
     return error_response(request, ServiceUnavailable("the job database is not reachable; try again later",
                                                       headers={"Retry-After": "10"}))
+
+
+def link_access(runtime: Runtime) -> LinkAccess:
+    """What the links tell anonymous callers they may follow: the limits they meet there."""
+    limits = runtime.settings.limits
+    return LinkAccess(anonymous=limits.anonymous_access, files=limits.anonymous_files,
+                      jobs=limits.anonymous_async != "off",
+                      preview_pixels=runtime.cutouts.anonymous_limits.max_preview_source)
+
+
+def _identified(endpoint: Callable[[Request, Identity], Awaitable[Response]],
+                identify: IdentityResolver) -> Endpoint:
+    """An endpoint that answers according to who asks, behind the access policy."""
+    async def identified(request: Request) -> Response:
+        return await endpoint(request, await identify(request))
+    return identified
 
 
 def _guarded(endpoint: Endpoint, identify: IdentityResolver, *, anonymous: bool = True) -> Endpoint:

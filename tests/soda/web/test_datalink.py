@@ -199,6 +199,89 @@ def test_links_unexpected_failure_is_a_fatal_fault(embedded, monkeypatch):
     assert "internal failure, logged as incident" in text and "fell over" not in text
 
 
+# --- link_auth and link_authorized (DataLink §3.2.11, §3.2.12) ------------------------------
+
+def auth_columns(doc: etree._Element) -> dict[str, tuple[str | None, str | None]]:
+    """(link_auth, link_authorized) by row, keyed by semantics (#cutout: sync, async)."""
+    fields = {f.get("name"): f for f in doc.iter(f"{V}FIELD")}
+    assert fields["link_auth"].get("datatype") == "char" and fields["link_auth"].get("ucd") == "meta.code"
+    assert fields["link_authorized"].get("datatype") == "boolean"   # §3.2.12: MUST
+    out = {}
+    for row in rows(doc):
+        key = row["semantics"] if row["semantics"] != "#cutout" else f"#cutout {row['service_def']}"
+        out[key] = (row["link_auth"], row["link_authorized"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def defaults(tmp_path_factory: pytest.TempPathFactory, demo_root) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+    """The service's own anonymous limits: no whole files, a 1024² preview (the demo's size)."""
+    with app_client(tmp_path_factory.mktemp("links-defaults") / "data", demo_root,
+                    CUTOUT_ANONYMOUS_RATE_LIMIT="0") as client:
+        yield client
+
+
+def bearer(client: httpx.Client) -> dict[str, str]:
+    import datetime as dt
+    later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=1)
+    _, secret = client.app_state.access.tokens.create("alice", "links", later)  # type: ignore[attr-defined]
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_link_auth_for_anonymous_callers_follows_the_settings(defaults):
+    r = defaults.get("/links", params={"ID": DID})
+    assert "Authorization" in r.headers["vary"]
+    assert auth_columns(assert_votable(r.content)) == {
+        "#this": ("true", "false"),              # anonymous_files = false: /files needs a login
+        "#preview": ("optional", "true"),        # 1024² demo image, at the anonymous limit
+        "#cutout soda-sync-1": ("optional", "true"),
+        "#cutout soda-async-1": ("optional", "true"),   # anonymous_async = "limited"
+    }
+
+
+def test_link_authorized_predicts_what_an_anonymous_caller_gets(defaults):
+    table = rows(assert_votable(defaults.get("/links", params={"ID": DID}).content))
+    for row in (t for t in table if t["access_url"]):
+        r = defaults.get(row["access_url"])
+        if row["link_authorized"] == "true":
+            assert r.status_code == 200 and r.headers["content-type"] == row["content_type"]
+        else:
+            assert r.status_code == 401 and r.headers.get_list("www-authenticate"), r.text
+
+
+def test_link_authorized_for_a_logged_in_caller(defaults):
+    user = bearer(defaults)
+    table = rows(assert_votable(defaults.get("/links", params={"ID": DID}, headers=user).content))
+    assert {t["link_authorized"] for t in table} == {"true"}
+    assert [t["link_auth"] for t in table] == ["true", "optional", "optional", "optional"]
+    this = table[0]
+    assert defaults.get(this["access_url"], headers=user).status_code == 200
+
+
+def test_link_auth_when_anonymous_callers_get_less(tmp_path, demo_root):
+    with app_client(tmp_path / "data", demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="0",
+                    CUTOUT_ANONYMOUS_MAX_CUTOUT_PIXELS=str(DEMO_SIZE**2 - 1),
+                    CUTOUT_ANONYMOUS_ASYNC="off", CUTOUT_ANONYMOUS_FILES="true") as client:
+        doc = assert_votable(client.get("/links", params={"ID": DID}).content)
+        assert auth_columns(doc) == {
+            "#this": ("optional", "true"),
+            "#preview": ("true", "false"),            # one pixel over the anonymous limit
+            "#cutout soda-sync-1": ("optional", "true"),
+            "#cutout soda-async-1": ("true", "false"),
+        }
+        preview = rows(doc)[1]["access_url"]
+        refused = client.get(preview)
+        assert refused.status_code == 400 and "anonymous" in refused.text
+        assert client.get(preview, headers=bearer(client)).status_code == 200
+
+
+def test_link_auth_is_null_on_error_rows(defaults):
+    doc = assert_votable(defaults.get("/links", params={"ID": "ivo://demo.cutout/des?nope"}).content)
+    [row] = rows(doc)
+    assert row["error_message"].startswith("NotFoundFault: ")
+    assert (row["link_auth"], row["link_authorized"]) == (None, None)
+
+
 def test_files_unknown_id_is_404(embedded):
     r = embedded.get("/files", params={"ID": "ivo://demo.cutout/des?nope"})
     assert r.status_code == 404 and r.text.startswith("UsageError: ")
