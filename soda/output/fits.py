@@ -10,8 +10,15 @@ from soda import VERSION, SERVICE
 from soda.engine.cutout import Cut
 
 
-def fits_cutouts(cuts: Sequence[Cut]) -> bytes:
-    """One FITS file: an empty primary HDU, then every plane of every cut (EXTVER = cut number)."""
+def _fitting(value: str, comment: str) -> str | tuple[str, str]:
+    """The value with its comment when both fit on one 80-character card (else astropy
+    would cut the comment and warn); a long value alone, continued over CONTINUE cards."""
+    return (value, comment) if 8 + 2 + max(len(value) + 2, 20) + 3 + len(comment) <= 80 else value
+
+
+def fits_cutouts(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:
+    """One FITS file: an empty primary HDU, then every plane of every cut (EXTVER = cut
+    number); ``names`` labels each cut with its combination's name (CUTNAME, SODA §6)."""
     primary = {
         "ORIGIN": (SERVICE, "IVOA SODA 1.0 cutout service"),
         "SVCVERS": (VERSION, "version of the service that cut this"),
@@ -24,13 +31,15 @@ def fits_cutouts(cuts: Sequence[Cut]) -> bytes:
             header = cutout_header(plane.header, c.box.x0, c.box.y0)
             header["EXTNAME"] = plane.name
             header["EXTVER"] = number
+            if names:
+                header["CUTNAME"] = _fitting(names[number - 1], "its combination's result name (SODA 6)")
             header["DATASET"] = (c.image.dataset_id, "IVOA dataset ID of the source")
             header["SRCFILE"] = (c.image.path.name, "source file")
             header["SRCHDU"] = (plane.name, "source HDU")
             header["SRCBOX"] = (f"[{c.box.x0 + 1}:{c.box.x1},{c.box.y0 + 1}:{c.box.y1}]",
                                 "source pixels cut (FITS section, 1-based)")
-            header["REGION"] = (c.region.dali() if c.region is not None else "whole image",
-                                "requested region (ICRS deg)")
+            header["REGION"] = _fitting(c.region.dali() if c.region is not None else "whole image",
+                                        "requested region (ICRS deg)")
             header["SVCVERS"] = VERSION
             planes.append((plane.data, header))
     return write_fits(planes, {k: v for k, v in primary.items()})

@@ -155,7 +155,7 @@ def test_make_off_the_image_is_none(cutouts):
     assert targets[0].image is not None  # the tile serves the position ...
     assert cutouts.make(targets, request, cutouts.limits("alice")) is None  # ... its image does not reach it
     assert cutouts.make_one(targets[0], request, cutouts.limits("alice")) is None
-    nowhere = [Target("01_r", None, None, "no image")]
+    nowhere = [Target("01_r", None, problem="no image")]
     assert cutouts.make(nowhere, request, cutouts.limits("alice")) is None
 
 
@@ -250,7 +250,7 @@ def test_soda_job_writes_one_result_per_target(tmp_path, cutouts):
     service.register(kind)
     pairs = [("POS", NEAR), ("POS", OFF_IMAGE), ("FILTER", "r,z")]
     with pytest.raises(MultiValuedParamNotSupported):
-        service.parse(kind, pairs, None)  # four cutouts: too many for an anonymous job
+        service.parse(kind, pairs, None)  # r at both positions (no z image): too many for an anonymous job
     parsed = service.parse(kind, pairs, "alice")
     assert parsed.shown == pairs and parsed.value == cutouts.parse(pairs)
     job = service.create(kind, owner="alice", parameters=parsed, run_id=None,
