@@ -1,19 +1,27 @@
 """DALI over HTTP with Starlette: reading parameters, answering with documents and errors.
 
 Errors are answered as DALI §4.2 documents: text/plain starting with the label, or a
-VOTable (§4.4) when the client asked for one.
+VOTable (§4.4) when the client asked for one. A route whose standard fixes the form of its
+error documents (DataLink §3.4: a VOTable whose text starts with a ``...Fault`` label)
+declares it with ``DaliRoute(..., errors=ErrorFormat(...))``; every error answered for that
+route then takes that form, whatever raised it: the access policy, the routing (405), the
+endpoint, or an unexpected failure (500).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from dali.errors import ServiceError, UsageError
 from dali.params import Params, RequestParams, clean
@@ -26,6 +34,35 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+_ERROR_FORMAT = "dali.error_format"  # the scope key a matched DaliRoute fills
+
+
+@dataclass(frozen=True)
+class ErrorFormat:
+    """The one form of a route's error documents: its media type and how the text is written."""
+
+    media_type: str
+    render: Callable[[ServiceError], bytes]
+
+
+class DaliRoute(Route):
+    """A route that declares the form of its error documents (``errors``).
+
+    The declaration travels in the request scope from the moment the route matches, also
+    when only the path matches (405), so the exception handlers find it.
+    """
+
+    def __init__(self, path: str, endpoint: Endpoint, *, methods: Sequence[str] | None = None,
+                 errors: ErrorFormat | None = None, **kwargs: Any) -> None:
+        super().__init__(path, endpoint, methods=methods, **kwargs)
+        self.errors = errors
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE and self.errors is not None:
+            child_scope = {**child_scope, _ERROR_FORMAT: self.errors}
+        return match, child_scope
 
 
 async def read_params(request: Request) -> RequestParams:
@@ -83,8 +120,14 @@ def wants_votable(request: Request) -> bool:
 
 
 def error_response(request: Request, error: ServiceError) -> Response:
-    """DALI §4.2: the error document, text/plain unless the client asked for a VOTable."""
+    """DALI §4.2: the error document in the form its route declares; else text/plain unless
+    the client asked for a VOTable. The error's headers (WWW-Authenticate, Retry-After, Allow)
+    are kept in every form."""
     headers = dict(error.headers)
+    declared: ErrorFormat | None = request.scope.get(_ERROR_FORMAT)
+    if declared is not None:
+        return Response(declared.render(error), status_code=error.status,
+                        media_type=declared.media_type, headers=headers)
     if wants_votable(request):
         return Response(error_document(error.text), status_code=error.status,
                         media_type=VOTABLE_TYPE, headers=headers)

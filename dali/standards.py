@@ -7,5 +7,6 @@ SODA_ASYNC = "ivo://ivoa.net/std/SODA#async-1.0"
 DATALINK_LINKS = "ivo://ivoa.net/std/DataLink#links-1.1"
 UWS_REST = "ivo://ivoa.net/std/UWS#rest-1.1"
 SSO_OPENID = "ivo://ivoa.net/sso#OpenID"
+SSO_SAML2 = "ivo://ivoa.net/sso#saml2.0"
 
 DATALINK_TYPE = "application/x-votable+xml;content=datalink"

@@ -18,6 +18,7 @@ class Footprint:
     corners: tuple[tuple[float, float], ...]  # counter-clockwise with RA increasing to the right
     centre: tuple[float, float]
     radius: float  # degrees: the circle about ``centre`` that covers the image
+    pixels: int    # of the science plane: what a whole-image preview reads
 
 
 def footprint(image: ImageRef) -> Footprint:
@@ -33,4 +34,4 @@ def footprint(image: ImageRef) -> Footprint:
     if signed_area(*plane.project(unit_vectors(ras, decs))) < 0:
         corners.reverse()
     radius = float(np.max(separation(cra, cdec, ras, decs)))
-    return Footprint(tuple(corners), (cra % 360.0, cdec), radius)
+    return Footprint(tuple(corners), (cra % 360.0, cdec), radius, int(nx) * int(ny))

@@ -45,6 +45,15 @@ class Survey(ABC):
     def band_range(self, band: str) -> tuple[float, float]:
         """The band's wavelength interval in metres (for SODA BAND matching)."""
 
+    def images_per_band(self) -> dict[str, int] | None:
+        """How many images each band holds (bands without images left out), for the
+        service's front page; None when the survey cannot tell cheaply."""
+        return None
+
+    def example(self) -> ImageRef | None:
+        """One of its images, for the front page's examples; None if it has none to show."""
+        return None
+
     def bands_in(self, low: float, high: float) -> list[str]:
         """Bands whose wavelength range overlaps the interval [low, high] (metres)."""
         return [b for b in self.bands if self.band_range(b)[0] <= high and self.band_range(b)[1] >= low]

@@ -41,6 +41,7 @@ import csv
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -299,3 +300,10 @@ class DESSurvey(Survey):
 
     def band_range(self, band: str) -> tuple[float, float]:
         return BAND_RANGES[band]
+
+    def images_per_band(self) -> dict[str, int]:
+        counts = Counter(band for _, band in self.index)
+        return {band: counts[band] for band in self.bands if counts[band]}
+
+    def example(self) -> ImageRef | None:
+        return self._ref(*min(self.index)) if self.index else None

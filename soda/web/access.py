@@ -27,6 +27,7 @@ from auth.tokens import Check, TokenStore, looks_like_token
 from conf import Settings
 from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable
 from dali.http import FORM_TYPES, public_base
+from dali.standards import SSO_OPENID, SSO_SAML2
 from uws.quota import Allowance
 
 log = logging.getLogger(__name__)
@@ -163,11 +164,15 @@ class Access:
         return identity
 
     def challenges(self, request: Request) -> list[str]:
-        """What a 401 (or a capabilities answer) offers: where and how to get a token."""
-        base = public_base(request, self.trust_forwarded)
+        """Every way to log in, as a 401 (or a capabilities answer) offers it (AuthVO §3):
+        the Bearer challenge, and an ``ivoa_bearer`` per configured login, all pointing at
+        the token page. No ``ivoa_cookie``: auth/challenges.py says why."""
         offered = [challenges.bearer(self.settings.soda.ivoa_authority)]
-        if self.settings.auth.login_enabled:
-            offered.append(challenges.ivoa_bearer(base + "/tokens"))
+        tokens = public_base(request, self.trust_forwarded) + "/tokens"
+        auth = self.settings.auth
+        for configured, standard_id in ((auth.oidc_enabled, SSO_OPENID), (auth.saml_enabled, SSO_SAML2)):
+            if configured:
+                offered.append(challenges.ivoa_bearer(tokens, standard_id))
         return offered
 
 
@@ -183,8 +188,13 @@ async def _submitted_csrf(request: Request) -> str | None:
 
 
 class ChallengeMiddleware:
-    """Adds the login challenges to every 401 (AuthVO, RFC 9110 §11.6.1), and to the
-    capabilities answer when login is optional (AuthVO §5.1: 200 with challenges)."""
+    """Adds the login challenges to every 401 (AuthVO §4.1, RFC 9110 §11.6.1), and to the
+    capabilities answer when login is optional (AuthVO §4.1: 200 with challenges).
+
+    A challenge the answer already carries replaces ours of the same scheme: the Bearer
+    challenge of a refused token, with ``error="invalid_token"`` (RFC 6750 §3.1), stands
+    for the plain one, and the ``ivoa_bearer`` challenges are added beside it.
+    """
 
     def __init__(self, app: ASGIApp, access: Access) -> None:
         self.app = app
@@ -202,10 +212,10 @@ class ChallengeMiddleware:
             if message["type"] == "http.response.start" and (
                     message["status"] == 401 or (optional_here and message["status"] == 200)):
                 headers = list(message.get("headers", []))
-                present = [v.decode("latin-1").split(" ", 1)[0].lower()
-                           for k, v in headers if k.lower() == b"www-authenticate"]
+                answered = {challenges.scheme(v.decode("latin-1"))
+                            for k, v in headers if k.lower() == b"www-authenticate"}
                 for challenge in self.access.challenges(request):
-                    if challenge.split(" ", 1)[0].lower() not in present:
+                    if challenges.scheme(challenge) not in answered:
                         headers.append((b"www-authenticate", challenge.encode("latin-1")))
                 message = {**message, "headers": headers}
             await send(message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -17,18 +17,20 @@ from starlette.routing import BaseRoute, Route
 import peewee as pw
 from starlette.middleware.sessions import SessionMiddleware
 
-from auth import IdentityResolver
+from auth import Identity, IdentityResolver
 from auth.outstanding import DatabaseOutstanding
 from auth.session import load_or_create_secret
 from conf import Settings, load_settings
 from dali.errors import AuthenticationError, ServiceUnavailable
-from dali.http import EXCEPTION_HANDLERS, Endpoint, error_response
+from dali.http import EXCEPTION_HANDLERS, DaliRoute, Endpoint, error_response
 from soda.ops.logs import RequestIdMiddleware
 from soda.ops.metrics import MetricsMiddleware, metrics_endpoint
 from soda.ops.runtime import Runtime
 from soda.web.access import Access, ChallengeMiddleware
 from soda.web.accounts import Accounts
-from soda.web.datalink import Links
+from soda.web import datalink
+from soda.web.datalink import LinkAccess, Links
+from soda.web.index import index_endpoint
 from soda.web.sync import sync_endpoint
 from soda.web.vosi import availability_endpoint, capabilities_endpoint
 from uws import JobRoutes
@@ -60,11 +62,12 @@ def create_app(settings: Settings | None = None,
             await runtime.stop_web()
             access.close()
 
-    links = Links(runtime.datasets, runtime.settings.ops.trust_forwarded_headers)
+    links = Links(runtime.datasets, settings.ops.trust_forwarded_headers, link_access(runtime))
     routes: list[BaseRoute] = [
-        Route("/", _index(runtime), methods=["GET"]),
+        Route("/", index_endpoint(runtime), methods=["GET"]),
         Route("/sync", sync_endpoint(runtime.cutouts, identify, runtime.pool), methods=["GET", "POST"]),
-        Route("/links", _guarded(links.links, identify), methods=["GET", "POST"]),
+        DaliRoute("/links", _identified(links.links, identify), methods=["GET", "POST"],
+                  errors=datalink.ERRORS),
         Route("/files", _guarded(links.files, identify, anonymous=settings.limits.anonymous_files),
               methods=["GET"]),
         Route("/capabilities", capabilities_endpoint(runtime), methods=["GET"]),
@@ -121,6 +124,22 @@ async def _database_error(request: Request, exc: Exception) -> Response:
                                                       headers={"Retry-After": "10"}))
 
 
+def link_access(runtime: Runtime) -> LinkAccess:
+    """What the links tell anonymous callers they may follow: the limits they meet there."""
+    limits = runtime.settings.limits
+    return LinkAccess(anonymous=limits.anonymous_access, files=limits.anonymous_files,
+                      jobs=limits.anonymous_async != "off",
+                      preview_pixels=runtime.cutouts.anonymous_limits.max_preview_source)
+
+
+def _identified(endpoint: Callable[[Request, Identity], Awaitable[Response]],
+                identify: IdentityResolver) -> Endpoint:
+    """An endpoint that answers according to who asks, behind the access policy."""
+    async def identified(request: Request) -> Response:
+        return await endpoint(request, await identify(request))
+    return identified
+
+
 def _guarded(endpoint: Endpoint, identify: IdentityResolver, *, anonymous: bool = True) -> Endpoint:
     """An endpoint that knows nothing of callers, behind the access policy."""
     async def guarded(request: Request) -> Response:
@@ -146,16 +165,3 @@ def _ready(runtime: Runtime):  # type: ignore[no-untyped-def]
         return PlainTextResponse("ready\n")
     return ready
 
-
-def _index(runtime: Runtime):  # type: ignore[no-untyped-def]
-    async def index(request: Request) -> Response:
-        lines = ["IVOA SODA 1.0 / UWS 1.1 cutout service", "",
-                 "/sync\tSODA 1.0 synchronous cutouts (GET or POST)",
-                 "/links\tDataLink 1.1 links of a dataset (ID=...)",
-                 "/capabilities\tVOSI 1.1 capabilities", "/availability\tVOSI 1.1 availability",
-                 "/login\tlog in (OIDC or SAML), then /tokens for API tokens",
-                 "/whoami\twho the service takes you for", "/usage\tyour jobs and result space"]
-        for path, kind in runtime.mounts.items():
-            lines.append(f"{path}\tUWS job list: {kind.description}")
-        return PlainTextResponse("\n".join(lines) + "\n")
-    return index

@@ -4,6 +4,11 @@ For every ID the table has a ``#this`` row (the whole image file), and ``#cutout
 pointing at a sync and an async SODA service descriptor whose VALUES come from that
 image's real footprint and band (SODA §4.2). Descriptors take ID by ``ref`` to the
 table's ID field, so a client can use any row's descriptor on that row.
+
+Every link says whether it needs a login (``link_auth``, DataLink §3.2.11), from the
+anonymous limits of the settings, and whether the caller may follow it
+(``link_authorized``, §3.2.12): a logged-in caller may follow every link, an anonymous
+one those that do not need a login.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from auth import Identity
 from dali import votable
 from dali.errors import ServiceError, ServiceUnavailable, UsageError, not_found
-from dali.http import public_base, read_params
+from dali.http import ErrorFormat, public_base, read_params
 from dali.standards import DATALINK_LINKS, DATALINK_TYPE, SODA_ASYNC, SODA_SYNC
 from soda.engine.cutout import ImageUnreadable
 from soda.engine.footprint import Footprint, footprint
@@ -45,7 +51,28 @@ FIELDS = (
     ("semantics", "char", {"ucd": "meta.code"}),
     ("content_type", "char", {"ucd": "meta.code.mime"}),
     ("content_length", "long", {"ucd": "phys.size;meta.file", "unit": "byte"}),
+    ("link_auth", "char", {"ucd": "meta.code"}),         # §3.2.11: false, optional or true
+    ("link_authorized", "boolean", {"ucd": "meta.code"}),  # §3.2.12: MUST be boolean
 )
+# The {links} table depends on who asks (link_authorized) and on the forwarded headers.
+LINKS_VARY = "Authorization, Cookie, Host, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Prefix"
+
+# DataLink §3.2.11. "false" (anonymous access only) never applies: a caller who is logged
+# in may follow every link an anonymous one may.
+LOGIN_OPTIONAL, LOGIN_REQUIRED = "optional", "true"
+
+
+@dataclass(frozen=True)
+class LinkAccess:
+    """What anonymous callers may follow, from the settings (``limits``)."""
+
+    anonymous: bool          # anonymous_access: /sync and /links without a login
+    files: bool              # anonymous_files: /files, the #this links
+    jobs: bool               # anonymous_async is not "off": /async
+    preview_pixels: int      # the most source pixels an anonymous preview may read
+
+    def need(self, allowed: bool) -> str:
+        return LOGIN_OPTIONAL if self.anonymous and allowed else LOGIN_REQUIRED
 
 
 @dataclass(frozen=True)
@@ -58,16 +85,21 @@ class Row:
     description: str = ""
     content_type: str = ""
     content_length: int | None = None
+    link_auth: str | None = None  # None: unknown (an error row)
 
 
 _e = votable.element
 
 
 def _fault(error: ServiceError) -> str:
-    """DataLink §3.4: whole-request errors start with a DataLink fault name."""
+    """DataLink §3.4: whole-request errors start with a DataLink fault name.
+
+    DataLink 1.1 has no fault of its own for a refused login (401) or a refused caller (403):
+    they are UsageFaults, and the status and WWW-Authenticate headers say the rest.
+    """
     if error.status == 404:
         label = "NotFoundFault"
-    elif isinstance(error, ServiceUnavailable):
+    elif isinstance(error, ServiceUnavailable):  # 503, and the anonymous rate limit's 429
         label = "TransientFault"
     elif error.status < 500:
         label = "UsageFault"
@@ -76,10 +108,16 @@ def _fault(error: ServiceError) -> str:
     return f"{label}: {error.message}"
 
 
+# DataLink §3.4: for the standard output (VOTable) the error document MUST be a VOTable.
+# The /links route declares it, so every error answered for it takes this form.
+ERRORS = ErrorFormat(votable.VOTABLE_TYPE, lambda error: votable.error_document(_fault(error)))
+
+
 class Links:
-    def __init__(self, datasets: Datasets, trust_forwarded: bool) -> None:
+    def __init__(self, datasets: Datasets, trust_forwarded: bool, access: LinkAccess) -> None:
         self.datasets = datasets
         self.trust_forwarded = trust_forwarded
+        self.access = access
 
     # --- /files --------------------------------------------------------------------------
 
@@ -95,26 +133,19 @@ class Links:
 
     # --- /links --------------------------------------------------------------------------
 
-    async def links(self, request: Request) -> Response:
-        try:
-            params = await read_params(request)
-            fmt = params.single("RESPONSEFORMAT")
-            if fmt is not None and fmt.split(";")[0].strip().lower() not in VOTABLE_FORMATS:
-                raise UsageError(f"RESPONSEFORMAT {fmt!r} is not offered; {{links}} answers "
-                                 f"VOTable ({DATALINK_TYPE})")
-            ids = params.all("ID")
-        except ServiceError as error:
-            return self._error(error)
+    async def links(self, request: Request, caller: Identity) -> Response:
+        """DataLink §2: {links}; its errors are written by ``ERRORS``, which its route declares."""
+        params = await read_params(request)
+        fmt = params.single("RESPONSEFORMAT")
+        if fmt is not None and fmt.split(";")[0].strip().lower() not in VOTABLE_FORMATS:
+            raise UsageError(f"RESPONSEFORMAT {fmt!r} is not offered; {{links}} answers "
+                             f"VOTable ({DATALINK_TYPE})")
+        ids = params.all("ID")
         base = public_base(request, self.trust_forwarded)
-        body = await run_in_threadpool(self.document, ids, base)
-        return Response(body, media_type=DATALINK_TYPE)
+        body = await run_in_threadpool(self.document, ids, base, not caller.anonymous)
+        return Response(body, media_type=DATALINK_TYPE, headers={"Vary": LINKS_VARY})
 
-    def _error(self, error: ServiceError) -> Response:
-        """DataLink §3.4: for VOTable output the error document MUST be a VOTable."""
-        return Response(votable.error_document(_fault(error)), status_code=error.status,
-                        media_type=votable.VOTABLE_TYPE)
-
-    def document(self, ids: list[str], base: str) -> bytes:
+    def document(self, ids: list[str], base: str, logged_in: bool = False) -> bytes:
         overflow = len(ids) > MAX_IDS
         rows: list[Row] = []
         descriptors: list[tuple[str, str, str, ImageRef | None, Footprint | None]] = []
@@ -127,7 +158,7 @@ class Links:
         results = _e(root, "RESOURCE", type="results")
         _e(results, "INFO", name="QUERY_STATUS", value="OK")
         _e(results, "INFO", name="standardID", value=DATALINK_LINKS)  # DataLink §3.3.1
-        self._table(results, rows)
+        self._table(results, rows, logged_in)
         if overflow:  # DALI §4.4.1
             _e(results, "INFO", name="QUERY_STATUS", value="OVERFLOW").text = \
                 f"only the first {MAX_IDS} IDs were processed"
@@ -149,21 +180,23 @@ class Links:
         descriptors += [(sync_id, SODA_SYNC, f"{base}/sync", image, fp),
                         (async_id, SODA_ASYNC, f"{base}/async", image, fp)]
         what = f"{image.survey.upper()} image {image.tile}, {image.band} band ({', '.join(image.hdus)})"
+        need = self.access.need
         return [
             Row(dataset_id, "#this", access_url=f"{base}/files?ID={quote(dataset_id, safe='')}",
                 description=f"the whole {what}, tile-compressed FITS", content_type="application/fits",
-                content_length=size),
+                content_length=size, link_auth=need(self.access.files)),
+            # The preview reads the whole science plane: within the anonymous limit or not.
             Row(dataset_id, "#preview", access_url=f"{base}/sync?ID={quote(dataset_id, safe='')}"
                 f"&RESPONSEFORMAT=image%2Fpng&SIZE={PREVIEW_SIZE}",
                 description=f"a {PREVIEW_SIZE}-pixel PNG preview of the whole image (science plane)",
-                content_type="image/png"),
+                content_type="image/png", link_auth=need(fp.pixels <= self.access.preview_pixels)),
             Row(dataset_id, "#cutout", service_def=sync_id, content_type="application/fits",
-                description=f"SODA cutouts of the {what}, answered at once"),
+                description=f"SODA cutouts of the {what}, answered at once", link_auth=need(True)),
             Row(dataset_id, "#cutout", service_def=async_id, content_type="application/fits",
-                description=f"SODA cutouts of the {what}, as a UWS job"),
+                description=f"SODA cutouts of the {what}, as a UWS job", link_auth=need(self.access.jobs)),
         ]
 
-    def _table(self, resource: etree._Element, rows: Iterable[Row]) -> None:
+    def _table(self, resource: etree._Element, rows: Iterable[Row], logged_in: bool) -> None:
         table = _e(resource, "TABLE")
         for name, datatype, extra in FIELDS:
             attrs = {"name": name, "datatype": datatype, **extra}
@@ -175,7 +208,8 @@ class Links:
             tr = _e(data, "TR")
             for value in (row.id, row.access_url, row.service_def, row.error_message, row.description,
                           row.semantics, row.content_type,
-                          "" if row.content_length is None else str(row.content_length)):
+                          "" if row.content_length is None else str(row.content_length),
+                          row.link_auth, _authorized(row.link_auth, logged_in)):
                 _e(tr, "TD").text = value or None
 
     def _descriptor(self, root: etree._Element, xml_id: str, standard: str, url: str,
@@ -250,3 +284,10 @@ class Links:
         if ra - half < 0.0 or ra + half > 360.0:
             return None
         return ra - half, ra + half, dec - radius, dec + radius
+
+
+def _authorized(link_auth: str | None, logged_in: bool) -> str | None:
+    """DataLink §3.2.12: may this caller follow the link (null where unknown)."""
+    if link_auth is None:
+        return None
+    return "true" if logged_in or link_auth == LOGIN_OPTIONAL else "false"
