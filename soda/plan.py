@@ -56,7 +56,7 @@ def _id_problem(params: CutoutParams, image: ImageRef, survey: Survey) -> str | 
 def _image(datasets: Datasets, dataset_id: str) -> ImageRef:
     image = datasets.by_id(dataset_id)
     if image is None:
-        raise UsageError(f"ID {dataset_id!r} names no dataset of this service", status=404)
+        raise UsageError(f"ID {dataset_id!r} names no dataset of this service")
     return image
 
 
