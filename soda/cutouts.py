@@ -17,6 +17,7 @@ from conf import Settings
 from dali.errors import MultiValuedParamNotSupported, ServiceError
 from dali.params import Params
 from soda.engine.cutout import Cut, ImageUnreadable, cut
+from soda.engine.thumbnails import Thumbnails
 from soda.output.fits import fits_cutouts
 from soda.output.pictures import render
 from soda.plan import Target, plan
@@ -29,9 +30,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CutoutLimits:
     max_pixels: int           # per cutout plane
-    max_cutouts: int | None   # per request (None: no limit, for a logged-in user's job)
+    max_cutouts: int | None   # per /sync request (None: no limit but the service's)
     max_preview_source: int   # source pixels read for one PNG/JPEG
     name: str                 # how an error message names the limit
+    max_job_cutouts: int | None = None  # per job (None: no limit, for a logged-in user's job)
 
 
 # Told the format (file extension) and seconds of every cutout made, e.g. by metrics.
@@ -49,13 +51,20 @@ class Cutouts:
         self.max_sync_cutouts = settings.soda.max_sync_cutouts
         self.max_preview_size = settings.soda.max_preview_size
         self.jpeg_quality = settings.soda.jpeg_quality
+        self.thumbnails = Thumbnails(settings.ops.data_dir / "thumbnails", settings.soda.thumbnail_size,
+                                     settings.soda.thumbnail_cache_bytes)
         self.user_limits = CutoutLimits(settings.soda.max_cutout_pixels, None,
                                         settings.soda.max_preview_source_pixels, "this service's limit")
         anonymous_pixels = min(settings.limits.anonymous_max_cutout_pixels, settings.soda.max_cutout_pixels)
         self.anonymous_limits = CutoutLimits(
             anonymous_pixels, min(settings.limits.anonymous_max_sync_cutouts, settings.soda.max_sync_cutouts),
             min(anonymous_pixels, settings.soda.max_preview_source_pixels),
-            "the limit for anonymous callers (log in for larger cutouts)")
+            "the limit for anonymous callers (log in for larger cutouts)",
+            settings.limits.anonymous_max_job_cutouts if settings.limits.anonymous_async == "limited" else None)
+        self.more_cutouts = {  # where an anonymous caller gets more cutouts than /sync gives
+            "off": "log in for more", "open": "use /async or log in for more",
+            "limited": f"use /async (up to {settings.limits.anonymous_max_job_cutouts} per job) "
+                       f"or log in for more"}[settings.limits.anonymous_async]
 
     def limits(self, owner: str | None) -> CutoutLimits:
         return self.anonymous_limits if owner is None else self.user_limits
@@ -70,7 +79,13 @@ class Cutouts:
         if limits.max_cutouts is not None and count > limits.max_cutouts:
             raise MultiValuedParamNotSupported(
                 f"this request asks for {count} cutouts; {where} makes at most "
-                f"{limits.max_cutouts} for anonymous callers (log in for more)")
+                f"{limits.max_cutouts} for anonymous callers ({self.more_cutouts})")
+
+    def check_job_count(self, count: int, limits: CutoutLimits) -> None:
+        if limits.max_job_cutouts is not None and count > limits.max_job_cutouts:
+            raise MultiValuedParamNotSupported(
+                f"this request asks for {count} cutouts; a job makes at most "
+                f"{limits.max_job_cutouts} for anonymous callers (log in for more)")
 
     def check_sync(self, targets: Sequence[Target], request: SodaRequest, limits: CutoutLimits) -> None:
         """What one synchronous answer may hold (SODA §5.1: one file)."""
@@ -92,6 +107,10 @@ class Cutouts:
         preview = request.render is not None
         limit, planes = (limits.max_preview_source, 1) if preview else (limits.max_pixels, None)
         try:
+            if request.render is not None:  # bounded by the thumbnail, whatever the source size
+                pictured = self.thumbnails.cuts(images, target.shape, request.render.size)
+                if pictured is not None:
+                    return pictured
             first = cut(images[0], target.shape, limit, planes=planes, limit_name=limits.name)
             if first is None:
                 return None

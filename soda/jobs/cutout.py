@@ -17,7 +17,7 @@ def cutout_job_kind(cutouts: Cutouts) -> JobKind[SodaRequest]:
     def parse(pairs: Params, owner: str | None) -> SodaRequest:
         request = cutouts.parse(pairs)
         targets = cutouts.plan(request)
-        cutouts.check_count(len(targets), cutouts.limits(owner), "a job")
+        cutouts.check_job_count(len(targets), cutouts.limits(owner))
         return request
 
     def run(ctx: JobContext[SodaRequest]) -> None:
