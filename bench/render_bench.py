@@ -2,7 +2,7 @@
 
 For 512² and 2048² stamps from a full-size row-tiled DES-like tile, times (medians):
   cut       reading the science plane of the box (soda.engine.cutout.cut, planes=1)
-  png/jpeg  renderers.render_grey (asinh, zscale) of that plane
+  png/jpeg  renderers.render_grey (the default: asinh, sky limits) of that plane
   rgb       renderers.render_rgb of three bands (their cut is 3 × cut)
 and prints render/cut. Usage:  .venv/bin/python bench/render_bench.py [--workdir DIR]
 """

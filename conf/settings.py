@@ -71,9 +71,14 @@ class OpsSettings(Group):
         "\"/_results\"); result downloads then answer X-Accel-Redirect and nginx sends the file. "
         "Empty: Python sends it."))
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
-    log_json: bool = Field(True, description=(
-        "One JSON object per log line (with the request id that follows a job into its "
-        "worker); false: plain text lines."))
+    log_format: Literal["auto", "json", "text"] = Field("auto", description=(
+        "\"json\": one JSON object per log line (time, level, logger, process, message, and "
+        "the request id that follows a job into its worker), for log collectors; \"text\": "
+        "the same as readable lines; \"auto\": text when the log goes to a terminal, JSON "
+        "otherwise (a service manager, a container, a file)."))
+    log_json: bool | Literal["auto"] = Field("auto", description=(
+        "The older switch, kept as an alias: true means log_format = \"json\", false means "
+        "\"text\" (and wins over log_format); \"auto\" leaves log_format in charge."))
     cors_origins: tuple[str, ...] = Field(("*",), description=(
         "Origins allowed to call the VO endpoints from a browser (CORS): [\"*\"] or a list such "
         "as [\"https://aladin.cds.unistra.fr\"]. CUTOUT_CORS_ORIGINS takes a JSON list or "
@@ -113,6 +118,30 @@ class OpsSettings(Group):
         if v.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return v.upper()
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+    @field_validator("log_json", mode="before")
+    @classmethod
+    def _log_json(cls, v: object) -> object:
+        # One message for a bad value, not one per member of the union.
+        words = {"true": True, "1": True, "yes": True, "on": True,
+                 "false": False, "0": False, "no": False, "off": False, "auto": "auto"}
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().lower() in words:
+            return words[v.strip().lower()]
+        raise ValueError('must be true, false or "auto"')
+
+    @property
+    def effective_log_format(self) -> Literal["auto", "json", "text"]:
+        """log_format, unless the older log_json says true or false."""
+        if isinstance(self.log_json, bool):
+            return "json" if self.log_json else "text"
+        return self.log_format
 
     @property
     def embedded(self) -> bool:

@@ -61,20 +61,23 @@ def render_grey(data: np.ndarray, *, scaling: Scaling = Scaling(), max_size: int
 
 def render_rgb(red: np.ndarray, green: np.ndarray, blue: np.ndarray, *, q: float = 8.0,
                stretch: float | None = None, minimum: float | tuple[float, float, float] | None = None,
+               scales: float | tuple[float, float, float] | None = None,
                max_size: int | None = None, wcs_header: fits.Header | None = None, fmt: Format = "png",
                quality: int = 90, text: Mapping[str, str] | None = None) -> bytes:
     """A colour (RGB) PNG or JPEG of three planes on the same pixel grid, by Lupton et al. (2004).
 
     ``q``, ``stretch`` and ``minimum`` (one value or one per band) are astropy's
-    ``make_lupton_rgb`` parameters; the defaults for ``stretch`` and ``minimum`` come from
-    the data (see ``renderers.stretch.lupton_params``). Other arguments as ``render_grey``.
+    ``make_lupton_rgb`` parameters; ``scales`` (one value or one per band) multiply each
+    band after its minimum is taken out. The defaults for ``stretch``, ``minimum`` and
+    ``scales`` come from each band's sky (see ``renderers.stretch.lupton_params``): a dark,
+    neutral sky. Other arguments as ``render_grey``.
     """
     _check_output(fmt, quality, text)
     factor = max(_check_plane(band, max_size) for band in (red, green, blue))
     if not green.shape == blue.shape == red.shape:
         raise ValueError(f"the three bands must have the same shape, not {red.shape}, {green.shape}, {blue.shape}")
     planes = (reduce(red, factor), reduce(green, factor), reduce(blue, factor))
-    params = lupton_params(planes, q=q, stretch=stretch, minimum=minimum)
+    params = lupton_params(planes, q=q, stretch=stretch, minimum=minimum, scales=scales)
     pixels = lupton8(*planes, params)
     return _encode(pixels, _preview_wcs(wcs_header, factor, pixels.shape[:2]), fmt, quality, text or {})
 

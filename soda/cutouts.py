@@ -12,16 +12,19 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from conf import Settings
-from dali.errors import MultiValuedParamNotSupported, ServiceError
+from dali.errors import MultiValuedParamNotSupported, ServiceError, UsageError
 from dali.params import Params
 from soda.engine.cutout import Cut, ImageUnreadable, cut
+from soda.engine.pixels import PixelBox
 from soda.engine.thumbnails import Thumbnails
 from soda.output.fits import fits_cutouts
 from soda.output.pictures import render
 from soda.plan import Target, plan
 from soda.request.model import SodaRequest, parse_request
+from soda.surveys.base import ImageRef
 from soda.surveys.registry import Datasets
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,25 @@ Observer = Callable[[str, float], None]
 
 def _unobserved(extension: str, seconds: float) -> None:
     return None
+
+
+def cutout_count(targets: Sequence[Target]) -> int:
+    """The cutouts really made, which count limits count: a combination without an image
+    makes none (its job result is a short UsageError text)."""
+    return sum(t.cutouts for t in targets)
+
+
+def _unreadable(image: ImageRef, exc: ImageUnreadable) -> ServiceError:
+    log.error("%s", exc)
+    return ServiceError(f"the image of {image.dataset_id} cannot be read; the operators have been told")
+
+
+def _cut(image: ImageRef, *, target: Target, limit: int, planes: int | None, limit_name: str,
+         box: PixelBox | None = None) -> Cut | None:
+    try:
+        return cut(image, target.shape, limit, planes=planes, box=box, limit_name=limit_name)
+    except ImageUnreadable as exc:
+        raise _unreadable(image, exc) from None
 
 
 class Cutouts:
@@ -87,69 +109,79 @@ class Cutouts:
                 f"this request asks for {count} cutouts; a job makes at most "
                 f"{limits.max_job_cutouts} for anonymous callers (log in for more)")
 
+    def check_pictures(self, targets: Sequence[Target], request: SodaRequest) -> None:
+        """A picture shows one band, or one colour composite of three."""
+        if request.render is None:
+            return
+        for target in targets:
+            if not target.colour and len(target.images) > 1:
+                raise UsageError(
+                    f"{target.name}: a {request.mime} shows one band, and this combination holds "
+                    f"{', '.join(i.band for i in target.images)}; narrow BAND, use FILTER, or ask "
+                    f"for application/fits")
+
     def check_sync(self, targets: Sequence[Target], request: SodaRequest, limits: CutoutLimits) -> None:
-        """What one synchronous answer may hold (SODA §5.1: one file)."""
+        """What one synchronous answer may hold (SODA §5.1: one file; each combination of
+        SODA §6 is one cutout of it)."""
         if request.render is not None and len(targets) > 1:
             raise MultiValuedParamNotSupported(
-                f"a {request.mime} holds one cutout and this request asks for {len(targets)}; "
+                f"a {request.mime} holds one cutout and this request asks for {len(targets)} "
+                f"({', '.join(t.name for t in targets[:10])}{', ...' if len(targets) > 10 else ''}); "
                 f"ask for application/fits (one multi-extension file) or use /async")
-        self.check_count(len(targets), limits, "/sync")
-        if len(targets) > self.max_sync_cutouts:
+        self.check_pictures(targets, request)
+        count = cutout_count(targets)
+        self.check_count(count, limits, "/sync")
+        if count > self.max_sync_cutouts:
             raise MultiValuedParamNotSupported(
-                f"this request asks for {len(targets)} cutouts; /sync makes at most "
+                f"this request asks for {count} cutouts; /sync makes at most "
                 f"{self.max_sync_cutouts} (into one multi-extension FITS file); use /async for more")
 
     def cut(self, target: Target, request: SodaRequest, limits: CutoutLimits) -> list[Cut] | None:
-        """The target's cuts (three for a colour composite); None when nothing overlaps."""
-        if target.image is None:
+        """The target's cuts (three on one pixel grid for a colour composite); None when
+        nothing overlaps."""
+        if not target.images:
             return None
-        images = target.rgb or (target.image,)
+        if request.render is not None and (target.colour or len(target.images) == 1):
+            pictured = self._from_thumbnails(target, request.render.size)
+            if pictured is not None:  # bounded by the thumbnail, whatever the source size
+                return pictured
         preview = request.render is not None
-        limit, planes = (limits.max_preview_source, 1) if preview else (limits.max_pixels, None)
+        limit = limits.max_preview_source if preview else limits.max_pixels
+        cut_one = partial(_cut, target=target, limit=limit, planes=1 if preview else None,
+                          limit_name=limits.name)
+        if not target.colour:
+            found = [c for c in map(cut_one, target.images) if c is not None]
+            return found or None
+        first, *others = target.images
+        head = cut_one(first)
+        if head is None:
+            return None
+        return [head] + [cut_one(image, box=head.box) for image in others]  # type: ignore[misc]
+
+    def _from_thumbnails(self, target: Target, size: int | None) -> list[Cut] | None:
         try:
-            if request.render is not None:  # bounded by the thumbnail, whatever the source size
-                pictured = self.thumbnails.cuts(images, target.shape, request.render.size)
-                if pictured is not None:
-                    return pictured
-            first = cut(images[0], target.shape, limit, planes=planes, limit_name=limits.name)
-            if first is None:
-                return None
-            return [first] + [cut(image, target.shape, limit, planes=planes, box=first.box,  # type: ignore[misc]
-                                  limit_name=limits.name)
-                              for image in images[1:]]
+            return self.thumbnails.cuts(target.images, target.shape, size)
         except ImageUnreadable as exc:
-            log.error("%s", exc)
-            raise ServiceError(f"the image of {target.image.dataset_id} cannot be read; "
-                               f"the operators have been told") from None
+            raise _unreadable(target.images[0], exc) from None
 
-    def cut_all(self, targets: Sequence[Target], request: SodaRequest, limits: CutoutLimits) -> list[Cut]:
-        """Every cut of every target, in order (colour composites only come one at a time)."""
-        cuts: list[Cut] = []
-        for target in targets:
-            cuts += self.cut(target, request, limits) or []
-        return cuts
-
-    def encode(self, cuts: list[Cut], request: SodaRequest) -> bytes:
+    def encode(self, parts: Sequence[tuple[str, list[Cut]]], request: SodaRequest) -> bytes:
+        """Each combination's cuts under its name: FITS holds them all, a picture one."""
         if request.render is None:
-            return fits_cutouts(cuts)
-        return render(cuts, request.render, request.mime, self.jpeg_quality)
+            labelled = [(name, c) for name, cuts in parts for c in cuts]
+            return fits_cutouts([c for _, c in labelled], [name for name, _ in labelled])
+        [(_, cuts)] = parts
+        return render(cuts, request.render, request.format, self.jpeg_quality)
 
     def make_one(self, target: Target, request: SodaRequest, limits: CutoutLimits) -> bytes | None:
-        """One target's file; None when it has no pixels."""
-        started = time.perf_counter()
-        cuts = self.cut(target, request, limits)
-        if cuts is None:
-            return None
-        body = self.encode(cuts, request)
-        self.observe(request.extension, time.perf_counter() - started)
-        return body
+        """One combination's file (a job result); None when it has no pixels."""
+        return self.make([target], request, limits)
 
     def make(self, targets: Sequence[Target], request: SodaRequest, limits: CutoutLimits) -> bytes | None:
-        """One file holding every target's cuts; None when no target has pixels."""
+        """One file holding every combination's cuts; None when no combination has pixels."""
         started = time.perf_counter()
-        cuts = self.cut_all(targets, request, limits)
-        if not cuts:
+        parts = [(t.name, cuts) for t in targets if (cuts := self.cut(t, request, limits))]
+        if not parts:
             return None
-        body = self.encode(cuts, request)
+        body = self.encode(parts, request)
         self.observe(request.extension, time.perf_counter() - started)
         return body

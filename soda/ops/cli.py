@@ -32,7 +32,7 @@ def _settings_or_exit(**overrides: object) -> Settings:
 def _logging(settings: Settings) -> None:
     from soda.ops.logs import configure
 
-    configure(settings.ops.log_level, json_lines=settings.ops.log_json)
+    configure(settings.ops.log_level, settings.ops.effective_log_format)
 
 
 def _metrics_dir(settings: Settings) -> None:

@@ -1,5 +1,6 @@
-"""Structured logs: one JSON object per line, with the request id that follows a request
-into the job it creates and the worker that runs it (uws.context.request_id)."""
+"""Logs: JSON lines for log collectors, readable lines at a terminal. Both carry the
+request id that follows a request into the job it creates and the worker that runs it
+(uws.context.request_id)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import datetime as dt
 import json
 import logging
 import re
+import sys
 import uuid
+from typing import Literal, TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,11 +43,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure(level: str, json_lines: bool = True) -> None:
-    handler = logging.StreamHandler()
+class TextFormatter(logging.Formatter):
+    """``2026-01-31 12:00:00.123 INFO    cutout.worker [request-id] message``, local time;
+    a traceback follows on its own lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = f"{self.formatTime(record, '%Y-%m-%d %H:%M:%S')}.{int(record.msecs):03d}"
+        request_id = getattr(record, "request_id", None)
+        line = f"{when} {record.levelname:<7} {record.name}" + (f" [{request_id}]" if request_id else "")
+        line += f" {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def chosen_format(setting: str, stream: TextIO) -> Literal["json", "text"]:
+    """The log format for ``setting`` ("auto", "json" or "text"): auto is text on a terminal."""
+    if setting == "auto":
+        try:
+            return "text" if stream.isatty() else "json"
+        except (AttributeError, ValueError):  # no isatty, or a closed stream
+            return "json"
+    return "text" if setting == "text" else "json"
+
+
+def configure(level: str, log_format: str = "auto", stream: TextIO | None = None) -> Literal["json", "text"]:
+    """Send every log record to ``stream`` (stderr) in ``log_format``; returns the format chosen."""
+    stream = sys.stderr if stream is None else stream
+    chosen = chosen_format(log_format, stream)
+    handler = logging.StreamHandler(stream)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
-        "%(asctime)s %(levelname)s %(process)d %(name)s [%(request_id)s]: %(message)s"))
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -54,6 +83,7 @@ def configure(level: str, json_lines: bool = True) -> None:
     # pysaml2 logs whole SAML responses (personal attributes) at DEBUG and tracebacks at
     # ERROR for every refused login; our own log line says why a login failed.
     logging.getLogger("saml2").setLevel(logging.CRITICAL)
+    return chosen
 
 
 class RequestIdMiddleware:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from renderers.fits import cutout_header, write_fits
-from soda import VERSION, SERVICE
+from renderers.fits import cutout_header, set_card, write_fits
+from soda import SERVICE, VERSION
 from soda.engine.cutout import Cut
 
 
-def fits_cutouts(cuts: Sequence[Cut]) -> bytes:
-    """One FITS file: an empty primary HDU, then every plane of every cut (EXTVER = cut number)."""
+def fits_cutouts(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:
+    """One FITS file: an empty primary HDU, then every plane of every cut (EXTVER = cut
+    number); ``names`` labels each cut with its combination's name (CUTNAME, SODA §6)."""
     primary = {
         "ORIGIN": (SERVICE, "IVOA SODA 1.0 cutout service"),
         "SVCVERS": (VERSION, "version of the service that cut this"),
@@ -24,13 +25,17 @@ def fits_cutouts(cuts: Sequence[Cut]) -> bytes:
             header = cutout_header(plane.header, c.box.x0, c.box.y0)
             header["EXTNAME"] = plane.name
             header["EXTVER"] = number
-            header["DATASET"] = (c.image.dataset_id, "IVOA dataset ID of the source")
-            header["SRCFILE"] = (c.image.path.name, "source file")
-            header["SRCHDU"] = (plane.name, "source HDU")
-            header["SRCBOX"] = (f"[{c.box.x0 + 1}:{c.box.x1},{c.box.y0 + 1}:{c.box.y1}]",
-                                "source pixels cut (FITS section, 1-based)")
-            header["REGION"] = (c.region.dali() if c.region is not None else "whole image",
-                                "requested region (ICRS deg)")
+            if names:
+                set_card(header, "CUTNAME", names[number - 1], "its combination's result name (SODA 6)")
+            # Long values (IDs, file names, polygons) keep every character; set_card drops
+            # a comment that no longer fits beside its value rather than cutting it.
+            set_card(header, "DATASET", c.image.dataset_id, "IVOA dataset ID of the source")
+            set_card(header, "SRCFILE", c.image.path.name, "source file")
+            set_card(header, "SRCHDU", plane.name, "source HDU")
+            set_card(header, "SRCBOX", f"[{c.box.x0 + 1}:{c.box.x1},{c.box.y0 + 1}:{c.box.y1}]",
+                     "source pixels cut (FITS section, 1-based)")
+            set_card(header, "REGION", c.region.dali() if c.region is not None else "whole image",
+                     "requested region (ICRS deg)")
             header["SVCVERS"] = VERSION
             planes.append((plane.data, header))
-    return write_fits(planes, {k: v for k, v in primary.items()})
+    return write_fits(planes, primary)

@@ -8,7 +8,7 @@ from dali.params import Params
 from soda.request.params import FITS, FITS_FORMATS, CutoutParams, parse_cutout
 from soda.request.render import IMAGE_FORMATS, JPEG, PNG, RenderParams, RGBRequest, parse_render
 
-FORMATS = {**FITS_FORMATS, **IMAGE_FORMATS}
+FORMATS = {**FITS_FORMATS, **IMAGE_FORMATS}  # every accepted RESPONSEFORMAT -> canonical type
 EXTENSIONS = {FITS: "fits", PNG: "png", JPEG: "jpg"}
 
 
@@ -19,11 +19,17 @@ class SodaRequest:
 
     @property
     def mime(self) -> str:
+        """The media type the answer carries: the one the client named (DALI §3.4.3)."""
         return self.cutout.response_format
 
     @property
+    def format(self) -> str:
+        """The canonical media type of the format made (``image/fits`` -> ``application/fits``)."""
+        return FORMATS[self.mime]
+
+    @property
     def extension(self) -> str:
-        return EXTENSIONS[self.mime]
+        return EXTENSIONS[self.format]
 
     @property
     def rgb(self) -> RGBRequest | None:
@@ -35,5 +41,5 @@ class SodaRequest:
 def parse_request(pairs: Params, max_preview_size: int) -> SodaRequest:
     """Validate every parameter; raise UsageError / MultiValuedParamNotSupported."""
     cutout = parse_cutout(pairs, FORMATS)
-    options = parse_render(pairs, max_preview_size) if cutout.response_format != FITS else None
+    options = parse_render(pairs, max_preview_size) if FORMATS[cutout.response_format] != FITS else None
     return SodaRequest(cutout, options)

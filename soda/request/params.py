@@ -22,6 +22,15 @@ Decisions (the why; the rules themselves are at the code):
   as a pair"); a single number is refused with a hint rather than guessed.
 - RANGE needs ra1 <= ra2: a RANGE across RA = 0 is not defined by SODA §3.3.1, so a
   POLYGON must be used for that.
+- RANGE is also read as a parameter of its own, beside CIRCLE and POLYGON (what Aladin
+  Lite's SODA form sends): ``RANGE=ra1 ra2 dec1 dec2`` means ``POS=RANGE ra1 ra2 dec1 dec2``.
+  SODA §3.3.1 has no such parameter, but DALI 1.2 defines the ``range`` xtype it carries.
+- RESPONSEFORMAT answers with the media type the client named (DALI §3.4.3: "the response
+  ... must set that media type"): ``image/fits`` is answered as ``image/fits``, and
+  ``image/jpg`` as ``image/jpg`` although IANA registers only ``image/jpeg``, since the rule
+  lets the client choose the Content-Type its software reacts to. A short form (``fits``,
+  ``png``, ``jpeg``, ``jpg``) names no media type, so it is answered with the canonical one.
+  MIME parameters are dropped: none of the formats offered has a parameter we act on.
 """
 
 from __future__ import annotations
@@ -38,12 +47,13 @@ from soda.sky.regions import Circle, Polygon, Range, Shape
 from soda.sky.sphere import same_point
 
 FITS = "application/fits"
+# Accepted RESPONSEFORMAT values -> the canonical media type of the format they name.
 FITS_FORMATS: Mapping[str, str] = MappingProxyType({FITS: FITS, "image/fits": FITS, "fits": FITS})
 
 # SODA §3.3.6: the ObsCore pol_states vocabulary.
 POL_STATES = ("I", "Q", "U", "V", "RR", "LL", "RL", "LR", "XX", "YY", "XY", "YX", "POLI", "POLA")
 SHAPES = ("CIRCLE", "RANGE", "POLYGON")
-PARAM_NAMES = frozenset({"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL", "FILTER",
+PARAM_NAMES = frozenset({"ID", "POS", "CIRCLE", "RANGE", "POLYGON", "BAND", "TIME", "POL", "FILTER",
                          "RESPONSEFORMAT"})
 # Self-intersection is checked pair by pair (quadratic); this bounds the work per request.
 MAX_POLYGON_VERTICES = 200
@@ -61,12 +71,12 @@ Interval = tuple[float, float]
 @dataclass(frozen=True)
 class CutoutParams:
     ids: tuple[str, ...] = ()                     # ID, opaque, used as-is (SODA §3.2.1)
-    shapes: tuple[Shape, ...] = ()                # POS, CIRCLE, POLYGON, in request order
+    shapes: tuple[Shape, ...] = ()                # POS, CIRCLE, RANGE, POLYGON, in request order
     bands: tuple[Interval, ...] = ()              # BAND intervals in metres
     filters: tuple[str, ...] = ()                 # FILTER band names (custom parameter)
     times: tuple[Interval, ...] = ()              # TIME intervals, MJD
     pols: tuple[str, ...] = ()                    # POL states: one filter (SODA §3.3.6)
-    response_format: str = FITS                   # canonical MIME type
+    response_format: str = FITS                   # the media type to answer with (DALI §3.4.3)
 
 
 def parse_cutout(pairs: Iterable[tuple[str, str]],
@@ -168,7 +178,7 @@ def _check_bounds(name: str, value: str, low: float, high: float, what: str = ""
         raise _bad(name, value, f"{prefix}the interval {_format_number(low)} {_format_number(high)} is empty")
 
 
-# --- shapes: POS (SODA §3.3.1), CIRCLE (§3.3.2), POLYGON (§3.3.3) ----------------------
+# --- shapes: POS (SODA §3.3.1), CIRCLE (§3.3.2), RANGE (DALI 1.2 range), POLYGON (§3.3.3) ---
 
 def _parse_shape(name: str, value: str) -> Shape:
     tokens = value.split()
@@ -179,6 +189,8 @@ def _parse_shape(name: str, value: str) -> Shape:
                                 f"{tokens[0]!r} belongs in POS (POS={name} ...)")
     if name == "CIRCLE":
         return _circle(name, value, tokens)
+    if name == "RANGE":
+        return _range(name, value, tokens)
     return _polygon(name, value, tokens)
 
 
@@ -305,7 +317,7 @@ def _parse_filters(value: str) -> list[str]:
 
 
 def _parse_format(values: list[str], formats: Mapping[str, str]) -> str:
-    """DALI §3.4.3: single-valued; MIME types or short forms; MIME parameters dropped."""
+    """DALI §3.4.3: single-valued; a media type named is echoed, a short form made canonical."""
     if not values:
         return FITS
     if len(values) > 1:
@@ -316,7 +328,7 @@ def _parse_format(values: list[str], formats: Mapping[str, str]) -> str:
     media_type = value.split(";")[0].strip().lower()  # RFC 2045: type/subtype are case-insensitive
     if media_type not in formats:
         raise _bad("RESPONSEFORMAT", value, f"unsupported format; supported: {', '.join(formats)}")
-    return formats[media_type]
+    return media_type if "/" in media_type else formats[media_type]
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 Parameters (names case-insensitive, used with RESPONSEFORMAT=image/png or image/jpeg):
   STRETCH      linear | asinh | log | sqrt            (default asinh)
-  LIMITS       zscale | minmax | percentile            (default zscale)
+  LIMITS       sky | zscale | minmax | percentile      (default sky: a dark-grey sky)
   PERCENTILES  "low high" in [0, 100]                  (implies LIMITS=percentile)
   SIZE         longest side of the image in pixels     (default: the cutout's own size)
   RGB          three bands as R,G,B (e.g. "i,r,g"), or "default" for the survey's triplet
@@ -23,7 +23,7 @@ PNG, JPEG = "image/png", "image/jpeg"
 IMAGE_FORMATS = {PNG: PNG, "png": PNG, JPEG: JPEG, "jpeg": JPEG, "jpg": JPEG, "image/jpg": JPEG}
 _WHOLE = re.compile("[0-9]+")  # ASCII digits: str.isdigit() also takes superscripts int() refuses
 STRETCHES = ("linear", "asinh", "log", "sqrt")
-LIMIT_KINDS = ("zscale", "minmax", "percentile")
+LIMIT_KINDS = ("sky", "zscale", "minmax", "percentile")
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def parse_render(pairs: Params, max_size: int) -> RenderParams:
     params = RequestParams(pairs)
     stretch = _choice(params, "STRETCH", STRETCHES, "asinh")
     percentiles_text = params.single("PERCENTILES")
-    limits = _choice(params, "LIMITS", LIMIT_KINDS, "percentile" if percentiles_text else "zscale")
+    limits = _choice(params, "LIMITS", LIMIT_KINDS, "percentile" if percentiles_text else "sky")
     percentiles = (0.5, 99.5)
     if percentiles_text is not None:
         parts = percentiles_text.split()

@@ -9,6 +9,7 @@ table's ID field, so a client can use any row's descriptor on that row.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -190,6 +191,12 @@ class Links:
            value="", ref="ID")
         circle = _e(group, "PARAM", name="CIRCLE", datatype="double", arraysize="3", xtype="circle",
                     unit="deg", ucd="pos.outline;obs", value="")
+        # Not a SODA parameter (SODA §3.3.1 has RANGE only inside POS), but Aladin Lite sends it
+        # on its own. Its type is DALI 1.2's range (double[4]: ra1 ra2 dec1 dec2); the xtype
+        # "range" is left out because DALI 1.1, the REC, has no such xtype (validators warn).
+        range_ = _e(group, "PARAM", name="RANGE", datatype="double", arraysize="4",
+                    unit="deg", ucd="pos.outline;obs", value="")
+        _e(range_, "DESCRIPTION").text = "ra1 ra2 dec1 dec2 (ICRS degrees; -Inf/+Inf open), as POS=RANGE"
         polygon = _e(group, "PARAM", name="POLYGON", datatype="double", arraysize="*", xtype="polygon",
                      unit="deg", ucd="pos.outline;obs", value="")
         _e(group, "PARAM", name="POS", datatype="char", arraysize="*", ucd="pos.outline;obs", value="")
@@ -218,6 +225,9 @@ class Links:
         ra, dec = fp.centre
         _e(_e(circle, "VALUES"), "MAX", value=f"{ra:.7f} {dec:.7f} {fp.radius * 1.0001:.7f}")
         _e(_e(polygon, "VALUES"), "MAX", value=" ".join(f"{r:.7f} {d:.7f}" for r, d in fp.corners))
+        covering = self._covering_range(fp)
+        if covering is not None:
+            _e(_e(range_, "VALUES"), "MAX", value=" ".join(f"{v:.7f}" for v in covering))
         survey = self.datasets.surveys[image.survey]
         self._band_values(band, *survey.band_range(image.band))
         _e(_e(filt, "VALUES"), "OPTION", value=image.band)
@@ -227,3 +237,16 @@ class Links:
         values = _e(param, "VALUES")
         _e(values, "MIN", value=f"{low:.4g}")
         _e(values, "MAX", value=f"{high:.4g}")
+
+    @staticmethod
+    def _covering_range(fp: Footprint) -> tuple[float, float, float, float] | None:
+        """The RA/Dec box around the covering circle, as RANGE MAX (like CIRCLE's, SODA §4.2);
+        None when it would cross RA 0 or a pole, which a RANGE here cannot (ra1 <= ra2)."""
+        ra, dec = fp.centre
+        radius = fp.radius * 1.0001
+        if abs(dec) + radius >= 90.0:
+            return None
+        half = math.degrees(math.asin(min(1.0, math.sin(math.radians(radius)) / math.cos(math.radians(dec)))))
+        if ra - half < 0.0 or ra + half > 360.0:
+            return None
+        return ra - half, ra + half, dec - radius, dec + radius

@@ -91,6 +91,16 @@ def test_every_bad_value_gets_its_own_message():
         assert sum(p.startswith(name) for p in problems) == 1, (name, problems)
 
 
+def test_log_format_is_a_choice_and_log_json_its_alias():
+    assert load_settings(environ={}).ops.log_format == "auto"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"CUTOUT_LOG_FORMAT": "xml", "CUTOUT_LOG_JSON": "maybe"})
+    problems = caught.value.problems
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("CUTOUT_LOG_FORMAT='xml': ") and "'auto', 'json' or 'text'" in problems[0]
+    assert problems[1] == "CUTOUT_LOG_JSON='maybe': Value error, must be true, false or \"auto\""
+
+
 def test_cross_checks():
     with pytest.raises(ConfigError) as caught:
         load_settings(environ={"CUTOUT_DEFAULT_EXECUTION_DURATION": "7200",

@@ -17,6 +17,7 @@ import astropy.io.fits.hdu.compressed.tests as compressed_tests
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.stats import sigma_clipped_stats
 from astropy.wcs import WCS, FITSFixedWarning
 from PIL import Image
 
@@ -123,6 +124,8 @@ def test_bad_planes(data: object) -> None:
     ({"q": 0}, "q must.*0"), ({"q": float("nan")}, "nan"), ({"q": "8"}, "'8'"),
     ({"stretch": -1.0}, "stretch must.*-1.0"), ({"stretch": 0}, "stretch.*0"),
     ({"minimum": (1.0, 2.0)}, r"\(1.0, 2.0\)"), ({"minimum": float("inf")}, "inf"),
+    ({"scales": (1.0, 0.0, 2.0)}, "scales must.*0.0"), ({"scales": (1.0, 2.0)}, r"scales.*\(1.0, 2.0\)"),
+    ({"scales": -1.0}, "scales must.*-1.0"),
 ])
 def test_bad_lupton_options(kwargs: dict, named: str) -> None:
     with pytest.raises(ValueError, match=named):
@@ -186,9 +189,52 @@ def test_zscale_star_on_flat_sky() -> None:
 
 def test_zscale_with_noise_shows_sky_grey_and_star_white() -> None:
     data = star() + np.random.default_rng(3).normal(0, 5, (41, 41)).astype(np.float32)
-    pixels = fits_rows(grey(data, scaling=Scaling(stretch="linear")))
+    pixels = fits_rows(grey(data, scaling=Scaling(stretch="linear", limits="zscale")))
     assert pixels[20, 20] == 255
     assert 60 < np.median(pixels[:5]) < 200
+
+
+def sky_field(noise: float = 4.0, level: float = 0.0, size: int = 200, seed: int = 6) -> np.ndarray:
+    """Noisy sky with a bright star in the middle and a faint one near a corner."""
+    data = np.random.default_rng(seed).normal(level, noise, (size, size)).astype(np.float32)
+    y, x = np.mgrid[:size, :size]
+    data += 200 * noise * np.exp(-((x - size // 2) ** 2 + (y - size // 2) ** 2) / 8.0)
+    data += 8 * noise * np.exp(-((x - 30) ** 2 + (y - 30) ** 2) / 8.0)
+    return data
+
+
+def test_sky_limits_by_default_make_the_sky_dark_grey() -> None:
+    data = sky_field(level=50.0)
+    pixels = fits_rows(grey(data))
+    # Black 2σ below the sky, white 40σ above: asinh puts the sky at asinh(20/42·10)/asinh(10).
+    sky_grey = 255 * np.arcsinh(2 / 42 / 0.1) / np.arcsinh(10)
+    assert abs(np.median(pixels) - sky_grey) < 3
+    assert 25 < np.median(pixels) < 60
+    assert pixels[100, 100] == 255 and pixels[30, 30] > np.median(pixels) + 60
+    assert 0.01 < (pixels == 0).mean() < 0.05  # about 2% of the sky is below -2σ
+    zscale = fits_rows(grey(data, scaling=Scaling(limits="zscale")))
+    assert np.median(zscale) > 150  # zscale, asked for, still shows the sky mid-grey
+
+
+def test_sky_limits_follow_the_noise_not_the_level() -> None:
+    base = grey(sky_field())
+    assert (grey(sky_field(level=1000.0)) == base).mean() > 0.99
+    scaled = grey(sky_field(noise=40.0) * np.float32(1.0))
+    assert abs(np.median(scaled) - np.median(base)) <= 1
+
+
+def test_sky_limits_blanks_and_noiseless_sky() -> None:
+    data = sky_field()
+    data[:10] = np.nan
+    data[20, 20] = np.inf
+    pixels = fits_rows(grey(data))
+    assert (pixels[:10] == 0).all() and pixels[20, 20] == 0
+    assert 25 < np.median(pixels[10:]) < 60
+    model = np.zeros((100, 100), np.float32)  # a flat sky without noise is black ...
+    model[40:45, 40:45] = np.linspace(50, 98, 25, dtype=np.float32).reshape(5, 5)
+    pixels = fits_rows(grey(model, scaling=Scaling(stretch="linear")))
+    # ... and what rises above it is stretched up to its maximum.
+    assert pixels[0, 0] == 0 and pixels[44, 44] == 255 and pixels[40, 40] == round(255 * 50 / 98)
 
 
 def test_integer_big_endian_input() -> None:
@@ -209,7 +255,7 @@ def test_blank_pixels_are_black(stretch: str, limits: str) -> None:
     assert pixels[0, 255] == 255 and pixels[0, 200] > 0
 
 
-@pytest.mark.parametrize("limits", ["zscale", "minmax", "percentile"])
+@pytest.mark.parametrize("limits", ["sky", "zscale", "minmax", "percentile"])
 @pytest.mark.parametrize("stretch", FORMULAS)
 def test_constant_is_mid_grey_and_all_blank_is_black(stretch: str, limits: str) -> None:
     scaling = Scaling(stretch=stretch, limits=limits)
@@ -422,14 +468,52 @@ def test_lupton_dominant_channels() -> None:
     assert sky.mean() < 60  # dark, but with its noise
 
 
+def lupton_brightness(intensity: float, stretch: float, q: float) -> float:
+    """astropy's LuptonAsinhStretch, written out."""
+    return math.asinh(q * intensity / stretch) * 0.1 / math.asinh(0.1 * q)
+
+
 def test_lupton_defaults_from_the_data() -> None:
     red, green, blue = three_stars()
     params = lupton_params((red, green, blue))
-    for band, minimum in zip((red, green, blue), params.minimum):
-        assert minimum == pytest.approx(np.percentile(band, 10), rel=1e-5)
-    assert params.q == 8.0 and params.stretch > 0
-    explicit = lupton_params((red, green, blue), q=3, stretch=7.0, minimum=2.0)
-    assert (explicit.q, explicit.stretch, explicit.minimum) == (3.0, 7.0, (2.0, 2.0, 2.0))
+    # Sky 10 ± 1 in every band: scales 1, black 1σ below the sky, the sky at 10% brightness.
+    skies = [sigma_clipped_stats(band, sigma=3, maxiters=5) for band in (red, green, blue)]
+    mean_noise = np.mean([std for _, _, std in skies])
+    for (_, median, std), minimum, scale in zip(skies, params.minimum, params.scales):
+        assert scale == pytest.approx(mean_noise / std, rel=1e-3)
+        assert minimum == pytest.approx(median - mean_noise / scale, rel=1e-3)
+        assert 8.7 < minimum < 9.3 and 0.9 < scale < 1.1
+    assert params.q == 8.0
+    assert lupton_brightness(mean_noise, params.stretch, 8.0) == pytest.approx(0.1, rel=1e-6)
+    explicit = lupton_params((red, green, blue), q=3, stretch=7.0, minimum=2.0, scales=(1, 2, 3))
+    assert (explicit.q, explicit.stretch, explicit.minimum, explicit.scales) == (3.0, 7.0, (2.0,) * 3, (1.0, 2.0, 3.0))
+
+
+def test_lupton_scales_make_unequal_noise_look_alike() -> None:
+    rng = np.random.default_rng(8)
+    noises, levels = (1.0, 3.0, 8.0), (5.0, -2.0, 100.0)
+    bands = [rng.normal(level, noise, (300, 300)).astype(np.float32) for level, noise in zip(levels, noises)]
+    params = lupton_params((bands[0], bands[1], bands[2]))
+    mean_noise = sum(noises) / 3
+    for noise, level, scale, minimum in zip(noises, levels, params.scales, params.minimum):
+        assert scale == pytest.approx(mean_noise / noise, rel=0.05)
+        assert minimum == pytest.approx(level - noise, abs=0.05 * noise)
+    rgb = np.asarray(decode(render_rgb(*bands))).astype(int)
+    medians = np.median(rgb, axis=(0, 1))
+    assert medians.max() - medians.min() <= 2 and 15 < medians.mean() < 35, medians
+    spreads = rgb.reshape(-1, 3).std(axis=0)
+    assert spreads.max() < 1.3 * spreads.min(), spreads  # the same noise in every colour
+    flat = np.asarray(decode(render_rgb(*bands, scales=1.0))).astype(int)
+    assert flat[..., 2].std() > 2 * flat[..., 0].std()  # unscaled, the noisiest band shows most
+
+
+def test_lupton_sky_brightness_does_not_depend_on_q() -> None:
+    bands = three_stars()
+    soft = fits_rows(np.asarray(decode(render_rgb(*bands, q=20.0))).astype(int))
+    hard = fits_rows(np.asarray(decode(render_rgb(*bands, q=2.0))).astype(int))
+    assert abs(np.median(soft[5:15]) - np.median(hard[5:15])) <= 2
+    # A red star's wing, some 20σ above the sky: a harder asinh (small Q) shows it brighter.
+    assert hard[30, 20, 0] > soft[30, 20, 0] + 30
 
 
 def test_lupton_explicit_parameters_change_the_picture() -> None:
@@ -475,7 +559,7 @@ def big() -> np.ndarray:
 # Measured (numpy allocations; Pillow's own buffers are not traced): grey ≈ 1.5× the input
 # with zscale/minmax and 2.25× with percentiles (astropy copies the finite values, then
 # np.percentile copies them again); RGB ≈ 1.5× one band (8-bit result plus its flipped copy).
-@pytest.mark.parametrize("limits", ["zscale", "minmax", "percentile"])
+@pytest.mark.parametrize("limits", ["sky", "zscale", "minmax", "percentile"])
 def test_grey_memory_4096(big: np.ndarray, limits: str) -> None:
     peak, body = peak_during(render_grey, big, scaling=Scaling(limits=limits), fmt="jpeg")
     assert decode(body).size == (4096, 4096)

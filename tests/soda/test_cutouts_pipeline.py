@@ -175,7 +175,7 @@ def test_make_off_the_image_is_none(cutouts):
     assert targets[0].image is not None  # the tile serves the position ...
     assert cutouts.make(targets, request, cutouts.limits("alice")) is None  # ... its image does not reach it
     assert cutouts.make_one(targets[0], request, cutouts.limits("alice")) is None
-    nowhere = [Target("01_r", None, None, "no image")]
+    nowhere = [Target("01_r", None, problem="no image")]
     assert cutouts.make(nowhere, request, cutouts.limits("alice")) is None
 
 

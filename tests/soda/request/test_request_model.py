@@ -24,24 +24,25 @@ def request(*pairs: tuple[str, str]) -> SodaRequest:
 
 # --- formats ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("value", "mime", "extension"), [
-    (None, FITS, "fits"),
-    ("fits", FITS, "fits"),
-    ("image/fits", FITS, "fits"),
-    ("application/fits; charset=binary", FITS, "fits"),
-    ("png", PNG, "png"),
-    ("IMAGE/PNG", PNG, "png"),
-    ("image/png;x-quality=high", PNG, "png"),
-    ("jpeg", JPEG, "jpg"),
-    ("jpg", JPEG, "jpg"),
-    ("image/jpg", JPEG, "jpg"),
-    (" image/jpeg ; q=1", JPEG, "jpg"),
+# DALI §3.4.3: a media type named is the one answered; a short form gets the canonical type.
+@pytest.mark.parametrize(("value", "mime", "kind", "extension"), [
+    (None, FITS, FITS, "fits"),
+    ("fits", FITS, FITS, "fits"),
+    ("image/fits", "image/fits", FITS, "fits"),
+    ("application/fits; charset=binary", FITS, FITS, "fits"),
+    ("png", PNG, PNG, "png"),
+    ("IMAGE/PNG", PNG, PNG, "png"),
+    ("image/png;x-quality=high", PNG, PNG, "png"),
+    ("jpeg", JPEG, JPEG, "jpg"),
+    ("jpg", JPEG, JPEG, "jpg"),
+    ("image/jpg", "image/jpg", JPEG, "jpg"),
+    (" image/jpeg ; q=1", JPEG, JPEG, "jpg"),
 ])
-def test_formats_short_forms_and_mime_parameters(value, mime, extension):
+def test_formats_short_forms_and_mime_parameters(value, mime, kind, extension):
     parsed = request() if value is None else request(("RESPONSEFORMAT", value))
-    assert (parsed.mime, parsed.extension) == (mime, extension)
+    assert (parsed.mime, parsed.format, parsed.extension) == (mime, kind, extension)
     assert parsed.cutout.response_format == mime
-    assert (parsed.render is None) == (mime == FITS)
+    assert (parsed.render is None) == (kind == FITS)
 
 
 def test_unsupported_format_names_the_supported_ones():
@@ -69,7 +70,7 @@ def test_fits_ignores_the_picture_options():
 def test_picture_defaults():
     parsed = request(("RESPONSEFORMAT", "png"))
     assert parsed.render == RenderParams()
-    assert parsed.render.scaling == Scaling("asinh", "zscale", (0.5, 99.5))
+    assert parsed.render.scaling == Scaling("asinh", "sky", (0.5, 99.5))
     assert (parsed.render.size, parsed.render.rgb, parsed.render.q) == (None, None, 8.0)
     assert parsed.render.use_default_rgb is False
     assert parsed.rgb is None
@@ -115,7 +116,7 @@ def test_picture_options_are_read():
     ([("RGB", "i,r")], "RGB='i,r': give three bands as R,G,B"),
     ([("RGB", "i,r,g,z")], "give three bands"),
     ([("STRETCH", "ASINH")], "STRETCH='ASINH': must be one of linear, asinh, log, sqrt"),
-    ([("LIMITS", "auto")], "LIMITS='auto': must be one of zscale, minmax, percentile"),
+    ([("LIMITS", "auto")], "LIMITS='auto': must be one of sky, zscale, minmax, percentile"),
 ])
 def test_picture_option_bounds(pairs, fragment):
     with pytest.raises(UsageError) as caught:

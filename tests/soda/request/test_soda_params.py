@@ -65,6 +65,8 @@ def test_the_bad_requests_are_good_without_their_fault() -> None:
     ("POS", "RANGE -Inf +Inf -Inf +Inf", Range(-INF, INF, -INF, INF)),
     ("POS", "RANGE 10 +Inf -Inf -30", Range(10, INF, -INF, -30)),
     ("POS", "RANGE -Inf 20 0 Inf", Range(-INF, 20, 0, INF)),
+    ("RANGE", "12 14 34 36", Range(12, 14, 34, 36)),
+    ("RANGE", "10 +Inf -Inf -30", Range(10, INF, -INF, -30)),
     ("POS", "POLYGON 12 34 14 34 14 36 12 36", Polygon(((12, 34), (14, 34), (14, 36), (12, 36)))),
     ("POLYGON", "12 34 14 34 14 36 12 36", Polygon(((12, 34), (14, 34), (14, 36), (12, 36)))),
     ("POLYGON", "359.5 -1 0.5 -1 0.5 1 359.5 1", Polygon(((359.5, -1), (0.5, -1), (0.5, 1), (359.5, 1)))),
@@ -84,6 +86,27 @@ def test_whitespace_and_number_spellings(value: str) -> None:
 
 def test_pos_circle_equals_circle_param() -> None:
     assert parse_cutout([("POS", "CIRCLE 24.8 -44.9 0.05")]) == parse_cutout([("CIRCLE", "24.8 -44.9 0.05")])
+
+
+def test_pos_range_equals_range_param() -> None:
+    # Aladin Lite's SODA form sends RANGE on its own; it means POS=RANGE (SODA §3.3.1).
+    assert parse_cutout([("POS", "RANGE 24.8 24.9 -45 -44.9")]) == parse_cutout([("range", "24.8 24.9 -45 -44.9")])
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    ("24.8 24.9 -45", "RANGE='24.8 24.9 -45': a RANGE needs 4 numbers (ra1 ra2 dec1 dec2), not 3"),
+    ("RANGE 24.8 24.9 -45 -44.9", "the RANGE parameter takes numbers only; the shape keyword 'RANGE' belongs in POS"),
+    ("25 24 -45 -44", "ra1 25.0 > ra2 24.0: ra1 <= ra2 is required"),
+    ("24 25 -44 -45", "Dec: the lower bound -44.0 exceeds the upper bound -45.0"),
+    ("24 25 -95 -44", "Dec -95.0 is outside [-90, 90] degrees"),
+    ("24 25 -45 NaN", "NaN is not a usable value"),
+    ("24,25,-45,-44", "separate numbers with spaces"),
+])
+def test_range_param_is_checked_like_pos_range(value: str, fragment: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_cutout([("RANGE", value)])
+    assert caught.value.status == 400
+    assert fragment in caught.value.message, caught.value.message
 
 
 def test_pos_polygon_equals_polygon_param() -> None:
@@ -153,10 +176,13 @@ def test_pol_states_repeat_as_one_filter() -> None:
     assert params.pols == ("I", "Q", "U", "POLI")
 
 
-@pytest.mark.parametrize("value", ["application/fits", "image/fits", "fits", "FITS", "Application/FITS",
-                                   "application/fits;x=1", " image/fits ; charset=binary "])
-def test_responseformat_aliases(value: str) -> None:
-    assert parse_cutout([("RESPONSEFORMAT", value)]).response_format == "application/fits"
+@pytest.mark.parametrize(("value", "answered"), [
+    ("application/fits", "application/fits"), ("fits", "application/fits"), ("FITS", "application/fits"),
+    ("Application/FITS", "application/fits"), ("application/fits;x=1", "application/fits"),
+    ("image/fits", "image/fits"), (" image/fits ; charset=binary ", "image/fits")])
+def test_responseformat_aliases(value: str, answered: str) -> None:
+    # DALI §3.4.3: the media type the client named is the one answered; a short form, the canonical one.
+    assert parse_cutout([("RESPONSEFORMAT", value)]).response_format == answered
 
 
 def test_responseformat_default_and_custom_mapping() -> None:

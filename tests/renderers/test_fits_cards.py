@@ -1,0 +1,101 @@
+"""FITS header cards are written whole: no comment is ever cut (astropy would warn)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from renderers.fits import CARD_LENGTH, cutout_header, fitting_comment, set_card, write_fits
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+def written(header: fits.Header) -> fits.Header:
+    """``header`` through a FITS file and back, with every warning an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        body = write_fits([(np.zeros((2, 3), np.float32), header)], {})
+        with fits.open(io.BytesIO(body)) as hdul:
+            hdul.verify("exception")
+            return hdul[1].header.copy()
+
+
+@pytest.mark.parametrize("length", range(0, 140, 3))
+@pytest.mark.parametrize("comment", ["source file", "source pixels cut (FITS section, 1-based)"])
+def test_string_values_of_every_length_are_written_whole(length: int, comment: str) -> None:
+    value = ("ivo://x/" + "abcdefghij" * 14)[:length]
+    header = fits.Header()
+    set_card(header, "SRCFILE", value, comment)
+    back = written(header)
+    assert back["SRCFILE"] == value.rstrip()  # FITS ignores trailing blanks only
+    kept = header.comments["SRCFILE"]
+    assert kept in (comment, "")
+    assert back.comments["SRCFILE"] == kept
+    one_card = len(fits.Card("SRCFILE", value).image) == CARD_LENGTH
+    if not one_card:
+        assert kept == comment  # continued values take their comment along on CONTINUE cards
+    elif not kept:
+        assert len(f"SRCFILE = '{value}' / {comment}") > CARD_LENGTH  # dropped only when it had no room
+
+
+def test_comment_kept_when_it_just_fits_and_dropped_one_character_later() -> None:
+    comment = "c" * 20
+    fits_exactly = "v" * (CARD_LENGTH - len("KEY     = ''") - len(" / ") - len(comment))
+    assert fitting_comment("KEY", fits_exactly, comment) == comment
+    assert len(str(fits.Card("KEY", fits_exactly, comment))) == CARD_LENGTH
+    assert fitting_comment("KEY", fits_exactly + "v", comment) == ""
+    assert fitting_comment("KEY", 1.5, "n" * 47) == "n" * 47  # value field to column 30, then " / "
+    assert fitting_comment("KEY", 1.5, "n" * 48) == ""
+
+
+def test_numbers_and_short_values_keep_their_comments() -> None:
+    header = fits.Header()
+    set_card(header, "LTV1", -9000.123456789012, "offset of this cut in the source")
+    set_card(header, "SRCHDU", "SCI", "source HDU")
+    set_card(header, "NCUT", 3, "number of cutouts in this file")
+    back = written(header)
+    assert back.comments["LTV1"] == "offset of this cut in the source"
+    assert back["LTV1"] == pytest.approx(-9000.123456789012, rel=1e-15)
+    assert (back["SRCHDU"], back.comments["SRCHDU"]) == ("SCI", "source HDU")
+
+
+def test_source_cards_reformatted_without_room_lose_only_their_comment() -> None:
+    # Free-format cards are legal; copied, their value is padded to column 30 and a long
+    # comment no longer fits beside it.
+    long_comment = "a comment that filled the card of the source: 55 chars."
+    assert len(long_comment) == 55
+    source = fits.Header.fromstring(
+        f"{'EXPTIME = 90.0 / ' + long_comment:80}"
+        f"{'OBJECT  = ' + chr(39) + 'a field' + chr(39) + ' / ' + long_comment:80}"
+        f"{'CRPIX1  = 100.5 / reference pixel':80}"
+        f"{'CRPIX2  = 200.5 / reference pixel':80}"
+        f"{'LTV1    = -3.0 / offset of an earlier cut in its source':80}"
+        f"{'COMMENT ' + 'x' * 72:80}"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        header = cutout_header(source, 10, 20)
+    back = written(header)
+    assert back["EXPTIME"] == 90.0 and back.comments["EXPTIME"] == ""
+    assert back["OBJECT"] == "a field" and back.comments["OBJECT"] == ""
+    assert (back["CRPIX1"], back["CRPIX2"]) == (90.5, 180.5)
+    assert back.comments["CRPIX1"] == "reference pixel"
+    assert (back["LTV1"], back["LTV2"]) == (-13.0, -20.0)
+    assert back.comments["LTV2"] == "offset of this cut in the source"
+    assert back["COMMENT"][0] == "x" * 72
+
+
+def test_primary_cards_take_value_and_comment() -> None:
+    long_name = "cutout-service " + "x" * 60
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        body = write_fits([], {"ORIGIN": (long_name, "IVOA SODA 1.0 cutout service"), "NCUTOUTS": (0, "none"),
+                               "PLAIN": "value"})
+    with fits.open(io.BytesIO(body)) as hdul:
+        head = hdul[0].header
+        assert head["ORIGIN"] == long_name and head.comments["ORIGIN"] == "IVOA SODA 1.0 cutout service"
+        assert (head["NCUTOUTS"], head.comments["NCUTOUTS"], head["PLAIN"]) == (0, "none", "value")
