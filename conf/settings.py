@@ -239,6 +239,13 @@ class SodaSettings(Group):
         "PNG/JPEG previews: largest side in pixels (SIZE may ask for less)."))
     max_preview_source_pixels: PositiveInt = Field(100_000_000, description=(
         "Most source pixels one preview may read (a whole 10000² DES tile is 1e8)."))
+    thumbnail_size: PositiveInt = Field(1024, description=(
+        "Longest side of the thumbnail kept of each image larger than this (block-averaged, "
+        "computed once): a PNG/JPEG whose pixels would be at least as coarse is made from it, "
+        "so a preview of a whole image reads no more than this, for any caller."))
+    thumbnail_cache_bytes: PositiveInt = Field(256 * 2**20, description=(
+        "Disk space of the thumbnails (data_dir/thumbnails, 256 MiB); the least recently used "
+        "go first."))
     jpeg_quality: int = Field(90, description="JPEG quality of previews (1-95).")
     cutout_threads: LimitOrOff = Field(0, description=(
         "Threads of a web process that cut and encode /sync answers (a pool of their own, "
@@ -374,13 +381,17 @@ class LimitsSettings(Group):
     anonymous_async: Literal["off", "limited", "open"] = Field("limited", description=(
         "\"off\": anonymous callers cannot create jobs (401 with login challenges); \"limited\": "
         "they can, within anonymous_max_active_jobs (all anonymous callers together), their jobs "
-        "are destroyed after anonymous_destruction_seconds and the job list shows them nothing; "
+        "are destroyed after anonymous_destruction_seconds and the job list shows them nothing (a "
+        "job is reached by the URL its creation answered in Location); "
         "\"open\": anonymous callers use jobs like a user without quotas, and share one job list "
         "(only for a service on a private network, or for development)."))
     anonymous_max_cutout_pixels: PositiveInt = Field(1_048_576, description=(
         "Largest anonymous cutout, in pixels per plane (1024 x 1024)."))
-    anonymous_max_sync_cutouts: PositiveInt = Field(1, description=(
-        "Most cutouts per anonymous request."))
+    anonymous_max_sync_cutouts: PositiveInt = Field(5, description=(
+        "Most cutouts in one anonymous /sync answer: one position in every band of a DES tile "
+        "(g, r, i, z, Y). More go to /async."))
+    anonymous_max_job_cutouts: PositiveInt = Field(20, description=(
+        "Most cutouts (results) in one anonymous job (anonymous_async = \"limited\")."))
     anonymous_files: bool = Field(False, description=(
         "Whole-file downloads (/files) for anonymous callers."))
     anonymous_rate_limit: LimitOrOff = Field(60, description=(
@@ -391,6 +402,9 @@ class LimitsSettings(Group):
         "Jobs QUEUED or EXECUTING at once for all anonymous callers together; 0: no limit."))
     anonymous_destruction_seconds: PositiveInt = Field(3600, description=(
         "Anonymous jobs are destroyed this long after their creation."))
+    anonymous_quota_bytes: LimitOrOff = Field(2**30, description=(
+        "Bytes of job results all anonymous callers together may keep (1 GiB); a job is not "
+        "queued while they keep more (anonymous_async = \"limited\"). 0: no limit."))
     user_quota_bytes: LimitOrOff = Field(10 * 2**30, description=(
         "Bytes of job results a user may keep (10 GiB); 0: no limit."))
     user_max_active_jobs: LimitOrOff = Field(20, description=(

@@ -19,6 +19,7 @@ from dali.errors import MultiValuedParamNotSupported, ServiceError, UsageError
 from dali.params import Params
 from soda.engine.cutout import Cut, ImageUnreadable, cut
 from soda.engine.pixels import PixelBox
+from soda.engine.thumbnails import Thumbnails
 from soda.output.fits import fits_cutouts
 from soda.output.pictures import render
 from soda.plan import Target, plan
@@ -32,9 +33,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CutoutLimits:
     max_pixels: int           # per cutout plane
-    max_cutouts: int | None   # per request (None: no limit, for a logged-in user's job)
+    max_cutouts: int | None   # per /sync request (None: no limit but the service's)
     max_preview_source: int   # source pixels read for one PNG/JPEG
     name: str                 # how an error message names the limit
+    max_job_cutouts: int | None = None  # per job (None: no limit, for a logged-in user's job)
 
 
 # Told the format (file extension) and seconds of every cutout made, e.g. by metrics.
@@ -51,14 +53,17 @@ def cutout_count(targets: Sequence[Target]) -> int:
     return sum(t.cutouts for t in targets)
 
 
+def _unreadable(image: ImageRef, exc: ImageUnreadable) -> ServiceError:
+    log.error("%s", exc)
+    return ServiceError(f"the image of {image.dataset_id} cannot be read; the operators have been told")
+
+
 def _cut(image: ImageRef, *, target: Target, limit: int, planes: int | None, limit_name: str,
          box: PixelBox | None = None) -> Cut | None:
     try:
         return cut(image, target.shape, limit, planes=planes, box=box, limit_name=limit_name)
     except ImageUnreadable as exc:
-        log.error("%s", exc)
-        raise ServiceError(f"the image of {image.dataset_id} cannot be read; "
-                           f"the operators have been told") from None
+        raise _unreadable(image, exc) from None
 
 
 class Cutouts:
@@ -68,13 +73,20 @@ class Cutouts:
         self.max_sync_cutouts = settings.soda.max_sync_cutouts
         self.max_preview_size = settings.soda.max_preview_size
         self.jpeg_quality = settings.soda.jpeg_quality
+        self.thumbnails = Thumbnails(settings.ops.data_dir / "thumbnails", settings.soda.thumbnail_size,
+                                     settings.soda.thumbnail_cache_bytes)
         self.user_limits = CutoutLimits(settings.soda.max_cutout_pixels, None,
                                         settings.soda.max_preview_source_pixels, "this service's limit")
         anonymous_pixels = min(settings.limits.anonymous_max_cutout_pixels, settings.soda.max_cutout_pixels)
         self.anonymous_limits = CutoutLimits(
             anonymous_pixels, min(settings.limits.anonymous_max_sync_cutouts, settings.soda.max_sync_cutouts),
             min(anonymous_pixels, settings.soda.max_preview_source_pixels),
-            "the limit for anonymous callers (log in for larger cutouts)")
+            "the limit for anonymous callers (log in for larger cutouts)",
+            settings.limits.anonymous_max_job_cutouts if settings.limits.anonymous_async == "limited" else None)
+        self.more_cutouts = {  # where an anonymous caller gets more cutouts than /sync gives
+            "off": "log in for more", "open": "use /async or log in for more",
+            "limited": f"use /async (up to {settings.limits.anonymous_max_job_cutouts} per job) "
+                       f"or log in for more"}[settings.limits.anonymous_async]
 
     def limits(self, owner: str | None) -> CutoutLimits:
         return self.anonymous_limits if owner is None else self.user_limits
@@ -89,7 +101,13 @@ class Cutouts:
         if limits.max_cutouts is not None and count > limits.max_cutouts:
             raise MultiValuedParamNotSupported(
                 f"this request asks for {count} cutouts; {where} makes at most "
-                f"{limits.max_cutouts} for anonymous callers (log in for more)")
+                f"{limits.max_cutouts} for anonymous callers ({self.more_cutouts})")
+
+    def check_job_count(self, count: int, limits: CutoutLimits) -> None:
+        if limits.max_job_cutouts is not None and count > limits.max_job_cutouts:
+            raise MultiValuedParamNotSupported(
+                f"this request asks for {count} cutouts; a job makes at most "
+                f"{limits.max_job_cutouts} for anonymous callers (log in for more)")
 
     def check_pictures(self, targets: Sequence[Target], request: SodaRequest) -> None:
         """A picture shows one band, or one colour composite of three."""
@@ -123,6 +141,10 @@ class Cutouts:
         nothing overlaps."""
         if not target.images:
             return None
+        if request.render is not None and (target.colour or len(target.images) == 1):
+            pictured = self._from_thumbnails(target, request.render.size)
+            if pictured is not None:  # bounded by the thumbnail, whatever the source size
+                return pictured
         preview = request.render is not None
         limit = limits.max_preview_source if preview else limits.max_pixels
         cut_one = partial(_cut, target=target, limit=limit, planes=1 if preview else None,
@@ -135,6 +157,12 @@ class Cutouts:
         if head is None:
             return None
         return [head] + [cut_one(image, box=head.box) for image in others]  # type: ignore[misc]
+
+    def _from_thumbnails(self, target: Target, size: int | None) -> list[Cut] | None:
+        try:
+            return self.thumbnails.cuts(target.images, target.shape, size)
+        except ImageUnreadable as exc:
+            raise _unreadable(target.images[0], exc) from None
 
     def encode(self, parts: Sequence[tuple[str, list[Cut]]], request: SodaRequest) -> bytes:
         """Each combination's cuts under its name: FITS holds them all, a picture one."""

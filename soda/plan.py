@@ -191,7 +191,7 @@ def _named(combos: list[_Combo]) -> list[Target]:
 def _image(datasets: Datasets, dataset_id: str) -> ImageRef:
     image = datasets.by_id(dataset_id)
     if image is None:
-        raise UsageError(f"ID {dataset_id!r} names no dataset of this service", status=404)
+        raise UsageError(f"ID {dataset_id!r} names no dataset of this service")
     return image
 
 

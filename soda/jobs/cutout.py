@@ -19,7 +19,7 @@ def cutout_job_kind(cutouts: Cutouts) -> JobKind[SodaRequest]:
         request = cutouts.parse(pairs)
         targets = cutouts.plan(request)
         cutouts.check_pictures(targets, request)
-        cutouts.check_count(cutout_count(targets), cutouts.limits(owner), "a job")
+        cutouts.check_job_count(cutout_count(targets), cutouts.limits(owner))
         return request
 
     def run(ctx: JobContext[SodaRequest]) -> None:

@@ -1,16 +1,22 @@
-"""The ``cutout`` command: serve, worker, demo-data, check-config, config-defaults."""
+"""The ``cutout`` command: serve, worker, demo-data, check-config, config-defaults, token."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conf import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from auth.tokens import TokenStore
 
 
 def _settings_or_exit(**overrides: object) -> Settings:
@@ -125,6 +131,95 @@ def config_defaults(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- personal API tokens, for operators -------------------------------------------------------
+
+@contextlib.contextmanager
+def _token_store(settings: Settings) -> Iterator[TokenStore]:
+    """The service's token table, migrated as ``cutout serve`` would (it may be running)."""
+    from auth.tables import MIGRATIONS
+    from auth.tokens import TokenStore
+    from soda.ops.database import close_database, migrate, open_database
+
+    settings.ops.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings.ops.effective_database_url)
+    try:
+        migrate(db, [("auth", MIGRATIONS)])
+        yield TokenStore(db)
+    finally:
+        close_database(db)
+
+
+def _user(name: str) -> str:
+    user = name.strip()
+    if not user or len(user) > 255 or any(ord(c) < 32 for c in user):
+        print("cutout token: --user must name a user (1 to 255 printable characters)", file=sys.stderr)
+        raise SystemExit(2)
+    return user
+
+
+def token_create(args: argparse.Namespace) -> int:
+    """Print a new personal API token, once: it is stored only as a digest."""
+    import datetime as dt
+
+    settings = _settings_or_exit()
+    user = _user(args.user)
+    auth = settings.auth
+    days = auth.api_token_default_days if args.days is None else args.days
+    if not 1 <= days <= auth.api_token_max_days:
+        print(f"cutout token create: --days must be between 1 and {auth.api_token_max_days} "
+              f"(setting api_token_max_days)", file=sys.stderr)
+        return 2
+    name = args.name.strip()
+    if not name or len(name) > 100:
+        print("cutout token create: --name must be 1 to 100 characters", file=sys.stderr)
+        return 2
+    expires = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=days)
+    with _token_store(settings) as store:
+        info, secret = store.create(user, name, expires)
+    print(secret)
+    print(f"token {info.id} ({info.name!r}) of {info.user_id}, expires {info.as_json()['expires']}; "
+          f"shown only this once. Send it as 'Authorization: Bearer <token>'.", file=sys.stderr)
+    return 0
+
+
+def token_list(args: argparse.Namespace) -> int:
+    with _token_store(_settings_or_exit()) as store:
+        listed = store.list(_user(args.user))
+    for info in listed:
+        shown = info.as_json()
+        print(f"{info.id}\t{info.name}\tcreated {shown['created']}\texpires {shown['expires']}\t"
+              f"last used {shown['last_used'] or 'never'}")
+    return 0
+
+
+def token_revoke(args: argparse.Namespace) -> int:
+    user = _user(args.user)
+    with _token_store(_settings_or_exit()) as store:
+        revoked = store.revoke(user, args.id)
+    if not revoked:
+        print(f"cutout token revoke: {user} has no token {args.id!r}", file=sys.stderr)
+        return 1
+    print(f"token {args.id} of {user} revoked")
+    return 0
+
+
+def _token_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = commands.add_parser("token", help="personal API tokens of a user (in the service's database)")
+    tokens = p.add_subparsers(dest="token_command", required=True)
+    t = tokens.add_parser("create", help="create a token and print it (once)")
+    t.add_argument("--user", required=True, help="the user it acts as (jobs belong to them)")
+    t.add_argument("--name", default="cli", help="a label to tell tokens apart (default: cli)")
+    t.add_argument("--days", type=int, help="lifetime in days (setting: api_token_default_days)")
+    t.set_defaults(func=token_create)
+    t = tokens.add_parser("list", help="a user's tokens (never their secrets)")
+    t.add_argument("--user", required=True)
+    t.set_defaults(func=token_list)
+    t = tokens.add_parser("revoke", help="revoke one of a user's tokens by its id")
+    t.add_argument("--user", required=True)
+    t.add_argument("id", help="the token's id (from `cutout token list`)")
+    t.set_defaults(func=token_revoke)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cutout", description="IVOA SODA/UWS image-cutout service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("config-defaults",
                             help="print every setting with its meaning and default, as TOML")
     p.set_defaults(func=config_defaults)
+
+    _token_commands(commands)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

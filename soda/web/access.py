@@ -154,6 +154,7 @@ class Access:
         if identity.anonymous:
             return Allowance(may_create=s.anonymous_async == "limited", list_jobs=False,
                              max_active_jobs=s.anonymous_max_active_jobs,
+                             max_result_bytes=s.anonymous_quota_bytes,
                              max_destruction_seconds=s.anonymous_destruction_seconds)
         return Allowance(max_active_jobs=s.user_max_active_jobs, max_result_bytes=s.user_quota_bytes)
 

@@ -5,6 +5,7 @@ observer it reports to, and the SODA job kind run through it."""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -61,24 +62,43 @@ def test_limits_for_anonymous_callers_and_users(cutouts):
     # The service's defaults: users get the service's limits, anonymous callers the smaller ones.
     assert cutouts.limits("alice") == CutoutLimits(25_000_000, None, 100_000_000, "this service's limit")
     assert cutouts.limits(None) == CutoutLimits(
-        1_048_576, 1, 1_048_576, "the limit for anonymous callers (log in for larger cutouts)")
+        1_048_576, 5, 1_048_576, "the limit for anonymous callers (log in for larger cutouts)", 20)
 
 
 def test_anonymous_limits_never_exceed_the_service_limits(tmp_path, demo_root):
     tight = make_cutouts(tmp_path, demo_root, max_cutout_pixels="5000", max_sync_cutouts="3",
                          max_preview_source_pixels="4000", anonymous_max_cutout_pixels="9000000",
                          anonymous_max_sync_cutouts="40")
-    assert tight.limits(None) == CutoutLimits(5000, 3, 4000, tight.anonymous_limits.name)
+    assert tight.limits(None) == CutoutLimits(5000, 3, 4000, tight.anonymous_limits.name, 20)
     assert tight.limits("bob") == CutoutLimits(5000, None, 4000, "this service's limit")
 
 
 def test_check_count(cutouts):
-    cutouts.check_count(1, cutouts.limits(None), "/sync")
-    cutouts.check_count(10_000, cutouts.limits("alice"), "a job")  # users: no count limit
+    cutouts.check_count(5, cutouts.limits(None), "/sync")
+    cutouts.check_count(10_000, cutouts.limits("alice"), "/sync")  # users: no count limit here
     with pytest.raises(MultiValuedParamNotSupported) as caught:
-        cutouts.check_count(2, cutouts.limits(None), "a job")
-    assert caught.value.message == ("this request asks for 2 cutouts; a job makes at most 1 for "
+        cutouts.check_count(6, cutouts.limits(None), "/sync")
+    assert caught.value.message == ("this request asks for 6 cutouts; /sync makes at most 5 for "
+                                    "anonymous callers (use /async (up to 20 per job) or log in for more)")
+
+
+def test_check_job_count(cutouts):
+    cutouts.check_job_count(20, cutouts.limits(None))
+    cutouts.check_job_count(10_000, cutouts.limits("alice"))  # users: no count limit
+    with pytest.raises(MultiValuedParamNotSupported) as caught:
+        cutouts.check_job_count(21, cutouts.limits(None))
+    assert caught.value.message == ("this request asks for 21 cutouts; a job makes at most 20 for "
                                     "anonymous callers (log in for more)")
+
+
+@pytest.mark.parametrize("mode,jobs,hint", [
+    ("off", None, "(log in for more)"), ("open", None, "(use /async or log in for more)"),
+    ("limited", 20, "(use /async (up to 20 per job) or log in for more)")])
+def test_anonymous_job_count_and_hint_follow_anonymous_async(tmp_path, demo_root, mode, jobs, hint):
+    made = make_cutouts(tmp_path, demo_root, anonymous_async=mode)
+    assert made.limits(None).max_job_cutouts == jobs
+    with pytest.raises(MultiValuedParamNotSupported, match=re.escape(hint)):
+        made.check_count(6, made.limits(None), "/sync")
 
 
 def test_check_sync_one_picture_per_answer(cutouts):
@@ -98,8 +118,8 @@ def test_check_sync_counts_fits_cutouts(cutouts):
     with pytest.raises(MultiValuedParamNotSupported) as caught:
         cutouts.check_sync([target] * (cutouts.max_sync_cutouts + 1), request, user)
     assert caught.value.message.startswith(f"this request asks for 51 cutouts; /sync makes at most 50")
-    with pytest.raises(MultiValuedParamNotSupported, match="/sync makes at most 1 for anonymous callers"):
-        cutouts.check_sync([target] * 2, request, cutouts.limits(None))
+    with pytest.raises(MultiValuedParamNotSupported, match="/sync makes at most 5 for anonymous callers"):
+        cutouts.check_sync([target] * 6, request, cutouts.limits(None))
 
 
 # --- FITS -----------------------------------------------------------------------------------
@@ -249,8 +269,9 @@ def test_soda_job_writes_one_result_per_target(tmp_path, cutouts):
     kind = cutout_job_kind(cutouts)
     service.register(kind)
     pairs = [("POS", NEAR), ("POS", OFF_IMAGE), ("FILTER", "r,z")]
+    too_many = [("POS", f"CIRCLE {RA0} {DEC0} {0.001 * (i + 1):g}") for i in range(21)]
     with pytest.raises(MultiValuedParamNotSupported):
-        service.parse(kind, pairs, None)  # r at both positions (no z image): too many for an anonymous job
+        service.parse(kind, too_many, None)  # 21 cutouts: too many for an anonymous job
     parsed = service.parse(kind, pairs, "alice")
     assert parsed.shown == pairs and parsed.value == cutouts.parse(pairs)
     job = service.create(kind, owner="alice", parameters=parsed, run_id=None,

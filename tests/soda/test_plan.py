@@ -71,15 +71,17 @@ def test_an_id_with_an_open_range_needs_no_centre(datasets):
     assert target.image is not None and target.problem is None
 
 
-def test_unknown_id_is_a_404_usage_error_naming_it(datasets):
+def test_unknown_id_is_a_400_usage_error_naming_it(datasets):
+    # A well-formed ID naming nothing is a bad parameter value (DALI §4.2 keeps 404 for
+    # resources that do not exist; /sync and /async do).
     missing = did("DES0001-0458", "r")  # a real tile the demo does not hold
     with pytest.raises(UsageError) as caught:
         targets(datasets, ("ID", did(TILE, "r")), ("ID", missing))
-    assert caught.value.status == 404
+    assert caught.value.status == 400
     assert repr(missing) in caught.value.message
     with pytest.raises(UsageError) as other_authority:
         targets(datasets, ("ID", f"ivo://elsewhere.org/des?{TILE}_r"))
-    assert other_authority.value.status == 404
+    assert other_authority.value.status == 400
 
 
 def test_id_with_filter_of_another_band_keeps_its_place_with_a_problem(datasets):

@@ -52,10 +52,11 @@ def test_shapes_keep_their_type(kind) -> None:  # type: ignore[no-untyped-def]
 def test_a_job_is_checked_at_creation(kind) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(UsageError, match="names no dataset"):
         kind.parse([("ID", "ivo://demo.cutout/des?NOPE_r")], "ann")
-    circles = [("CIRCLE", f"{24.96 + 0.001 * i} -44.9583 0.001") for i in range(3)]
-    with pytest.raises(MultiValuedParamNotSupported, match="anonymous"):
-        kind.parse([("ID", DID), *circles], None)  # anonymous callers get one cutout per request
-    assert len(kind.parse([("ID", DID), *circles], "ann").cutout.shapes) == 3
+    circles = [("CIRCLE", f"{24.96 + 0.001 * i} -44.9583 0.001") for i in range(21)]
+    with pytest.raises(MultiValuedParamNotSupported, match="a job makes at most 20 for anonymous"):
+        kind.parse([("ID", DID), *circles], None)  # anonymous callers: 20 cutouts per job
+    assert len(kind.parse([("ID", DID), *circles[:20]], None).cutout.shapes) == 20
+    assert len(kind.parse([("ID", DID), *circles], "ann").cutout.shapes) == 21
 
 
 def test_the_parameters_document_shows_what_the_client_sent(kind) -> None:  # type: ignore[no-untyped-def]

@@ -112,9 +112,12 @@ def test_sync_whole_image_by_id_alone(embedded):
         assert hdul["SCI"].data.shape == (DEMO_SIZE, DEMO_SIZE)
 
 
-def test_sync_unknown_id_is_a_labelled_404(embedded):
-    r = embedded.get("/sync", params={"ID": "ivo://demo.cutout/des?DES9999+9999_r", "CIRCLE": "1 1 0.1"})
-    assert r.status_code == 404 and r.text.startswith("UsageError: ")
+def test_unknown_id_is_a_labelled_400_on_sync_and_async(embedded):
+    unknown = {"ID": "ivo://demo.cutout/des?DES9999+9999_r", "CIRCLE": "1 1 0.1"}
+    r = embedded.get("/sync", params=unknown)
+    assert r.status_code == 400 and r.text.startswith("UsageError: ") and "DES9999+9999_r" in r.text
+    job = embedded.post("/async", data=unknown)
+    assert job.status_code == 400 and job.text.startswith("UsageError: ")
 
 
 def test_sync_too_many_cutouts(embedded):

@@ -159,7 +159,7 @@ def test_position_with_no_band_present_is_204_and_one_usage_error_result(embedde
 @pytest.mark.parametrize(("limit", "status"), [("3", 200), ("2", 400)])
 def test_anonymous_limit_counts_only_cutouts_really_made(tmp_path, demo_root, limit, status):
     with app_client(tmp_path / "data", demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="0",
-                    CUTOUT_ANONYMOUS_MAX_SYNC_CUTOUTS=limit) as client:
+                    CUTOUT_ANONYMOUS_MAX_SYNC_CUTOUTS=limit, CUTOUT_ANONYMOUS_MAX_JOB_CUTOUTS=limit) as client:
         r = client.get("/sync", params={"POS": f"CIRCLE {CIRCLE_A}"})  # g, r, i: three, not DES's five
         assert r.status_code == status, r.text
         if status == 400:
