@@ -26,12 +26,13 @@ from __future__ import annotations
 import io
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, WcsError
+from astropy.wcs import WCS, FITSFixedWarning, WcsError
 from PIL import Image, PngImagePlugin
 
 from renderers.stretch import GREY_STRIP, Scaling, grey8, lupton8, lupton_params
@@ -148,7 +149,7 @@ def _preview_wcs(header: fits.Header | None, factor: int, shape: tuple[int, ...]
     """The header's celestial WCS for the preview grid of ``shape`` (rows, columns), or None."""
     if header is None:
         return None
-    wcs = _celestial(header)
+    wcs = celestial_wcs(header)
     if wcs is None:
         return None
     out = wcs.to_header(relax=True)
@@ -170,18 +171,21 @@ def _preview_wcs(header: fits.Header | None, factor: int, shape: tuple[int, ...]
     return out
 
 
-def _celestial(header: fits.Header) -> WCS | None:
+def celestial_wcs(header: fits.Header) -> WCS | None:
+    """The header's celestial WCS, or None when it has none that wcslib accepts."""
     # WcsError is a ValueError, which callers report as the client's mistake; a source
-    # header that wcslib rejects is not, so the preview simply goes without a WCS.
+    # header that wcslib rejects is not, so the picture simply goes without a WCS.
     try:
-        # fix=False then wcslib's own fix: the same repairs, without a warning for each.
-        full = WCS(header, fix=False)
-        full.wcs.fix()
-        if full.naxis < 2:
-            return None
-        wcs = full.sub([1, 2])
-        wcs.wcs.set()
-    except WcsError:
+        with warnings.catch_warnings():
+            # fix=False then wcslib's own fix: the same repairs, without a warning for each.
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            full = WCS(header, fix=False)
+            full.wcs.fix()
+            if full.naxis < 2:
+                return None
+            wcs = full.sub([1, 2])
+            wcs.wcs.set()
+    except (WcsError, ValueError, KeyError):
         return None
     return wcs if wcs.has_celestial else None
 

@@ -41,7 +41,7 @@ class ImageUnreadable(Exception):
     """The survey image is missing or damaged (a fault of ours, not the client's)."""
 
 
-def _hdu_key(name: str) -> str | int:
+def hdu_key(name: str) -> str | int:
     return int(name) if name.isdigit() else name
 
 
@@ -61,7 +61,7 @@ def open_image(image: ImageRef) -> fits.HDUList:
 def science_header(hdul: fits.HDUList, image: ImageRef) -> tuple[fits.Header, tuple[int, int]]:
     """The science HDU's header and (ny, nx) shape."""
     try:
-        header = hdul[_hdu_key(image.hdus[0])].header
+        header = hdul[hdu_key(image.hdus[0])].header
         return header, (int(header["NAXIS2"]), int(header["NAXIS1"]))
     except (OSError, KeyError, IndexError, ValueError) as exc:
         raise ImageUnreadable(f"{image.dataset_id}: cannot read {image.path.name}: {exc}") from exc
@@ -101,7 +101,7 @@ def cut(image: ImageRef, region: Shape | None, max_pixels: int | None = None, *,
         cut_planes = []
         for name in image.hdus[:planes]:
             try:
-                hdu = hdul[_hdu_key(name)]
+                hdu = hdul[hdu_key(name)]
                 data = np.array(hdu.section[box.y0:box.y1, box.x0:box.x1])  # a copy: the file closes
             except (OSError, KeyError, IndexError, ValueError) as exc:
                 raise ImageUnreadable(f"{image.dataset_id}: cannot read HDU {name}: {exc}") from exc

@@ -23,16 +23,14 @@ import os
 import re
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning, WcsError
 
-from renderers.image import block_factor, reduce
-from soda.engine.cutout import Cut, CutPlane, ImageUnreadable, _hdu_key, locate, open_image, science_header
+from renderers.image import block_factor, celestial_wcs, reduce
+from soda.engine.cutout import Cut, CutPlane, ImageUnreadable, hdu_key, locate, open_image, science_header
 from soda.engine.pixels import PixelBox
 from soda.sky.regions import Shape
 from soda.surveys.base import ImageRef
@@ -177,7 +175,7 @@ def make_thumbnail(image: ImageRef, factor: int) -> np.ndarray:
         out = np.empty((-(-ny // factor), -(-nx // factor)), np.float32)
         rows = factor * max(1, STRIP_PIXELS // (nx * factor))
         try:
-            hdu = hdul[_hdu_key(image.hdus[0])]
+            hdu = hdul[hdu_key(image.hdus[0])]
             for start in range(0, ny, rows):
                 strip = np.asarray(hdu.section[start:start + rows, :], dtype=np.float32)
                 out[start // factor:(start + rows) // factor] = reduce(strip, factor)
@@ -195,7 +193,7 @@ def binned_header(source: fits.Header, factor: int, x0: int, y0: int) -> fits.He
     offset in its box too, so CRPIX is written here with the shift already added back.
     An empty header (a picture without WCS) when wcslib refuses the source's.
     """
-    wcs = _celestial(source)
+    wcs = celestial_wcs(source)
     if wcs is None:
         return fits.Header()
     out = wcs.to_header(relax=True)
@@ -216,16 +214,3 @@ def binned_header(source: fits.Header, factor: int, x0: int, y0: int) -> fits.He
     return out
 
 
-def _celestial(header: fits.Header) -> WCS | None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            full = WCS(header, fix=False)
-            full.wcs.fix()
-            if full.naxis < 2:
-                return None
-            wcs = full.sub([1, 2])
-            wcs.wcs.set()
-    except (WcsError, ValueError, KeyError):
-        return None
-    return wcs if wcs.has_celestial else None
