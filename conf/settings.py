@@ -184,12 +184,13 @@ class UWSSettings(Group):
         "How many times a job is started before losing its worker puts it in ERROR."))
     requeue_after_seconds: PositiveFloat = Field(600.0, description=(
         "A QUEUED job not picked up for this long has its message sent again (lost messages). "
-        "With Redis this is only the fallback: when Redis holds fewer messages than there are "
-        "active jobs (it was restarted), QUEUED jobs are sent again after "
-        "lost_message_grace_seconds."))
+        "With Redis this is only the fallback: a QUEUED job whose message Redis no longer holds "
+        "for delivery (lost in a restart, or taken by a worker without a heartbeat for "
+        "stale_job_seconds) is sent again after lost_message_grace_seconds."))
     lost_message_grace_seconds: PositiveFloat = Field(5.0, description=(
-        "When the broker holds fewer messages than there are active jobs, a job QUEUED for this "
-        "long has its message sent again."))
+        "A job QUEUED for this long whose message the broker does not hold for delivery (or, "
+        "where it cannot say which, when it holds fewer messages than there are active jobs) "
+        "has its message sent again."))
     transient_retries: NonNegativeInt = Field(3, description=(
         "Retries of a job step that failed for a passing reason (a store or service briefly "
         "unavailable)."))

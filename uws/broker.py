@@ -8,6 +8,9 @@ per-job value enforced by ``uws.worker.JobWatchdog``.
 
 from __future__ import annotations
 
+import json
+import time
+
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -40,3 +43,40 @@ def unacked_messages(broker: dramatiq.Broker, queue: str) -> int | None:
         return int(client.hlen(f"{namespace}:{queue}.msgs")) + int(client.hlen(f"{namespace}:{queue}.DQ.msgs"))
     except redis.RedisError:
         return None  # broker down: nothing to compare now; the next sweep looks again
+
+
+def held_job_ids(broker: dramatiq.Broker, queue: str, dead_after: float) -> set[str] | None:
+    """Job ids whose message ``queue`` holds where it will be delivered: waiting in the
+    queue (or its delay queue), or taken by a worker that is still alive (a heartbeat
+    within ``dead_after`` seconds). None when the broker cannot say (the stub broker, or
+    Redis is unreachable).
+
+    A message taken by a dead worker (SIGKILL, host lost) is not held: Dramatiq's Redis
+    broker gives it back only after its own heartbeat timeout, and then only by chance.
+    """
+    client = getattr(broker, "client", None)
+    if client is None:
+        return None
+    namespace = getattr(broker, "namespace", "dramatiq")
+    queues = (queue, f"{queue}.DQ")
+    try:
+        now_ms = time.time() * 1000
+        alive = [w.decode() if isinstance(w, bytes) else w for w in client.zrangebyscore(
+            f"{namespace}:__heartbeats__", now_ms - dead_after * 1000, "+inf")]
+        held: set[str] = set()
+        for name in queues:
+            with client.pipeline(transaction=True) as pipe:  # one consistent view of the queue
+                pipe.lrange(f"{namespace}:{name}", 0, -1)
+                for worker in alive:
+                    pipe.smembers(f"{namespace}:__acks__.{worker}.{name}")
+                message_ids = {m for reply in pipe.execute() for m in reply}
+            if not message_ids:
+                continue
+            for data in client.hmget(f"{namespace}:{name}.msgs", list(message_ids)):
+                if data is not None:
+                    args = json.loads(data).get("args") or []
+                    if args:
+                        held.add(str(args[0]))
+        return held
+    except (redis.RedisError, ValueError):
+        return None

@@ -27,7 +27,7 @@ from dali.params import Params
 from dali.timestamps import utcnow
 from storage.protocol import ResultStore
 from uws import context
-from uws.broker import unacked_messages
+from uws.broker import held_job_ids, unacked_messages
 from uws.kinds import JobContext, JobInterrupted, JobKind
 from uws.notify import Notifier
 from uws.store import JobStore, JobView
@@ -275,21 +275,35 @@ class UWSService:
         return report
 
     def _resend_lost_messages(self, now: dt.datetime, report: SweepReport) -> None:
-        """QUEUED jobs whose message the broker no longer holds (a Redis restart loses them).
+        """QUEUED jobs whose message will not be delivered: lost (a Redis restart loses
+        them) or taken off the queue by a worker that died before claiming the job
+        (Dramatiq prefetches messages; a dead worker's stay in Redis for its own, much
+        longer heartbeat timeout).
 
-        Where the broker can count its messages, fewer messages than active jobs means some
-        were lost, and every QUEUED job is sent again after a short grace; elsewhere, a job
-        QUEUED for requeue_after_seconds is. A duplicate is harmless: only one delivery can
-        claim the job.
+        Where the broker can say which jobs it holds for delivery (waiting, delayed, or
+        taken by a worker that sent a heartbeat within stale_job_seconds), any other job
+        QUEUED for lost_message_grace_seconds is sent again; elsewhere (or when the broker
+        cannot count them), fewer messages than active jobs means some were lost and every
+        QUEUED job is sent again after the same grace, and otherwise a job QUEUED for
+        requeue_after_seconds is. A duplicate is harmless: only one delivery can claim the
+        job.
         """
+        grace = now - dt.timedelta(seconds=self.config.lost_message_grace_seconds)
+        fallback = now - dt.timedelta(seconds=self.config.requeue_after_seconds)
         for kind in self.kinds.values():
             actor = self.actors.get(kind.name)
-            held = unacked_messages(actor.broker, kind.queue) if actor is not None else None
-            if held is not None and held < self.store.count_active(kind.name):
-                wait = self.config.lost_message_grace_seconds
+            if actor is None:
+                continue
+            held = held_job_ids(actor.broker, kind.queue, self.config.stale_job_seconds)
+            if held is not None:
+                overdue = {job.id for job in self.store.waiting_queued(fallback, kind.name)}
+                waiting = [job for job in self.store.waiting_queued(grace, kind.name)
+                           if job.id not in held or job.id in overdue]
             else:
-                wait = self.config.requeue_after_seconds
-            for job in self.store.waiting_queued(now - dt.timedelta(seconds=wait), kind.name):
+                count = unacked_messages(actor.broker, kind.queue)
+                lost = count is not None and count < self.store.count_active(kind.name)
+                waiting = self.store.waiting_queued(grace if lost else fallback, kind.name)
+            for job in waiting:
                 self.store.touch_queued(job.id)
                 self._resend(job, report)
 
