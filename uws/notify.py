@@ -27,6 +27,11 @@ class Notifier(Protocol):
 
     def watch(self, job_id: str) -> contextlib.AbstractAsyncContextManager[asyncio.Event]: ...
 
+    @property
+    def closing(self) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -38,6 +43,22 @@ class LocalNotifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._closing = False
+
+    @property
+    def closing(self) -> bool:
+        """True once the process is shutting down: waiters answer at once."""
+        return self._closing
+
+    def shutdown(self) -> None:
+        """Wake every waiter (from any thread, a signal handler included) so each answers
+        what it has before the server stops, and answer any later one at once."""
+        self._closing = True
+        with self._lock:
+            waiters = [w for entries in self._waiters.values() for w in entries]
+        for loop, event in waiters:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(event.set)
 
     @contextlib.asynccontextmanager
     async def watch(self, job_id: str) -> AsyncIterator[asyncio.Event]:
@@ -72,7 +93,7 @@ class LocalNotifier:
         return None
 
     async def stop(self) -> None:
-        return None
+        self.shutdown()
 
 
 class RedisNotifier(LocalNotifier):
@@ -99,6 +120,7 @@ class RedisNotifier(LocalNotifier):
             self._task = asyncio.create_task(self._listen(), name="uws-phase-listener")
 
     async def stop(self) -> None:
+        self.shutdown()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -171,8 +171,13 @@ class JobRoutes:
         return xml_response(xml.job_document(job, self.job_url_builder(request)))
 
     async def _wait(self, job: JobView, seconds: int, phase: Phase | None) -> JobView:
-        """UWS §2.2.1.2: block until the phase changes, at most ``seconds`` (capped)."""
-        if job.phase not in ACTIVE or (phase is not None and job.phase != phase):
+        """UWS §2.2.1.2: block until the phase changes, at most ``seconds`` (capped).
+
+        A server shutting down ends every wait at once (the notifier's shutdown), so its
+        waiters get the job document instead of a connection cut at the graceful timeout.
+        """
+        notifier = self.service.notifier
+        if job.phase not in ACTIVE or (phase is not None and job.phase != phase) or notifier.closing:
             return job
         cap = self.service.config.wait_max_seconds
         timeout = cap if seconds < 0 else min(seconds, cap)
@@ -181,10 +186,10 @@ class JobRoutes:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         recheck = self.service.config.wait_recheck_seconds
-        async with self.service.notifier.watch(job.id) as changed:
+        async with notifier.watch(job.id) as changed:
             # Read again now that we listen: a change in between is not missed.
             current = await self._reload(job.id)
-            while current.phase == job.phase:
+            while current.phase == job.phase and not notifier.closing:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -193,6 +198,8 @@ class JobRoutes:
                 except TimeoutError:
                     pass
                 changed.clear()
+                if notifier.closing:
+                    break  # answer what we have; the database may be closing too
                 current = await self._reload(job.id)
         return current
 

@@ -7,8 +7,11 @@ broker_url, ``cutout worker`` processes run the jobs (distributed).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
+import threading
 
 import dramatiq
 
@@ -88,6 +91,7 @@ class Runtime:
         self.worker: dramatiq.Worker | None = None
         self.pool = CutoutPool(settings.soda.cutout_threads or os.cpu_count() or 1)
         self.health = service_checks(self)
+        self._signal_handlers: dict[int, object] = {}
 
     def start_workers(self, threads: int | None = None) -> dramatiq.Worker:
         self.worker = start_worker(self.broker, threads or self.settings.uws.worker_threads)
@@ -95,13 +99,43 @@ class Runtime:
 
     async def start_web(self) -> None:
         await self.notifier.start()
+        self._wake_waiters_on_shutdown_signals()
         if self.settings.ops.embedded:
             self.start_workers()
             report = self.uws.recover_after_restart()
             if report.resent:
                 log.info("re-sent %d jobs queued before the restart", report.resent)
 
+    def _wake_waiters_on_shutdown_signals(self) -> None:
+        """The server learns of SIGTERM/SIGINT before it waits for open requests; the app
+        only at the end of that wait (lifespan shutdown), after a WAIT has been cut off.
+        So chain onto the server's own handler: the notifier wakes every WAIT, which
+        answers the job document at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach only the main thread; no server of ours runs elsewhere
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue  # the default action: no graceful shutdown to take part in
+
+            def handler(signum: int, frame: object, previous=previous) -> None:  # type: ignore[no-untyped-def]
+                # Scheduled on the loop: a signal handler must not take the notifier's lock.
+                loop.call_soon_threadsafe(self.notifier.shutdown)
+                previous(signum, frame)
+
+            signal.signal(sig, handler)
+            self._signal_handlers[sig] = previous
+
+    def _restore_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig, previous in self._signal_handlers.items():
+                signal.signal(sig, previous)  # type: ignore[arg-type]
+        self._signal_handlers.clear()
+
     async def stop_web(self) -> None:
+        self._restore_signal_handlers()
+        self.notifier.shutdown()
         self.stop_workers()
         await self.notifier.stop()
         self.close()
