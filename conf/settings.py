@@ -59,6 +59,14 @@ class OpsSettings(Group):
         "Otherwise redis://host:port/db: the distributed shape (`cutout worker` processes)."))
     redis_namespace: str = Field("cutout", description=(
         "Prefix of every key the service keeps in Redis (queues, phase notifications)."))
+    database_connect_timeout_seconds: PositiveInt = Field(5, description=(
+        "PostgreSQL: give up opening a connection after this long (a frozen or unreachable "
+        "server is then answered with a 503 instead of holding requests)."))
+    database_statement_timeout_seconds: NonNegativeInt = Field(10, description=(
+        "PostgreSQL: the server cancels any statement running longer than this (0: never)."))
+    redis_socket_timeout_seconds: PositiveFloat = Field(5.0, description=(
+        "The job queue's Redis client: give up connecting, or waiting for an answer, after "
+        "this long."))
     host: str = Field("127.0.0.1", description="Address `cutout serve` listens on (--host).")
     port: int = Field(8000, description="TCP port `cutout serve` listens on (--port).")
     public_url: str = Field("", description=(

@@ -18,10 +18,16 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Retries
 
 
-def make_broker(url: str | None, namespace: str) -> dramatiq.Broker:
+def make_broker(url: str | None, namespace: str, *, socket_timeout: float = 5.0) -> dramatiq.Broker:
+    """``socket_timeout`` bounds connecting to Redis and waiting for each answer, so a
+    frozen Redis fails a send (the job stays PENDING, the client is told to retry)
+    instead of holding the request."""
     middleware = [Retries(max_retries=0), CurrentMessage()]
     if url:
-        return RedisBroker(url=url, namespace=namespace, middleware=middleware)
+        pool = redis.ConnectionPool.from_url(url, socket_timeout=socket_timeout,
+                                             socket_connect_timeout=socket_timeout)
+        return RedisBroker(client=redis.Redis(connection_pool=pool), namespace=namespace,
+                           middleware=middleware)
     return StubBroker(middleware=middleware)
 
 

@@ -22,8 +22,14 @@ Component = tuple[str, Sequence[Migration]]
 _PG_LOCK = 727001  # advisory lock id that serialises concurrent starts on PostgreSQL
 
 
-def open_database(url: str) -> pw.Database:
-    """A database for ``url``: sqlite:///path or postgresql://user:pass@host:port/db."""
+def open_database(url: str, *, connect_timeout: int = 5, statement_timeout: float = 10.0) -> pw.Database:
+    """A database for ``url``: sqlite:///path or postgresql://user:pass@host:port/db.
+
+    PostgreSQL: ``connect_timeout`` (seconds) bounds opening a connection, and the server
+    cancels any statement running longer than ``statement_timeout`` seconds (0: never),
+    so a database that stops answering fails requests instead of holding them.
+    SQLite waits at most its busy timeout for a lock.
+    """
     parts = urlsplit(url)
     scheme = parts.scheme.split("+")[0]
     if scheme == "sqlite":
@@ -37,11 +43,17 @@ def open_database(url: str) -> pw.Database:
             autoconnect=True)
     if scheme in ("postgres", "postgresql"):
         options = dict(parse_qsl(parts.query))
+        server_options = options.pop("options", "")
+        if statement_timeout > 0:
+            server_options = f"-c statement_timeout={round(statement_timeout * 1000)} {server_options}".strip()
+        if server_options:
+            options["options"] = server_options
+        options.setdefault("connect_timeout", str(connect_timeout))
         return PooledPostgresqlDatabase(
             parts.path.lstrip("/"), user=parts.username, password=parts.password,
             host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
             max_connections=int(options.pop("max_connections", 64)),
-            stale_timeout=300, timeout=10, connect_timeout=5, autoconnect=True, **options)
+            stale_timeout=300, timeout=10, autoconnect=True, **options)
     raise ValueError(f"unsupported database URL scheme {parts.scheme!r}")
 
 

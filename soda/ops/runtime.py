@@ -74,7 +74,9 @@ class Runtime:
         ops.data_dir.mkdir(parents=True, exist_ok=True)
         self.datasets = load_datasets(settings, build_demo=build_demo)
         self.cutouts = Cutouts(self.datasets, settings, observe_cutout)
-        self.db = open_database(ops.effective_database_url)
+        self.db = open_database(ops.effective_database_url,
+                                connect_timeout=ops.database_connect_timeout_seconds,
+                                statement_timeout=ops.database_statement_timeout_seconds)
         migrate(self.db, [("uws", uws_tables.MIGRATIONS), ("auth", auth_tables.MIGRATIONS)])
         self.storage = LocalStore(ops.results_dir)
         self.notifier: Notifier = (RedisNotifier(ops.broker_url, ops.redis_namespace)
@@ -84,7 +86,8 @@ class Runtime:
         self.mounts = job_kinds(settings, self.cutouts)
         for kind in self.mounts.values():
             self.uws.register(kind)
-        self.broker = make_broker(ops.broker_url or None, ops.redis_namespace)
+        self.broker = make_broker(ops.broker_url or None, ops.redis_namespace,
+                                  socket_timeout=ops.redis_socket_timeout_seconds)
         self.broker.add_middleware(WorkerMetrics())
         self.uws.attach(self.broker)
         self.uws.sweep_observers.append(observe_sweep)
