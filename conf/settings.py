@@ -83,7 +83,20 @@ class OpsSettings(Group):
         "Origins allowed to call the VO endpoints from a browser (CORS): [\"*\"] or a list such "
         "as [\"https://aladin.cds.unistra.fr\"]. CUTOUT_CORS_ORIGINS takes a JSON list or "
         "comma-separated origins."))
-
+    max_request_body_bytes: PositiveInt = Field(1_048_576, description=(
+        "Largest request body the application reads (Content-Length or bytes streamed); a "
+        "larger one is refused with 413. 1 MiB holds the largest legitimate SODA POST many "
+        "times over: max_form_fields values of a few hundred bytes each, or a POLYGON of "
+        "thousands of vertices."))
+    max_form_fields: PositiveInt = Field(1000, description=(
+        "Most fields a form body may carry (urlencoded or multipart); more is refused with 413. "
+        "A job with one POS or ID per target needs one field per target."))
+    max_form_field_bytes: PositiveInt = Field(65_536, description=(
+        "Largest single form field; a larger one is refused with 413. A POLYGON of 1000 "
+        "vertices written with 10 digits is about 22 kB."))
+    request_body_timeout_seconds: PositiveFloat = Field(30.0, description=(
+        "Longest wait for the next part of a request body; a client that stops sending is "
+        "answered 408."))
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, v: str) -> str:
