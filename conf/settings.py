@@ -214,6 +214,14 @@ class UWSSettings(Group):
     watchdog_interval_seconds: PositiveFloat = Field(0.25, description=(
         "How often a worker checks its running jobs for abort, deletion and overrun of their "
         "execution duration."))
+    wait_max_per_caller: LimitOrOff = Field(8, description=(
+        "Blocking WAIT requests one caller (a user, or one anonymous client address) may hold "
+        "at once; a WAIT beyond it returns the job document at once (UWS allows returning "
+        "early). 0: no limit."))
+    wait_max_total: LimitOrOff = Field(500, description=(
+        "Blocking WAIT requests a web process holds at once on one job list (/async), all "
+        "callers together; beyond it a WAIT returns at once. Keep it well under max_connections, so WAITs never take every "
+        "connection. 0: no limit."))
     selftest_jobs: bool = Field(False, description=(
         "Mount the self-test job kind at /selftest (sleeps, writes a small result, can fail on "
         "demand)."))
