@@ -94,9 +94,30 @@ class OpsSettings(Group):
     max_form_field_bytes: PositiveInt = Field(65_536, description=(
         "Largest single form field; a larger one is refused with 413. A POLYGON of 1000 "
         "vertices written with 10 digits is about 22 kB."))
+    request_header_timeout_seconds: PositiveFloat = Field(10.0, description=(
+        "`cutout serve`: a connection that has not sent a whole request head this long after "
+        "it opened (or after its previous response) is closed. Behind nginx, "
+        "client_header_timeout does the same before the request reaches us."))
     request_body_timeout_seconds: PositiveFloat = Field(30.0, description=(
         "Longest wait for the next part of a request body; a client that stops sending is "
         "answered 408."))
+    keep_alive_timeout_seconds: PositiveInt = Field(5, description=(
+        "`cutout serve`: an idle keep-alive connection is closed after this long."))
+    max_connections: PositiveInt = Field(1000, description=(
+        "`cutout serve`, per web process: beyond this many open connections (or requests in "
+        "progress) a request is answered 503 ServiceUnavailable with Retry-After. Behind "
+        "nginx, limit_conn bounds connections per client before they reach us."))
+    listen_backlog: PositiveInt = Field(2048, description=(
+        "`cutout serve`: connections the kernel queues before the process accepts them."))
+    max_request_head_bytes: PositiveInt = Field(65_536, description=(
+        "`cutout serve`: most bytes of a request head (request line and headers) held while "
+        "it arrives; a head still incomplete beyond it is refused (400). Above the 32 kB "
+        "request line nginx lets through (large_client_header_buffers), for long /sync query "
+        "strings."))
+    accept_error_log_seconds: PositiveFloat = Field(60.0, description=(
+        "When the process cannot accept connections (out of file descriptors), this error is "
+        "logged at most once per this many seconds, with the count of the ones left out."))
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, v: str) -> str:
