@@ -91,6 +91,40 @@ class OpsSettings(Group):
         "Origins allowed to call the VO endpoints from a browser (CORS): [\"*\"] or a list such "
         "as [\"https://aladin.cds.unistra.fr\"]. CUTOUT_CORS_ORIGINS takes a JSON list or "
         "comma-separated origins."))
+    max_request_body_bytes: PositiveInt = Field(1_048_576, description=(
+        "Largest request body the application reads (Content-Length or bytes streamed); a "
+        "larger one is refused with 413. 1 MiB holds the largest legitimate SODA POST many "
+        "times over: max_form_fields values of a few hundred bytes each, or a POLYGON of "
+        "thousands of vertices."))
+    max_form_fields: PositiveInt = Field(1000, description=(
+        "Most fields a form body may carry (urlencoded or multipart); more is refused with 413. "
+        "A job with one POS or ID per target needs one field per target."))
+    max_form_field_bytes: PositiveInt = Field(65_536, description=(
+        "Largest single form field; a larger one is refused with 413. A POLYGON of 1000 "
+        "vertices written with 10 digits is about 22 kB."))
+    request_header_timeout_seconds: PositiveFloat = Field(10.0, description=(
+        "`cutout serve`: a connection that has not sent a whole request head this long after "
+        "it opened (or after its previous response) is closed. Behind nginx, "
+        "client_header_timeout does the same before the request reaches us."))
+    request_body_timeout_seconds: PositiveFloat = Field(30.0, description=(
+        "Longest wait for the next part of a request body; a client that stops sending is "
+        "answered 408."))
+    keep_alive_timeout_seconds: PositiveInt = Field(5, description=(
+        "`cutout serve`: an idle keep-alive connection is closed after this long."))
+    max_connections: PositiveInt = Field(1000, description=(
+        "`cutout serve`, per web process: beyond this many open connections (or requests in "
+        "progress) a request is answered 503 ServiceUnavailable with Retry-After. Behind "
+        "nginx, limit_conn bounds connections per client before they reach us."))
+    listen_backlog: PositiveInt = Field(2048, description=(
+        "`cutout serve`: connections the kernel queues before the process accepts them."))
+    max_request_head_bytes: PositiveInt = Field(65_536, description=(
+        "`cutout serve`: most bytes of a request head (request line and headers) held while "
+        "it arrives; a head still incomplete beyond it is refused (400). Above the 32 kB "
+        "request line nginx lets through (large_client_header_buffers), for long /sync query "
+        "strings."))
+    accept_error_log_seconds: PositiveFloat = Field(60.0, description=(
+        "When the process cannot accept connections (out of file descriptors), this error is "
+        "logged at most once per this many seconds, with the count of the ones left out."))
 
     @field_validator("public_url")
     @classmethod
@@ -210,6 +244,14 @@ class UWSSettings(Group):
     watchdog_interval_seconds: PositiveFloat = Field(0.25, description=(
         "How often a worker checks its running jobs for abort, deletion and overrun of their "
         "execution duration."))
+    wait_max_per_caller: LimitOrOff = Field(8, description=(
+        "Blocking WAIT requests one caller (a user, or one anonymous client address) may hold "
+        "at once; a WAIT beyond it returns the job document at once (UWS allows returning "
+        "early). 0: no limit."))
+    wait_max_total: LimitOrOff = Field(500, description=(
+        "Blocking WAIT requests a web process holds at once on one job list (/async), all "
+        "callers together; beyond it a WAIT returns at once. Keep it well under max_connections, so WAITs never take every "
+        "connection. 0: no limit."))
     selftest_jobs: bool = Field(False, description=(
         "Mount the self-test job kind at /selftest (sleeps, writes a small result, can fail on "
         "demand)."))

@@ -24,6 +24,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from dali.errors import ServiceError, UsageError
+from dali.limits import FORM_LIMITS, FormLimits
 from dali.params import Params, RequestParams, clean
 from dali.votable import VOTABLE_TYPE, error_document
 
@@ -71,10 +72,15 @@ async def read_params(request: Request) -> RequestParams:
     if request.method == "POST":
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type in FORM_TYPES:
+            limits: FormLimits | None = request.scope.get(FORM_LIMITS)
+            bounds = {} if limits is None else dict(
+                max_fields=limits.max_fields, max_part_size=limits.max_field_bytes)
             try:
-                form = await request.form()
+                form = await request.form(**bounds)
+            except ServiceError:  # the body limit, a body that stopped arriving
+                raise
             except Exception as exc:  # malformed multipart bodies raise several types
-                raise UsageError(f"could not read the form body: {exc}") from None
+                raise _form_error(exc, limits) from None
             for name, value in form.multi_items():
                 if isinstance(value, UploadFile):
                     raise UsageError(f"file upload ({name}) is not supported by this service")
@@ -84,6 +90,16 @@ async def read_params(request: Request) -> RequestParams:
                 f"POST bodies must be application/x-www-form-urlencoded or multipart/form-data, "
                 f"not {content_type or 'untyped'}")
     return clean(pairs)
+
+
+def _form_error(exc: Exception, limits: FormLimits | None) -> UsageError:
+    """The form parser's refusals of too many or too large fields are 413, the rest 400."""
+    detail = str(getattr(exc, "detail", None) or getattr(exc, "message", None) or exc)
+    if limits is not None and detail.startswith("Too many fields"):
+        return UsageError(f"the form body has more than {limits.max_fields} fields", status=413)
+    if limits is not None and detail.startswith(("Field exceeded maximum size", "Part exceeded maximum size")):
+        return UsageError(f"a form field is larger than {limits.max_field_bytes} bytes", status=413)
+    return UsageError(f"could not read the form body: {detail}")
 
 
 def xml_response(body: bytes, status: int = 200) -> Response:

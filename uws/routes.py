@@ -29,6 +29,7 @@ from uws.ports import Caller, CallerResolver
 from uws.quota import Allowance, AllowanceFor, check_run, refuse_creation, unlimited
 from uws.service import Parsed, UWSService
 from uws.store import JobView
+from uws.waits import WaitSlots
 
 CONTROL = frozenset({"PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "REQUEST"})
 
@@ -52,6 +53,7 @@ class JobRoutes:
         self.kind = kind
         self.path = path.rstrip("/")
         self.identify = identify
+        self.waits = WaitSlots(service.config.wait_max_per_caller, service.config.wait_max_total)
 
     def routes(self) -> list[BaseRoute]:
         p = self.path
@@ -161,14 +163,23 @@ class JobRoutes:
     # --- one job -----------------------------------------------------------------------
 
     async def get_job(self, request: Request) -> Response:
-        job, _ = await self._job(request)
+        job, identity = await self._job(request)
         params = await read_params(request)
         wait = params.single("WAIT")
         phase = params.single("PHASE")
         if wait is not None:
-            job = await self._wait(job, parse_wait(wait),
-                                   parse_phase_filter(phase) if phase else None)
+            job = await self._bounded_wait(request, identity, job, parse_wait(wait),
+                                           parse_phase_filter(phase) if phase else None)
         return xml_response(xml.job_document(job, self.job_url_builder(request)))
+
+    async def _bounded_wait(self, request: Request, identity: Caller, job: JobView, seconds: int,
+                            phase: Phase | None) -> JobView:
+        """A WAIT within the bounds per caller and in total (``uws.waits``); beyond them the
+        job as it is now, at once (UWS §2.2.1.2 allows returning early)."""
+        with self.waits.slot(_wait_key(request, identity)) as granted:
+            if granted:
+                return await self._wait(job, seconds, phase)
+        return job
 
     async def _wait(self, job: JobView, seconds: int, phase: Phase | None) -> JobView:
         """UWS §2.2.1.2: block until the phase changes, at most ``seconds`` (capped).
@@ -332,3 +343,10 @@ class JobRoutes:
         if not await run_in_threadpool(self.service.set_parameters, self.kind, job.id, parsed):
             raise forbidden_in_phase(f"job {job.id} left PENDING; parameters were not changed")
         return see_other(self.job_url(request, job.id))
+
+
+def _wait_key(request: Request, identity: Caller) -> str:
+    """Whose WAITs count together: a user's, or an anonymous client address's."""
+    if identity.user_id is not None:
+        return "user:" + identity.user_id
+    return "anonymous:" + (request.client.host if request.client else "")

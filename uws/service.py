@@ -46,6 +46,10 @@ class UWSConfig:
     wait_max_seconds: float
     # WAIT is woken by notifications; this re-check only guards against a lost one.
     wait_recheck_seconds: float
+    # Blocking WAITs held at once per caller and per job list; beyond them a WAIT returns
+    # at once (0: no limit).
+    wait_max_per_caller: int
+    wait_max_total: int
     default_execution_duration: int
     max_execution_duration: int  # 0: clients may ask for unlimited
     default_destruction_seconds: int

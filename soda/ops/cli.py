@@ -62,8 +62,15 @@ def serve(args: argparse.Namespace) -> int:
         print("cutout serve: --workers > 1 needs the distributed shape (set CUTOUT_BROKER_URL); "
               "the embedded shape keeps its jobs in one process", file=sys.stderr)
         return 2
+    from soda.ops import connections
+
+    connections.install(settings)
+    old_files, open_files = connections.raise_open_file_limit()
+    if open_files != old_files:
+        logging.getLogger(__name__).info("open-file limit raised from %d to %d", old_files, open_files)
     common = dict(host=settings.ops.host, port=settings.ops.port, log_level=settings.ops.log_level.lower(),
-                  proxy_headers=False, timeout_graceful_shutdown=5, log_config=None)
+                  proxy_headers=False, timeout_graceful_shutdown=5, log_config=None,
+                  **connections.uvicorn_options(settings))
     # By name: the web application sits above operations and is built in each web process.
     uvicorn.run("soda.web.app:create_app", factory=True, workers=args.workers, **common)
     _mark_dead()

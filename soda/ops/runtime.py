@@ -41,6 +41,8 @@ def uws_config(settings: Settings) -> UWSConfig:
     return UWSConfig(
         wait_max_seconds=uws.wait_max_seconds,
         wait_recheck_seconds=uws.wait_recheck_seconds,
+        wait_max_per_caller=uws.wait_max_per_caller,
+        wait_max_total=uws.wait_max_total,
         default_execution_duration=uws.default_execution_duration,
         max_execution_duration=uws.max_execution_duration,
         default_destruction_seconds=uws.default_destruction_seconds,

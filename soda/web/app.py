@@ -22,6 +22,7 @@ from auth.outstanding import DatabaseOutstanding
 from auth.session import load_or_create_secret
 from conf import Settings, load_settings
 from dali.errors import AuthenticationError, ServiceUnavailable
+from dali.limits import BodyLimitMiddleware
 from dali.http import EXCEPTION_HANDLERS, DaliRoute, Endpoint, error_response
 from soda.ops.logs import RequestIdMiddleware
 from soda.ops.metrics import MetricsMiddleware, metrics_endpoint
@@ -81,7 +82,7 @@ def create_app(settings: Settings | None = None,
         routes += JobRoutes(runtime.uws, kind, path, identify, access.allowance).routes()
     # Aladin Lite and other browser clients call the VO endpoints from other origins; they
     # get no credentials that way (no allow_credentials), so the session cookie stays home.
-    middleware = [Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware),
+    middleware = [Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware), body_limits(settings),
                   Middleware(CORSMiddleware, allow_origins=list(settings.ops.cors_origins),
                              allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"],
                              expose_headers=["Location", "Content-Disposition", "WWW-Authenticate",
@@ -97,6 +98,14 @@ def create_app(settings: Settings | None = None,
     app.state.runtime = runtime
     app.state.access = access
     return app
+
+
+def body_limits(settings: Settings) -> Middleware:
+    """Request bodies and form fields bounded in size and count, slow bodies in time."""
+    ops = settings.ops
+    return Middleware(BodyLimitMiddleware, max_bytes=ops.max_request_body_bytes,
+                      max_fields=ops.max_form_fields, max_field_bytes=ops.max_form_field_bytes,
+                      body_timeout=ops.request_body_timeout_seconds)
 
 
 def session_secret(settings: Settings) -> str:

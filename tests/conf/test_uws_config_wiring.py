@@ -13,6 +13,8 @@ from uws import UWSConfig
 WIRING = {
     "wait_max_seconds": ("uws", "wait_max_seconds"),
     "wait_recheck_seconds": ("uws", "wait_recheck_seconds"),
+    "wait_max_per_caller": ("uws", "wait_max_per_caller"),
+    "wait_max_total": ("uws", "wait_max_total"),
     "default_execution_duration": ("uws", "default_execution_duration"),
     "max_execution_duration": ("uws", "max_execution_duration"),
     "default_destruction_seconds": ("uws", "default_destruction_seconds"),
@@ -34,7 +36,8 @@ USED_BY_THE_RUNTIME = {"worker_threads", "selftest_jobs"}
 
 # Each setting a value of its own, none its default, consistent with the cross checks.
 DISTINCT = {
-    "wait_max_seconds": "11", "wait_recheck_seconds": "1.5", "default_execution_duration": "700",
+    "wait_max_seconds": "11", "wait_recheck_seconds": "1.5", "wait_max_per_caller": "3",
+    "wait_max_total": "33", "default_execution_duration": "700",
     "max_execution_duration": "7000", "default_destruction_seconds": "5000",
     "max_destruction_seconds": "9000", "worker_threads": "3", "heartbeat_seconds": "2.5",
     "stale_job_seconds": "13", "max_job_attempts": "5", "requeue_after_seconds": "123",

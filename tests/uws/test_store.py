@@ -175,7 +175,8 @@ def test_expired_and_stale_queries(store):
 
 def _service(store: JobStore, tmp_path, run) -> tuple[UWSService, JobKind]:  # type: ignore[no-untyped-def]
     config = UWSConfig(
-        wait_max_seconds=60, wait_recheck_seconds=5, default_execution_duration=600,
+        wait_max_seconds=60, wait_recheck_seconds=5, wait_max_per_caller=8, wait_max_total=500,
+        default_execution_duration=600,
         max_execution_duration=3600, default_destruction_seconds=7 * 86400,
         max_destruction_seconds=30 * 86400, trust_forwarded_headers=True, accel_redirect_prefix="",
         heartbeat_seconds=5, stale_job_seconds=30, max_job_attempts=2, requeue_after_seconds=600,

@@ -24,7 +24,8 @@ class Probe:
 
 
 CONFIG = UWSConfig(
-    wait_max_seconds=5, wait_recheck_seconds=1, default_execution_duration=60,
+    wait_max_seconds=5, wait_recheck_seconds=1, wait_max_per_caller=8, wait_max_total=500,
+    default_execution_duration=60,
     max_execution_duration=600, default_destruction_seconds=3600, max_destruction_seconds=7200,
     trust_forwarded_headers=False, accel_redirect_prefix="", heartbeat_seconds=5,
     stale_job_seconds=30, max_job_attempts=2, requeue_after_seconds=600,
