@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from dali.errors import AuthenticationError, AuthorizationError, UsageError, not_found
+from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable, UsageError, not_found
 from dali.http import Endpoint, public_base, read_params, text_response, xml_response
 from dali.params import Params, RequestParams
 from dali.timestamps import isoformat, parse_timestamp
@@ -162,7 +162,15 @@ class JobRoutes:
                 destruction=parse_timestamp("DESTRUCTION", destruction) if destruction else None,
                 max_destruction_seconds=allowance.max_destruction_seconds))
         if phase == "RUN":
-            await run_in_threadpool(self.service.run, job)
+            try:
+                await run_in_threadpool(self.service.run, job)
+            except ServiceUnavailable as exc:
+                # The client was not told the job's URL: a job left PENDING would be lost to
+                # it (an anonymous caller cannot list its jobs), so none is left.
+                await run_in_threadpool(self.service.destroy, job.id)
+                raise ServiceUnavailable("the job queue is not reachable; no job was created, "
+                                         "send the request again later",
+                                         headers=exc.headers or {"Retry-After": "10"}) from None
         return see_other(self.job_url(request, job.id))
 
     # --- one job -----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Every resource a job creation can consume is bounded, and no job is left behind
 (generic UWS, with the selftest kind on SQLite): jobs not yet finished, the parameters a
-job stores, and the result space while a job runs."""
+job stores, the result space while a job runs, and a creation the queue cannot take."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from conf import load_settings
+from conftest import free_port
 from dali.errors import UsageError
 from dali.http import EXCEPTION_HANDLERS
 from soda.ops.database import migrate, open_database
@@ -206,4 +207,25 @@ def test_other_jobs_of_the_owner_count_while_a_job_runs(tmp_path) -> None:  # ty
     first, second = (service.store.get(i) for i in ids)
     assert first.phase is Phase.COMPLETED and len(first.results) == 2
     assert second.phase is Phase.ERROR and len(second.results) == 1
+    broker.close()
+
+
+# --- a creation the queue cannot take ------------------------------------------------------------
+
+def test_a_create_and_run_the_queue_cannot_take_leaves_no_job(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    service, broker = make_service(tmp_path, broker_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
+    app = Starlette(routes=JobRoutes(service, SELFTEST, "/selftest", by_header).routes(),
+                    exception_handlers=EXCEPTION_HANDLERS)
+    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+        r = client.post("/selftest", data={"PHASE": "RUN"})
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "10"
+        assert r.text.startswith("ServiceUnavailable: the job queue is not reachable; no job was created")
+        assert "location" not in r.headers
+        assert service.store.usage(None).unfinished_jobs == 0
+        assert service.store.list(owner=None) == []
+        # Without PHASE=RUN the job is made (the caller is told where) and stays PENDING.
+        made = client.post("/selftest")
+        assert made.status_code == 303
+        assert [j.phase for j in service.store.list(owner=None)] == [Phase.PENDING]
     broker.close()

@@ -1,5 +1,6 @@
 """What one job creation may consume, at the HTTP level on the shipped defaults: jobs not
-yet finished, stored parameters, planned cutouts, and result space while running."""
+yet finished, stored parameters, planned cutouts, result space while running, and no job
+left behind when the queue is down."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import app_client, eventually
+from conftest import app_client, eventually, free_port
 from soda.surveys.des import tile_centre
 
 TILE = "DES0139-4457"
@@ -134,3 +135,15 @@ def test_the_result_space_quota_stops_a_running_job(tmp_path, demo_root, quota_m
             assert c.get(f"{job}/results/{result.id}", headers=ann).status_code == 200
         files = list((tmp_path / "data" / "results" / "jobs" / job.rsplit("/", 1)[1]).glob("*"))
         assert len(files) == kept_results
+
+
+def test_a_create_and_run_during_a_broker_outage_leaves_no_job(tmp_path, demo_root) -> None:  # type: ignore[no-untyped-def]
+    with app_client(tmp_path / "data", demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="0",
+                    CUTOUT_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0") as c:  # nothing listens
+        for _ in range(3):
+            r = c.post("/async", data={"ID": DID, "CIRCLE": CIRCLE, "PHASE": "RUN"})
+            assert r.status_code == 503, r.text
+            assert int(r.headers["retry-after"]) > 0 and "location" not in r.headers
+            assert "no job was created" in r.text
+        assert store(c).usage(None).unfinished_jobs == 0
+        assert store(c).list(owner=None) == []
