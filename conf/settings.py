@@ -424,8 +424,8 @@ class AuthSettings(Group):
 
 
 class LimitsSettings(Group):
-    """Anonymous callers and per-user quotas (checked before a job runs; GET /usage shows a
-    user where they stand)."""
+    """Anonymous callers and per-user quotas (checked when a job is created and before it
+    runs, and the result space while it runs; GET /usage shows a user where they stand)."""
 
     anonymous_access: bool = Field(True, description=(
         "false: every SODA and UWS endpoint needs a login (VOSI stays open)."))
@@ -460,6 +460,21 @@ class LimitsSettings(Group):
         "Bytes of job results a user may keep (10 GiB); 0: no limit."))
     user_max_active_jobs: LimitOrOff = Field(20, description=(
         "Jobs of a user QUEUED or EXECUTING at once; 0: no limit."))
+    anonymous_max_unfinished_jobs: LimitOrOff = Field(20, description=(
+        "Jobs not yet finished (PENDING, QUEUED, EXECUTING, HELD, SUSPENDED) of all anonymous "
+        "callers together; one more is refused (429 with Retry-After) until one finishes or is "
+        "deleted (anonymous_async = \"limited\"). 0: no limit."))
+    user_max_unfinished_jobs: LimitOrOff = Field(100, description=(
+        "Jobs of a user not yet finished (PENDING, QUEUED, EXECUTING, HELD, SUSPENDED); one "
+        "more is refused (429 with Retry-After). 0: no limit."))
+    user_max_job_cutouts: LimitOrOff = Field(2000, description=(
+        "Most cutouts (results) in one job of a user; a job asking for more is refused at "
+        "creation. 0: no limit."))
+    max_job_parameters: LimitOrOff = Field(1000, description=(
+        "Most parameters a job stores (those its parameters document lists; a SODA job keeps "
+        "only the parameters it reads). 0: no limit."))
+    max_job_parameter_bytes: LimitOrOff = Field(256 * 1024, description=(
+        "Most bytes of parameter names and values a job stores (256 KiB). 0: no limit."))
 
 
 class SurveySettings(Group):

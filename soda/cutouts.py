@@ -36,7 +36,7 @@ class CutoutLimits:
     max_cutouts: int | None   # per /sync request (None: no limit but the service's)
     max_preview_source: int   # source pixels read for one PNG/JPEG
     name: str                 # how an error message names the limit
-    max_job_cutouts: int | None = None  # per job (None: no limit, for a logged-in user's job)
+    max_job_cutouts: int | None = None  # per job (None: no limit)
 
 
 # Told the format (file extension) and seconds of every cutout made, e.g. by metrics.
@@ -76,7 +76,8 @@ class Cutouts:
         self.thumbnails = Thumbnails(settings.ops.data_dir / "thumbnails", settings.soda.thumbnail_size,
                                      settings.soda.thumbnail_cache_bytes)
         self.user_limits = CutoutLimits(settings.soda.max_cutout_pixels, None,
-                                        settings.soda.max_preview_source_pixels, "this service's limit")
+                                        settings.soda.max_preview_source_pixels, "this service's limit",
+                                        settings.limits.user_max_job_cutouts or None)
         anonymous_pixels = min(settings.limits.anonymous_max_cutout_pixels, settings.soda.max_cutout_pixels)
         self.anonymous_limits = CutoutLimits(
             anonymous_pixels, min(settings.limits.anonymous_max_sync_cutouts, settings.soda.max_sync_cutouts),
@@ -104,10 +105,13 @@ class Cutouts:
                 f"{limits.max_cutouts} for anonymous callers ({self.more_cutouts})")
 
     def check_job_count(self, count: int, limits: CutoutLimits) -> None:
+        """The cutouts one job plans, checked when it is created (before it exists)."""
         if limits.max_job_cutouts is not None and count > limits.max_job_cutouts:
+            whom = ("for anonymous callers (log in for more)" if limits is self.anonymous_limits
+                    else "(split the request into several jobs)")
             raise MultiValuedParamNotSupported(
                 f"this request asks for {count} cutouts; a job makes at most "
-                f"{limits.max_job_cutouts} for anonymous callers (log in for more)")
+                f"{limits.max_job_cutouts} {whom}")
 
     def check_pictures(self, targets: Sequence[Target], request: SodaRequest) -> None:
         """A picture shows one band, or one colour composite of three."""

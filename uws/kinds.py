@@ -18,7 +18,14 @@ A kind declares the type of its parameters and two functions:
   - anything else: a fault of ours -> ERROR ``fatal`` with a generic message (logged).
 
 ``shown`` says which name/value pairs the job's UWS parameters document lists (UWS
-§2.2.3.1); by default the client's own.
+§2.2.3.1) and the job stores; by default the client's own. A kind that ignores unknown
+parameters (DALI §3.1, SODA §3.5) should keep only those it reads, so what a client sends
+but the service never uses is not stored. Either way the service bounds their number and
+bytes (``UWSConfig.max_job_parameters``, ``max_job_parameter_bytes``).
+
+Results count against the owner's result space (``uws.quota.Allowance.max_result_bytes``)
+as they are written: a result that would pass it is deleted and the job stops with a
+``UsageError`` (phase ERROR); the results written before it are kept, and still count.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from dali.errors import ServiceError
 from dali.params import Params
 from storage.protocol import ResultStore
+from uws.quota import UNLIMITED, Allowance, owner_name, quota_reached
 
 if TYPE_CHECKING:
     from uws.store import JobStore, JobView
@@ -91,11 +99,13 @@ class JobKind(Generic[P]):
 class JobContext(Generic[P]):
     """What a running job may see and do."""
 
-    def __init__(self, job: "JobView", params: P, store: "JobStore", storage: ResultStore) -> None:
+    def __init__(self, job: "JobView", params: P, store: "JobStore", storage: ResultStore,
+                 allowance: Allowance = UNLIMITED) -> None:
         self.job = job
         self.params = params
         self._store = store
         self._storage = storage
+        self._allowance = allowance  # the owner's, for the result space
 
     @property
     def job_id(self) -> str:
@@ -109,7 +119,19 @@ class JobContext(Generic[P]):
         key = f"jobs/{self.job.id}/{result_id}"
         with self._storage.writer(key) as fh:
             yield fh
-        self._store.add_result(self.job.id, result_id, key, mime_type, self._storage.size(key))
+        size = self._storage.size(key)
+        self._check_result_space(key, size)
+        self._store.add_result(self.job.id, result_id, key, mime_type, size)
+
+    def _check_result_space(self, key: str, size: int) -> None:
+        """Every result of the owner's counts, those of their other jobs running now too."""
+        limit = self._allowance.max_result_bytes
+        if not limit:
+            return
+        used = self._store.usage(self.job.owner).result_bytes
+        if used + size > limit:
+            self._storage.delete_prefix(key)
+            raise quota_reached(self._allowance, used, size, owner_name(self.job.owner))
 
     def put_result(self, result_id: str, data: bytes, mime_type: str) -> None:
         with self.result_writer(result_id, mime_type) as fh:

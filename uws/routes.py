@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from dali.errors import AuthenticationError, AuthorizationError, UsageError, not_found
+from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable, UsageError, not_found
 from dali.http import Endpoint, public_base, read_params, text_response, xml_response
 from dali.params import Params, RequestParams
 from dali.timestamps import isoformat, parse_timestamp
@@ -26,7 +26,7 @@ from uws.kinds import JobKind
 from uws.params import parse_duration, parse_last, parse_phase_filter, parse_run_id, parse_wait
 from uws.phases import ABORTABLE, ACTIVE, RUNNABLE, Phase, forbidden_in_phase
 from uws.ports import Caller, CallerResolver
-from uws.quota import Allowance, AllowanceFor, check_run, refuse_creation, unlimited
+from uws.quota import Allowance, AllowanceFor, check_create, check_run, owner_name, refuse_creation, unlimited
 from uws.service import Parsed, UWSService
 from uws.store import JobView
 from uws.waits import WaitSlots
@@ -110,11 +110,18 @@ class JobRoutes:
     async def _parse(self, parameters: Params, owner: str | None) -> Parsed[Any]:
         return await run_in_threadpool(self.service.parse, self.kind, parameters, owner)
 
-    async def _check_run(self, identity: Caller, allowance: Allowance) -> None:
-        """Quotas are checked before a job is queued, so nothing runs over them."""
-        if allowance.max_active_jobs or allowance.max_result_bytes:
-            usage = await run_in_threadpool(self.store.usage, identity.user_id)
-            who = identity.user_id or "anonymous callers together"
+    async def _check_quotas(self, identity: Caller, allowance: Allowance, *,
+                            create: bool = False, run: bool = False) -> None:
+        """Quotas are checked before a job is created or queued, so nothing runs over them:
+        creating counts the jobs not yet finished, running the active jobs and result space."""
+        if not ((create and allowance.max_unfinished_jobs) or
+                (run and (allowance.max_active_jobs or allowance.max_result_bytes))):
+            return
+        usage = await run_in_threadpool(self.store.usage, identity.user_id)
+        who = owner_name(identity.user_id)
+        if create:
+            check_create(allowance, usage, who)
+        if run:
             check_run(allowance, usage, who)
 
     # --- the job list ------------------------------------------------------------------
@@ -147,8 +154,8 @@ class JobRoutes:
         duration = params.single("EXECUTIONDURATION")
         destruction = params.single("DESTRUCTION")
         job_parameters = await self._parse(params.without(CONTROL), identity.user_id)
-        if phase == "RUN":  # refused before the job exists: nothing half-made is left behind
-            await self._check_run(identity, allowance)
+        # Refused before the job exists: nothing half-made is left behind.
+        await self._check_quotas(identity, allowance, create=True, run=phase == "RUN")
         job = await run_in_threadpool(
             lambda: self.service.create(
                 self.kind, owner=identity.user_id, parameters=job_parameters,
@@ -157,7 +164,15 @@ class JobRoutes:
                 destruction=parse_timestamp("DESTRUCTION", destruction) if destruction else None,
                 max_destruction_seconds=allowance.max_destruction_seconds))
         if phase == "RUN":
-            await run_in_threadpool(self.service.run, job)
+            try:
+                await run_in_threadpool(self.service.run, job)
+            except ServiceUnavailable as exc:
+                # The client was not told the job's URL: a job left PENDING would be lost to
+                # it (an anonymous caller cannot list its jobs), so none is left.
+                await run_in_threadpool(self.service.destroy, job.id)
+                raise ServiceUnavailable("the job queue is not reachable; no job was created, "
+                                         "send the request again later",
+                                         headers=exc.headers or {"Retry-After": "10"}) from None
         return see_other(self.job_url(request, job.id))
 
     # --- one job -----------------------------------------------------------------------
@@ -244,7 +259,7 @@ class JobRoutes:
         value = params.single("PHASE")
         if value == "RUN":
             if job.phase in RUNNABLE:
-                await self._check_run(identity, self.allowance(identity))
+                await self._check_quotas(identity, self.allowance(identity), run=True)
                 await run_in_threadpool(self.service.run, job)
             elif job.phase not in (Phase.QUEUED, Phase.EXECUTING):
                 raise forbidden_in_phase(f"job {job.id} is {job.phase.value} and cannot be run again")

@@ -30,6 +30,7 @@ from uws import context
 from uws.broker import held_job_ids, unacked_messages
 from uws.kinds import JobContext, JobInterrupted, JobKind
 from uws.notify import Notifier
+from uws.quota import AllowanceFor, Owner, unlimited
 from uws.store import JobStore, JobView
 from uws.worker import JobWatchdog, Scheduler
 
@@ -66,6 +67,9 @@ class UWSConfig:
     retry_backoff_ms: int
     sweep_interval_seconds: float
     watchdog_interval: float
+    # What a job stores of its client's parameters (as its kind shows them); 0: no limit.
+    max_job_parameters: int
+    max_job_parameter_bytes: int
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,9 @@ class SweepReport:
 
 class UWSService:
     def __init__(self, config: UWSConfig, store: JobStore, storage: ResultStore,
-                 notifier: Notifier) -> None:
+                 notifier: Notifier, allowance: AllowanceFor = unlimited) -> None:
         self.config = config
+        self.allowance = allowance  # the owner's result space is enforced while a job runs
         self.store = store
         self.storage = storage
         self.notifier = notifier
@@ -151,7 +156,21 @@ class UWSService:
     def parse(self, kind: JobKind[P], pairs: Params, owner: str | None) -> Parsed[P]:
         """The client's parameters, checked and typed by the kind (raises UsageError)."""
         value = kind.parse(pairs, owner)
-        return Parsed(kind.shown(value, pairs), value)
+        shown = kind.shown(value, pairs)
+        self.check_stored_parameters(shown)
+        return Parsed(shown, value)
+
+    def check_stored_parameters(self, shown: Params) -> None:
+        """What a job keeps of its parameters is bounded, whatever its kind shows."""
+        count, most = len(shown), self.config.max_job_parameters
+        if most and count > most:
+            raise UsageError(f"this job has {count} parameters and max_job_parameters is {most}; "
+                             f"split it into several jobs")
+        size = sum(len(name.encode()) + len(value.encode()) for name, value in shown)
+        most = self.config.max_job_parameter_bytes
+        if most and size > most:
+            raise UsageError(f"this job's parameters hold {size} bytes and max_job_parameter_bytes "
+                             f"is {most}; send shorter values or split it into several jobs")
 
     def create(self, kind: JobKind[P], *, owner: str | None, parameters: Parsed[P],
                run_id: str | None, execution_duration: int | None,
@@ -215,7 +234,8 @@ class UWSService:
         self.watchdog.track(job_id, token, job.execution_duration)
         try:
             try:
-                kind.run(JobContext(job, self._params(kind, job), self.store, self.storage))
+                kind.run(JobContext(job, self._params(kind, job), self.store, self.storage,
+                                    self.allowance(Owner(job.owner))))
             finally:
                 self.watchdog.untrack(job_id)
         except JobInterrupted:

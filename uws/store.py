@@ -21,7 +21,7 @@ from dali.params import Params
 from dali.timestamps import utcnow
 from uws.tables import JobTables
 from uws.notify import Notifier
-from uws.phases import ABORTABLE, RUNNABLE, Phase
+from uws.phases import ABORTABLE, RUNNABLE, UNFINISHED, Phase
 from uws.quota import Usage
 
 
@@ -142,14 +142,17 @@ class JobStore:
                 [Phase.QUEUED.value, Phase.EXECUTING.value])).count()
 
     def usage(self, owner: str | None) -> "Usage":
-        """Jobs QUEUED or EXECUTING and bytes of results kept, of one owner (None: anonymous)."""
+        """Jobs QUEUED or EXECUTING, jobs not finished, and bytes of results kept, of one
+        owner (None: anonymous)."""
         mine = self.tables.Job.owner.is_null() if owner is None else self.tables.Job.owner == owner
         with self._session():
             active = self.tables.Job.select().where(mine & self.tables.Job.phase.in_(
                 [Phase.QUEUED.value, Phase.EXECUTING.value])).count()
+            unfinished = self.tables.Job.select().where(mine & self.tables.Job.phase.in_(
+                [p.value for p in UNFINISHED])).count()
             stored = (self.tables.Result.select(fn.COALESCE(fn.SUM(self.tables.Result.size), 0))
                       .join(self.tables.Job).where(mine).scalar())
-        return Usage(active_jobs=active, result_bytes=int(stored or 0))
+        return Usage(active_jobs=active, result_bytes=int(stored or 0), unfinished_jobs=unfinished)
 
     def count_by_phase(self) -> dict[Phase, int]:
         with self._session():

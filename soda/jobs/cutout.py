@@ -3,7 +3,12 @@ values (ID and position × band × TIME, as ``soda.plan`` makes them); a combina
 pixels is a text/plain result starting with UsageError that says why.
 
 The API parses and plans the request once, at creation (so a bad job fails before it
-runs); the worker gets the typed ``SodaRequest`` and never reads the client's text.
+runs, and one planning more cutouts than the caller's limit is refused before it exists);
+the worker gets the typed ``SodaRequest`` and never reads the client's text.
+
+The job keeps, and its parameters document lists, only the parameters the service reads:
+SODA §3.5 and DALI §3.1 let a service ignore parameters it does not know, so what a client
+sends besides them is neither used nor stored.
 """
 
 from __future__ import annotations
@@ -11,7 +16,18 @@ from __future__ import annotations
 from dali.params import Params
 from soda.cutouts import Cutouts, cutout_count
 from soda.request.model import SodaRequest
+from soda.request.params import PARAM_NAMES
 from uws.kinds import JobContext, JobKind
+
+
+# What parse_render reads, when the format is a picture.
+PICTURE_NAMES = frozenset({"STRETCH", "LIMITS", "PERCENTILES", "SIZE", "Q", "RGB"})
+
+
+def read_only(request: SodaRequest, pairs: Params) -> Params:
+    """The client's pairs the service reads (names are case-insensitive, DALI §3.1)."""
+    names = PARAM_NAMES | PICTURE_NAMES if request.render is not None else PARAM_NAMES
+    return [(name, value) for name, value in pairs if name.upper() in names]
 
 
 def cutout_job_kind(cutouts: Cutouts) -> JobKind[SodaRequest]:
@@ -32,5 +48,5 @@ def cutout_job_kind(cutouts: Cutouts) -> JobKind[SodaRequest]:
             else:
                 ctx.put_result(f"{target.name}.{request.extension}", body, request.mime)
 
-    return JobKind(name="soda", params_type=SodaRequest, parse=parse, run=run,
+    return JobKind(name="soda", params_type=SodaRequest, parse=parse, run=run, shown=read_only,
                    description="SODA 1.0 async cutouts (one result per combination of values)")

@@ -19,6 +19,7 @@ from auth import tables as auth_tables
 from conf import Settings
 from soda.cutouts import Cutouts
 from soda.jobs.cutout import cutout_job_kind
+from soda.ops.allowance import job_allowance
 from soda.ops.database import close_database, migrate, open_database
 from soda.ops.health import service_checks
 from soda.ops.metrics import WorkerMetrics, observe_cutout, observe_sweep
@@ -58,6 +59,8 @@ def uws_config(settings: Settings) -> UWSConfig:
         retry_backoff_ms=uws.retry_backoff_ms,
         sweep_interval_seconds=uws.sweep_interval_seconds,
         watchdog_interval=uws.watchdog_interval_seconds,
+        max_job_parameters=settings.limits.max_job_parameters,
+        max_job_parameter_bytes=settings.limits.max_job_parameter_bytes,
     )
 
 
@@ -84,7 +87,8 @@ class Runtime:
         self.notifier: Notifier = (RedisNotifier(ops.broker_url, ops.redis_namespace)
                                    if ops.broker_url else LocalNotifier())
         self.store = JobStore(self.db, self.notifier)
-        self.uws = UWSService(uws_config(settings), self.store, self.storage, self.notifier)
+        self.uws = UWSService(uws_config(settings), self.store, self.storage, self.notifier,
+                              allowance=lambda caller: job_allowance(settings.limits, caller))
         self.mounts = job_kinds(settings, self.cutouts)
         for kind in self.mounts.values():
             self.uws.register(kind)

@@ -28,6 +28,7 @@ from conf import Settings
 from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable
 from dali.http import FORM_TYPES, public_base
 from dali.standards import SSO_OPENID, SSO_SAML2
+from soda.ops.allowance import job_allowance
 from uws.quota import Allowance
 
 log = logging.getLogger(__name__)
@@ -148,15 +149,7 @@ class Access:
     # --- what they may do -------------------------------------------------------------
 
     def allowance(self, identity: Identity) -> Allowance:
-        s = self.settings.limits
-        if identity.anonymous and s.anonymous_async == "open":
-            return Allowance()
-        if identity.anonymous:
-            return Allowance(may_create=s.anonymous_async == "limited", list_jobs=False,
-                             max_active_jobs=s.anonymous_max_active_jobs,
-                             max_result_bytes=s.anonymous_quota_bytes,
-                             max_destruction_seconds=s.anonymous_destruction_seconds)
-        return Allowance(max_active_jobs=s.user_max_active_jobs, max_result_bytes=s.user_quota_bytes)
+        return job_allowance(self.settings.limits, identity)
 
     async def require_user(self, request: Request) -> Identity:
         identity = await self.identify(request)

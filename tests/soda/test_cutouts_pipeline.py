@@ -60,7 +60,7 @@ def prepare(cutouts: Cutouts, *pairs: tuple[str, str]):
 
 def test_limits_for_anonymous_callers_and_users(cutouts):
     # The service's defaults: users get the service's limits, anonymous callers the smaller ones.
-    assert cutouts.limits("alice") == CutoutLimits(25_000_000, None, 100_000_000, "this service's limit")
+    assert cutouts.limits("alice") == CutoutLimits(25_000_000, None, 100_000_000, "this service's limit", 2000)
     assert cutouts.limits(None) == CutoutLimits(
         1_048_576, 5, 1_048_576, "the limit for anonymous callers (log in for larger cutouts)", 20)
 
@@ -70,7 +70,7 @@ def test_anonymous_limits_never_exceed_the_service_limits(tmp_path, demo_root):
                          max_preview_source_pixels="4000", anonymous_max_cutout_pixels="9000000",
                          anonymous_max_sync_cutouts="40")
     assert tight.limits(None) == CutoutLimits(5000, 3, 4000, tight.anonymous_limits.name, 20)
-    assert tight.limits("bob") == CutoutLimits(5000, None, 4000, "this service's limit")
+    assert tight.limits("bob") == CutoutLimits(5000, None, 4000, "this service's limit", 2000)
 
 
 def test_check_count(cutouts):
@@ -84,11 +84,21 @@ def test_check_count(cutouts):
 
 def test_check_job_count(cutouts):
     cutouts.check_job_count(20, cutouts.limits(None))
-    cutouts.check_job_count(10_000, cutouts.limits("alice"))  # users: no count limit
+    cutouts.check_job_count(2000, cutouts.limits("alice"))  # users: user_max_job_cutouts
     with pytest.raises(MultiValuedParamNotSupported) as caught:
         cutouts.check_job_count(21, cutouts.limits(None))
     assert caught.value.message == ("this request asks for 21 cutouts; a job makes at most 20 for "
                                     "anonymous callers (log in for more)")
+    with pytest.raises(MultiValuedParamNotSupported) as caught:
+        cutouts.check_job_count(2001, cutouts.limits("alice"))
+    assert caught.value.message == ("this request asks for 2001 cutouts; a job makes at most 2000 "
+                                    "(split the request into several jobs)")
+
+
+def test_user_job_count_can_be_off(tmp_path, demo_root):
+    unlimited = make_cutouts(tmp_path, demo_root, user_max_job_cutouts="0")
+    assert unlimited.limits("alice").max_job_cutouts is None
+    unlimited.check_job_count(10_000, unlimited.limits("alice"))
 
 
 @pytest.mark.parametrize("mode,jobs,hint", [
