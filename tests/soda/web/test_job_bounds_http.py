@@ -17,7 +17,8 @@ TILE = "DES0139-4457"
 RA0, DEC0 = tile_centre(TILE)
 DID = f"ivo://demo.cutout/des?{TILE}_r"
 CIRCLE = f"{RA0} {DEC0} 0.001"
-JUNK = "j" * 1_000_000  # 1 MB
+JUNK = "j" * 60_000  # under the form-field limit (64 KiB): it reaches the job kind
+MEGABYTE = "j" * 1_000_000  # the reproduction's 1 MB junk parameter
 
 
 def bearer(client: httpx.Client, user: str) -> dict[str, str]:
@@ -34,6 +35,12 @@ def store(client: httpx.Client):  # type: ignore[no-untyped-def]
 def client(tmp_path, demo_root) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
     with app_client(tmp_path / "data", demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="0") as c:
         yield c
+
+
+def test_a_megabyte_parameter_is_refused_before_any_job_exists(client: httpx.Client) -> None:
+    r = client.post("/async", data={"ID": DID, "CIRCLE": CIRCLE, "JUNK": MEGABYTE})
+    assert r.status_code == 413 and r.text.startswith("UsageError:"), r.text[:200]
+    assert store(client).list(owner=None) == []
 
 
 def test_unknown_parameters_are_neither_stored_nor_echoed(client: httpx.Client) -> None:
