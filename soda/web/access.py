@@ -26,7 +26,7 @@ from auth.session import CSRF_FIELD, CSRF_HEADER, csrf_ok, session_user
 from auth.tokens import Check, TokenStore, looks_like_token
 from conf import Settings
 from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable
-from dali.http import FORM_TYPES, public_base
+from dali.http import FORM_TYPES, public_base, valid_address
 from dali.standards import SSO_OPENID, SSO_SAML2
 from uws.quota import Allowance
 
@@ -36,11 +36,13 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def client_address(request: Request, trust_forwarded: bool) -> str:
-    """The caller's address; behind nginx, the one it puts last in X-Forwarded-For."""
+    """The caller's address; behind a trusted proxy (nginx), the one it puts last in
+    X-Forwarded-For (if it is an address). Other callers' forwarded headers never get this
+    far: ``dali.http.ForwardedHeaders`` drops them."""
     if trust_forwarded:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        if forwarded.strip():
-            return forwarded.split(",")[-1].strip()
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[-1].strip()
+        if valid_address(forwarded):
+            return forwarded
     return request.client.host if request.client else "unknown"
 
 

@@ -22,7 +22,7 @@ from auth.outstanding import DatabaseOutstanding
 from auth.session import load_or_create_secret
 from conf import Settings, load_settings
 from dali.errors import AuthenticationError, ServiceUnavailable
-from dali.http import EXCEPTION_HANDLERS, DaliRoute, Endpoint, error_response
+from dali.http import EXCEPTION_HANDLERS, DaliRoute, Endpoint, ForwardedHeaders, error_response
 from soda.ops.logs import RequestIdMiddleware
 from soda.ops.metrics import MetricsMiddleware, metrics_endpoint
 from soda.ops.runtime import Runtime
@@ -81,7 +81,8 @@ def create_app(settings: Settings | None = None,
         routes += JobRoutes(runtime.uws, kind, path, identify, access.allowance).routes()
     # Aladin Lite and other browser clients call the VO endpoints from other origins; they
     # get no credentials that way (no allow_credentials), so the session cookie stays home.
-    middleware = [Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware),
+    middleware = [Middleware(ForwardedHeaders, trusted=settings.ops.trusted_proxies),
+                  Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware),
                   Middleware(CORSMiddleware, allow_origins=list(settings.ops.cors_origins),
                              allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"],
                              expose_headers=["Location", "Content-Disposition", "WWW-Authenticate",
