@@ -38,6 +38,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 _ERROR_FORMAT = "dali.error_format"  # the scope key a matched DaliRoute fills
+LOGGED = "dali.logged"  # the scope key on_unexpected sets once it has logged the failure
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,7 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     incident = uuid.uuid4().hex[:12]
     log.exception("unexpected failure %s on %s %s", incident, request.method, request.url.path)
+    request.scope[LOGGED] = True  # the exception is raised again, for the server: logged once
     return error_response(request, ServiceError(f"internal failure, logged as incident {incident}"))
 
 

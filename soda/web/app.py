@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 import peewee as pw
 from starlette.middleware.sessions import SessionMiddleware
@@ -22,7 +23,7 @@ from auth.outstanding import DatabaseOutstanding
 from auth.session import load_or_create_secret
 from conf import Settings, load_settings
 from dali.errors import AuthenticationError, ServiceUnavailable
-from dali.http import EXCEPTION_HANDLERS, DaliRoute, Endpoint, ForwardedHeaders, error_response
+from dali.http import EXCEPTION_HANDLERS, LOGGED, DaliRoute, Endpoint, ForwardedHeaders, error_response
 from soda.ops.logs import RequestIdMiddleware
 from soda.ops.metrics import MetricsMiddleware, metrics_endpoint
 from soda.ops.runtime import Runtime
@@ -93,11 +94,25 @@ def create_app(settings: Settings | None = None,
                              max_age=settings.auth.session_max_age_seconds, same_site="lax",
                              https_only=settings.auth.session_cookie_secure)]
     handlers = {**EXCEPTION_HANDLERS, pw.OperationalError: _database_error, pw.InterfaceError: _database_error}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan,
-                    middleware=middleware)
+    app = Service(routes=routes, exception_handlers=handlers, lifespan=lifespan,
+                  middleware=middleware)
     app.state.runtime = runtime
     app.state.access = access
     return app
+
+
+class Service(Starlette):
+    """Starlette, but an unexpected failure is logged once: by ``dali.http.on_unexpected``,
+    with its incident number, when it answers the 500. Starlette raises the exception again
+    after that answer, for the server to log a second time; here it stops if it was logged.
+    (A failure in the middle of an answer was not: the server logs that one.)"""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception:
+            if not scope.get(LOGGED):
+                raise
 
 
 def session_secret(settings: Settings) -> str:
