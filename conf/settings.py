@@ -73,6 +73,15 @@ class OpsSettings(Group):
         "[\"127.0.0.1\"] or [\"10.0.0.0/8\"]: only their X-Forwarded-* headers count; "
         "anyone else's are dropped. Empty: no one's. CUTOUT_TRUSTED_PROXIES takes a JSON "
         "list or comma-separated entries."))
+    operator_clients: tuple[str, ...] = Field(("127.0.0.1", "::1"), description=(
+        "Addresses or networks (CIDR) of the operators: they may read /metrics and see why a "
+        "check failed on /readyz and /availability (others see only \"database: unavailable\"; "
+        "the log has the detail). Behind a trusted proxy the address it forwards counts. "
+        "Default: this host only. CUTOUT_OPERATOR_CLIENTS takes a JSON list or comma-separated "
+        "entries."))
+    hsts_max_age_seconds: NonNegativeInt = Field(31536000, description=(
+        "Strict-Transport-Security max-age sent on answers to requests that came over https "
+        "(the scheme, or a trusted proxy's X-Forwarded-Proto); 0: no such header."))
     accel_redirect_prefix: str = Field("", description=(
         "Behind nginx: the internal location that serves the results directory (e.g. "
         "\"/_results\"); result downloads then answer X-Accel-Redirect and nginx sends the file. "
@@ -98,7 +107,7 @@ class OpsSettings(Group):
             raise ValueError("must be the service's public https:// base URL, e.g. https://cutouts.example.org")
         return v.rstrip("/")
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "operator_clients")
     @classmethod
     def _trusted_proxies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         out = []

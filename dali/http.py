@@ -159,8 +159,8 @@ def public_base(request: Request, trust_forwarded: bool) -> str:
     return f"{scheme}://{host}{prefix.rstrip('/')}"
 
 
-class TrustedProxies:
-    """The addresses (and networks) whose forwarded headers count."""
+class Networks:
+    """A set of addresses and networks (trusted proxies, operators): ``address in networks``."""
 
     def __init__(self, entries: Sequence[str]) -> None:
         self.networks = [ipaddress.ip_network(e, strict=False) for e in entries]
@@ -182,7 +182,7 @@ class ForwardedHeaders:
 
     def __init__(self, app: ASGIApp, trusted: Sequence[str]) -> None:
         self.app = app
-        self.trusted = TrustedProxies(trusted)
+        self.trusted = Networks(trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):

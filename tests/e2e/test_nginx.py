@@ -680,6 +680,8 @@ def test_compose_file_matches_the_template() -> None:
 
         trusted = load_settings(environ={"CUTOUT_TRUSTED_PROXIES": service_env["CUTOUT_TRUSTED_PROXIES"]})
         assert trusted.ops.trusted_proxies, "the web processes must trust nginx's forwarded headers"
+        operators = load_settings(environ={"CUTOUT_OPERATOR_CLIENTS": service_env["CUTOUT_OPERATOR_CLIENTS"]})
+        assert "10.0.0.0/8" in operators.ops.operator_clients  # Prometheus on the internal network
         assert f"{data_volume}:/data" in services[name]["volumes"]
     # nginx reads the same results directory the services write, read-only.
     assert f"{data_volume}:/data:ro" in nginx["volumes"]
