@@ -8,6 +8,7 @@ writes ``conf/defaults.toml`` from it.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -73,7 +74,22 @@ class OpsSettings(Group):
         "The service's public base URL as users see it (https://cutouts.example.org). Needed by "
         "SAML: our SP entity id and ACS URL are built from it. Elsewhere URLs follow the request."))
     trust_forwarded_headers: bool = Field(True, description=(
-        "Honour X-Forwarded-Proto/-Host/-Prefix when building absolute URLs (behind nginx)."))
+        "Honour X-Forwarded-Proto/-Host/-Prefix (absolute URLs) and X-Forwarded-For (the "
+        "client address of the rate limits) when they come from one of trusted_proxies."))
+    trusted_proxies: tuple[str, ...] = Field((), description=(
+        "Addresses or networks (CIDR) of the reverse proxies in front of the service, e.g. "
+        "[\"127.0.0.1\"] or [\"10.0.0.0/8\"]: only their X-Forwarded-* headers count; "
+        "anyone else's are dropped. Empty: no one's. CUTOUT_TRUSTED_PROXIES takes a JSON "
+        "list or comma-separated entries."))
+    operator_clients: tuple[str, ...] = Field(("127.0.0.1", "::1"), description=(
+        "Addresses or networks (CIDR) of the operators: they may read /metrics and see why a "
+        "check failed on /readyz and /availability (others see only \"database: unavailable\"; "
+        "the log has the detail). Behind a trusted proxy the address it forwards counts. "
+        "Default: this host only. CUTOUT_OPERATOR_CLIENTS takes a JSON list or comma-separated "
+        "entries."))
+    hsts_max_age_seconds: NonNegativeInt = Field(31536000, description=(
+        "Strict-Transport-Security max-age sent on answers to requests that came over https "
+        "(the scheme, or a trusted proxy's X-Forwarded-Proto); 0: no such header."))
     accel_redirect_prefix: str = Field("", description=(
         "Behind nginx: the internal location that serves the results directory (e.g. "
         "\"/_results\"); result downloads then answer X-Accel-Redirect and nginx sends the file. "
@@ -132,6 +148,17 @@ class OpsSettings(Group):
         if v and urlsplit(v).scheme not in ("http", "https"):
             raise ValueError("must be the service's public https:// base URL, e.g. https://cutouts.example.org")
         return v.rstrip("/")
+
+    @field_validator("trusted_proxies", "operator_clients")
+    @classmethod
+    def _trusted_proxies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for entry in v:
+            try:
+                out.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or a network such as 10.0.0.0/8") from None
+        return tuple(out)
 
     @field_validator("port")
     @classmethod

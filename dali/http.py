@@ -10,7 +10,9 @@ endpoint, or an unexpected failure (500).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dali.errors import ServiceError, UsageError
 from dali.limits import FORM_LIMITS, FormLimits
@@ -37,6 +39,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 _ERROR_FORMAT = "dali.error_format"  # the scope key a matched DaliRoute fills
+LOGGED = "dali.logged"  # the scope key on_unexpected sets once it has logged the failure
 
 
 @dataclass(frozen=True)
@@ -115,18 +118,96 @@ def first_header(request: Request, name: str) -> str | None:
     return value.split(",")[0].strip() if value else None
 
 
+# What a forwarded value may be; anything else is ignored (the request's own value counts).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?")
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:%-]+)*/?")  # a path: no '@', '//', '\\'
+FORWARDED_HEADERS = (b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
+                     b"x-forwarded-prefix", b"x-forwarded-port", b"x-forwarded-server",
+                     b"x-real-ip", b"forwarded")
+
+
+def valid_host(value: str | None) -> bool:
+    """A host name or [IPv6 literal], with an optional port: nothing that moves a URL."""
+    return bool(value) and _HOST.fullmatch(value) is not None  # type: ignore[arg-type]
+
+
+def valid_prefix(value: str | None) -> bool:
+    """A path prefix: '/' then path segments; never '@', '//', '\\' or control characters."""
+    return value is not None and (value == "" or (
+        value.startswith("/") and _PREFIX.fullmatch(value) is not None))
+
+
+def valid_proto(value: str | None) -> bool:
+    return value in ("http", "https")
+
+
+def valid_address(value: str | None) -> bool:
+    try:
+        ipaddress.ip_address(value or "")
+    except ValueError:
+        return False
+    return True
+
+
 def public_base(request: Request, trust_forwarded: bool) -> str:
-    """The service root as the client sees it, behind proxies too (no trailing slash)."""
-    scheme = request.url.scheme
-    host = request.headers.get("host") or request.url.netloc
+    """The service root as the client sees it, behind proxies too (no trailing slash).
+
+    The forwarded headers reach this far only from a trusted proxy (``ForwardedHeaders``);
+    each is checked again here, and a value that is not a scheme, a host or a path is
+    ignored."""
+    scheme = request.url.scheme if valid_proto(request.url.scheme) else "http"
+    host = request.headers.get("host") or ""
+    if not valid_host(host):
+        server = request.scope.get("server")
+        host = f"{server[0]}:{server[1]}" if server else "localhost"
     prefix = request.scope.get("root_path", "")
     if trust_forwarded:
-        scheme = first_header(request, "x-forwarded-proto") or scheme
-        host = first_header(request, "x-forwarded-host") or host
+        forwarded_proto = first_header(request, "x-forwarded-proto")
+        if valid_proto(forwarded_proto):
+            scheme = forwarded_proto  # type: ignore[assignment]
+        forwarded_host = first_header(request, "x-forwarded-host")
+        if valid_host(forwarded_host):
+            host = forwarded_host  # type: ignore[assignment]
         forwarded_prefix = first_header(request, "x-forwarded-prefix")
-        if forwarded_prefix is not None:
-            prefix = forwarded_prefix
+        if valid_prefix(forwarded_prefix):
+            prefix = forwarded_prefix  # type: ignore[assignment]
     return f"{scheme}://{host}{prefix.rstrip('/')}"
+
+
+class Networks:
+    """A set of addresses and networks (trusted proxies, operators): ``address in networks``."""
+
+    def __init__(self, entries: Sequence[str]) -> None:
+        self.networks = [ipaddress.ip_network(e, strict=False) for e in entries]
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, str) or not self.networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+
+class ForwardedHeaders:
+    """Drops the forwarded headers (X-Forwarded-*, Forwarded, X-Real-IP) of a request that
+    did not come from a trusted proxy: anyone else could set them to anything (another
+    client address for the rate limit, another host or prefix for every absolute URL)."""
+
+    def __init__(self, app: ASGIApp, trusted: Sequence[str]) -> None:
+        self.app = app
+        self.trusted = Networks(trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            peer = scope.get("client")
+            if not peer or peer[0] not in self.trusted:
+                # In place: the outer middleware (the 500 handler) reads this same scope.
+                scope["headers"] = [(k, v) for k, v in scope.get("headers", [])
+                                    if k.lower() not in FORWARDED_HEADERS]
+        await self.app(scope, receive, send)
 
 
 def wants_votable(request: Request) -> bool:
@@ -172,6 +253,7 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     incident = uuid.uuid4().hex[:12]
     log.exception("unexpected failure %s on %s %s", incident, request.method, request.url.path)
+    request.scope[LOGGED] = True  # the exception is raised again, for the server: logged once
     return error_response(request, ServiceError(f"internal failure, logged as incident {incident}"))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from lxml import etree
 
 VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
@@ -21,9 +23,19 @@ def serialize(document: etree._Element) -> bytes:
     return etree.tostring(document, xml_declaration=True, encoding="UTF-8")
 
 
+# What XML 1.0 cannot carry: C0 controls but tab, newline and return; lone surrogates; U+FFFE/F.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """``text`` with every character XML cannot carry written as an escape (\\x00, \\ud800)."""
+    return _NOT_XML.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def error_document(text: str) -> bytes:
-    """DALI §4.4.2: a VOTable whose results RESOURCE holds QUERY_STATUS=ERROR."""
+    """DALI §4.4.2: a VOTable whose results RESOURCE holds QUERY_STATUS=ERROR. Any text
+    goes, also one quoting a request's control characters: they are written as escapes."""
     document = root()
     resource = element(document, "RESOURCE", type="results")
-    element(resource, "INFO", name="QUERY_STATUS", value="ERROR").text = text
+    element(resource, "INFO", name="QUERY_STATUS", value="ERROR").text = xml_text(text)
     return serialize(document)

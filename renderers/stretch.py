@@ -55,6 +55,9 @@ SKY_ABOVE = 40.0
 # noise σ̄ (a neutral sky; a band's scale kept within MAX_BAND_SCALE of 1); the sky is
 # set RGB_FLOOR·σ̄ above black and the stretch puts it at RGB_SKY_LEVEL of full brightness.
 RGB_FLOOR = 1.0
+# The largest Lupton softening: q = 8 is usual, q = 100 already near a linear-then-flat
+# picture; far beyond, sinh/asinh of the stretch overflow.
+MAX_Q = 1e4
 RGB_SKY_LEVEL = 0.1
 MAX_BAND_SCALE = 4.0
 # Without any sky noise (synthetic data) the stretch comes from the bright end instead,
@@ -238,6 +241,8 @@ def lupton_params(bands: tuple[np.ndarray, np.ndarray, np.ndarray], *, q: float 
     range (constant or blank) gets stretch 1 and renders black.
     """
     _check_number("q", q)
+    if _real(q) > MAX_Q:
+        raise ValueError(f"q must be at most {MAX_Q:g}, not {q!r}")
     skies = [sky_stats(band) for band in bands]
     noises = [sky.noise for sky in skies if sky is not None and sky.noise > 0]
     mean_noise = sum(noises) / len(noises) if noises else 0.0
@@ -296,7 +301,10 @@ def _floor(sky: Sky | None, below: float) -> float:
 def _stretch_for(intensity: float, level: float, q: float) -> float:
     """The stretch at which ``intensity`` appears at ``level`` of full brightness."""
     # Invert astropy's LuptonAsinhStretch: y = asinh(q·x/stretch) · 0.1 / asinh(0.1·q).
-    return q * intensity / math.sinh(level * math.asinh(0.1 * q) / 0.1)
+    try:
+        return q * intensity / math.sinh(level * math.asinh(0.1 * q) / 0.1)
+    except OverflowError:
+        raise ValueError(f"q={q:g} is too large a softening (at most {MAX_Q:g})") from None
 
 
 def _subsample(band: np.ndarray, pixels: int = SAMPLE_PIXELS) -> np.ndarray:

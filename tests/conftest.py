@@ -147,6 +147,8 @@ FAST_TIMINGS = {
     "CUTOUT_ANONYMOUS_MAX_CUTOUT_PIXELS": "25000000",
     "CUTOUT_ANONYMOUS_MAX_SYNC_CUTOUTS": "50",
     "CUTOUT_ANONYMOUS_FILES": "true",
+    # The TestClients below call from 127.0.0.1, as nginx would (tests of proxies).
+    "CUTOUT_TRUSTED_PROXIES": "127.0.0.1",
 }
 
 
@@ -284,7 +286,8 @@ def embedded(tmp_path: Path, demo_root: Path) -> Iterator["httpx.Client"]:
     link_demo(tmp_path / "data", demo_root)
     env = {**FAST_TIMINGS, "CUTOUT_DATA_DIR": str(tmp_path / "data"), "CUTOUT_WAIT_MAX_SECONDS": "5"}
     app = create_app(load_settings(environ=env), identify=header_identity, build_demo=False)
-    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+    with TestClient(app, base_url="http://testserver", follow_redirects=False,
+                    client=("127.0.0.1", 50000)) as client:
         client.app_state = app.state  # type: ignore[attr-defined]
         yield client
 
@@ -303,7 +306,8 @@ def app_client(data_dir: Path, demo_root: Path, identify=None, **env: str) -> It
                     "CUTOUT_HEARTBEAT_SECONDS": "0.5", "CUTOUT_STALE_JOB_SECONDS": "2",
                     "CUTOUT_SESSION_COOKIE_SECURE": "false", **env}
     app = create_app(load_settings(environ=settings_env), identify=identify, build_demo=False)
-    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+    with TestClient(app, base_url="http://testserver", follow_redirects=False,
+                    client=("127.0.0.1", 50000)) as client:
         client.app_state = app.state  # type: ignore[attr-defined]
         yield client
 

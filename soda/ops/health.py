@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -30,13 +31,20 @@ if TYPE_CHECKING:
     from storage import ResultStore
     from uws.store import JobStore
 
+log = logging.getLogger(__name__)
+
 CHECK_TIMEOUT = 3.0  # seconds per check
 
 
 class Check(NamedTuple):
     name: str
     ok: bool
-    detail: str  # why it failed; empty when ok
+    detail: str  # why it failed; empty when ok. For operators and the log only.
+
+    def summary(self, operator: bool) -> str:
+        """What a failed check says: its detail to an operator; to anyone else only what
+        failed ("database: unavailable"), since driver messages name hosts and ports."""
+        return f"{self.name}: {self.detail if operator else 'unavailable'}"
 
 
 Probe = Callable[[], None]
@@ -55,6 +63,7 @@ class HealthChecks:
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(probes)), thread_name_prefix="health")
         self._running: dict[str, Future[None]] = {}
+        self._logged: dict[str, str] = {}  # the detail last logged, by check
         self._lock = threading.Lock()
 
     async def run(self) -> list[Check]:
@@ -62,7 +71,20 @@ class HealthChecks:
         timeout = self.timeout
         outcomes = await asyncio.gather(*(_outcome(self._call(name, probe), timeout)
                                           for name, probe in self.probes))
-        return [Check(name, detail is None, detail or "") for (name, _), detail in zip(self.probes, outcomes)]
+        checks = [Check(name, detail is None, detail or "") for (name, _), detail in zip(self.probes, outcomes)]
+        self._log(checks)
+        return checks
+
+    def _log(self, checks: list[Check]) -> None:
+        """Each failure's detail, once while it lasts (the answers show it to operators only)."""
+        with self._lock:
+            for check in checks:
+                before = self._logged.get(check.name, "")
+                if check.detail and check.detail != before:
+                    log.warning("check %s failed: %s", check.name, check.detail)
+                elif before and check.ok:
+                    log.info("check %s passes again", check.name)
+                self._logged[check.name] = check.detail
 
     def _call(self, name: str, probe: Probe) -> Future[None]:
         """The check's call now running, or a new one."""

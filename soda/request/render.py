@@ -6,7 +6,7 @@ Parameters (names case-insensitive, used with RESPONSEFORMAT=image/png or image/
   PERCENTILES  "low high" in [0, 100]                  (implies LIMITS=percentile)
   SIZE         longest side of the image in pixels     (default: the cutout's own size)
   RGB          three bands as R,G,B (e.g. "i,r,g"), or "default" for the survey's triplet
-  Q            Lupton softening for RGB                (default 8)
+  Q            Lupton softening for RGB, in (0, 1e4]   (default 8)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from dali.errors import UsageError
 from dali.params import Params, RequestParams
 from renderers import Scaling
+from renderers.stretch import MAX_Q
 
 PNG, JPEG = "image/png", "image/jpeg"
 IMAGE_FORMATS = {PNG: PNG, "png": PNG, JPEG: JPEG, "jpeg": JPEG, "jpg": JPEG, "image/jpg": JPEG}
@@ -42,6 +43,11 @@ class RenderParams:
     use_default_rgb: bool = False  # RGB=default: the survey's triplet, resolved by the planner
 
 
+def _shown(text: str, limit: int = 40) -> str:
+    """A parameter value as an error message quotes it: shortened if long."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def _choice(params: RequestParams, name: str, choices: tuple[str, ...], default: str) -> str:
     value = params.single(name)
     if value is None:
@@ -55,9 +61,9 @@ def _number(name: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"{name}={text!r}: not a number") from None
+        raise UsageError(f"{name}={_shown(text)}: not a number") from None
     if not math.isfinite(value):
-        raise UsageError(f"{name}={text!r}: must be finite")
+        raise UsageError(f"{name}={_shown(text)}: must be finite")
     return value
 
 
@@ -78,13 +84,17 @@ def parse_render(pairs: Params, max_size: int) -> RenderParams:
     size = None
     size_text = params.single("SIZE")
     if size_text is not None:
-        if not _WHOLE.fullmatch(size_text.strip()) or not 1 <= int(size_text) <= max_size:
-            raise UsageError(f"SIZE={size_text!r}: must be a whole number of pixels from 1 to {max_size}")
-        size = int(size_text)
+        # A length check first: int() refuses more than 4300 digits (and need not read them).
+        digits = size_text.strip().lstrip("0") or "0"
+        if (not _WHOLE.fullmatch(size_text.strip()) or len(digits) > len(str(max_size))
+                or not 1 <= int(digits) <= max_size):
+            raise UsageError(f"SIZE={_shown(size_text)}: must be a whole number of pixels from 1 to {max_size}")
+        size = int(digits)
     q_text = params.single("Q")
     q = 8.0 if q_text is None else _number("Q", q_text)
-    if q <= 0:
-        raise UsageError(f"Q={q_text!r}: the Lupton softening must be greater than 0")
+    if not 0 < q <= MAX_Q:
+        raise UsageError(f"Q={_shown(q_text or '')}: the Lupton softening must be greater than 0 "
+                         f"and at most {MAX_Q:g}")
     rgb_text = params.single("RGB")
     rgb, use_default = None, False
     if rgb_text is not None:

@@ -26,7 +26,7 @@ from auth.session import CSRF_FIELD, CSRF_HEADER, csrf_ok, session_user
 from auth.tokens import Check, TokenStore, looks_like_token
 from conf import Settings
 from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable
-from dali.http import FORM_TYPES, public_base
+from dali.http import FORM_TYPES, Networks, public_base, valid_address
 from dali.standards import SSO_OPENID, SSO_SAML2
 from soda.ops.allowance import job_allowance
 from uws.quota import Allowance
@@ -37,11 +37,13 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def client_address(request: Request, trust_forwarded: bool) -> str:
-    """The caller's address; behind nginx, the one it puts last in X-Forwarded-For."""
+    """The caller's address; behind a trusted proxy (nginx), the one it puts last in
+    X-Forwarded-For (if it is an address). Other callers' forwarded headers never get this
+    far: ``dali.http.ForwardedHeaders`` drops them."""
     if trust_forwarded:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        if forwarded.strip():
-            return forwarded.split(",")[-1].strip()
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[-1].strip()
+        if valid_address(forwarded):
+            return forwarded
     return request.client.host if request.client else "unknown"
 
 
@@ -50,6 +52,7 @@ class Access:
         self.settings = settings
         self.trust_forwarded = settings.ops.trust_forwarded_headers
         self.tokens = TokenStore(db)
+        self.operators = Networks(settings.ops.operator_clients)
         self.oidc: OidcLogin | None = None
         self.jwt: AccessTokenVerifier | None = None
         auth, limits, ops = settings.auth, settings.limits, settings.ops
@@ -145,6 +148,15 @@ class Access:
                     f"{self.settings.limits.anonymous_rate_limit} per {self.settings.limits.anonymous_rate_window_seconds} s; "
                     f"retry in {seconds} s, or log in", status=429, headers={"Retry-After": str(seconds)})
         return ANONYMOUS
+
+    def is_operator(self, request: Request) -> bool:
+        """Whether the caller is at an operator address (operator_clients): /metrics, and
+        the detail of failed checks, are for them."""
+        return client_address(request, self.trust_forwarded) in self.operators
+
+    def require_operator(self, request: Request) -> None:
+        if not self.is_operator(request):
+            raise AuthorizationError(f"{request.url.path} is for the service's operators only")
 
     # --- what they may do -------------------------------------------------------------
 

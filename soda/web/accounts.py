@@ -100,7 +100,10 @@ class Accounts:
         if self.access.oidc is None:
             raise not_found("OIDC login is not configured on this service")
         next_path = _safe_next(request.query_params.get("next"))
-        request.session.clear()
+        # Not a logout: a cross-site link here must not end the session it finds. Only the
+        # state of earlier, unfinished logins goes; the callback starts a fresh session.
+        for key in [k for k in request.session if k.startswith("_state_")]:
+            del request.session[key]
         request.session[NEXT] = next_path
         return await self.access.oidc.redirect(request, self._base(request) + "/auth/oidc/callback")
 

@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Message, Receive, Scope, Send
 
 import peewee as pw
 from starlette.middleware.sessions import SessionMiddleware
@@ -22,8 +23,8 @@ from auth.outstanding import DatabaseOutstanding
 from auth.session import load_or_create_secret
 from conf import Settings, load_settings
 from dali.errors import AuthenticationError, ServiceUnavailable
+from dali.http import EXCEPTION_HANDLERS, LOGGED, DaliRoute, Endpoint, ForwardedHeaders, error_response
 from dali.limits import BodyLimitMiddleware
-from dali.http import EXCEPTION_HANDLERS, DaliRoute, Endpoint, error_response
 from soda.ops.logs import RequestIdMiddleware
 from soda.ops.metrics import MetricsMiddleware, metrics_endpoint
 from soda.ops.runtime import Runtime
@@ -72,17 +73,18 @@ def create_app(settings: Settings | None = None,
         Route("/files", _guarded(links.files, identify, anonymous=settings.limits.anonymous_files),
               methods=["GET"]),
         Route("/capabilities", capabilities_endpoint(runtime), methods=["GET"]),
-        Route("/availability", availability_endpoint(runtime), methods=["GET"]),
+        Route("/availability", availability_endpoint(runtime, access.is_operator), methods=["GET"]),
         Route("/healthz", _live, methods=["GET"]),
-        Route("/readyz", _ready(runtime), methods=["GET"]),
-        Route("/metrics", metrics_endpoint(runtime), methods=["GET"]),
+        Route("/readyz", _ready(runtime, access.is_operator), methods=["GET"]),
+        Route("/metrics", _operators_only(metrics_endpoint(runtime), access), methods=["GET"]),
     ]
     routes += accounts.routes()
     for path, kind in runtime.mounts.items():
         routes += JobRoutes(runtime.uws, kind, path, identify, access.allowance).routes()
     # Aladin Lite and other browser clients call the VO endpoints from other origins; they
     # get no credentials that way (no allow_credentials), so the session cookie stays home.
-    middleware = [Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware), body_limits(settings),
+    middleware = [Middleware(ForwardedHeaders, trusted=settings.ops.trusted_proxies),
+                  Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware), body_limits(settings),
                   Middleware(CORSMiddleware, allow_origins=list(settings.ops.cors_origins),
                              allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"],
                              expose_headers=["Location", "Content-Disposition", "WWW-Authenticate",
@@ -93,8 +95,10 @@ def create_app(settings: Settings | None = None,
                              max_age=settings.auth.session_max_age_seconds, same_site="lax",
                              https_only=settings.auth.session_cookie_secure)]
     handlers = {**EXCEPTION_HANDLERS, pw.OperationalError: _database_error, pw.InterfaceError: _database_error}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan,
-                    middleware=middleware)
+    app = Service(routes=routes, exception_handlers=handlers, lifespan=lifespan,
+                  middleware=middleware)
+    app.hsts = f"max-age={settings.ops.hsts_max_age_seconds}" if settings.ops.hsts_max_age_seconds else ""
+    app.trust_forwarded = settings.ops.trust_forwarded_headers
     app.state.runtime = runtime
     app.state.access = access
     return app
@@ -106,6 +110,66 @@ def body_limits(settings: Settings) -> Middleware:
     return Middleware(BodyLimitMiddleware, max_bytes=ops.max_request_body_bytes,
                       max_fields=ops.max_form_fields, max_field_bytes=ops.max_form_field_bytes,
                       body_timeout=ops.request_body_timeout_seconds)
+
+
+# Account pages: they show tokens (a new one in full), CSRF tokens and who is logged in.
+PRIVATE_PATHS = ("/tokens", "/whoami", "/usage", "/login", "/logout", "/auth/")
+
+
+class Service(Starlette):
+    """Starlette, plus what every answer gets, the 500s of the outermost layer included:
+
+    - the security headers (``security_headers``);
+    - an unexpected failure logged once: by ``dali.http.on_unexpected``, with its incident
+      number, when it answers the 500. Starlette raises the exception again after that
+      answer, for the server to log a second time; here it stops if it was logged. (A
+      failure in the middle of an answer was not: the server logs that one.)
+    """
+
+    hsts = ""  # the Strict-Transport-Security value for https requests; empty: none
+    trust_forwarded = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": security_headers(
+                    scope, list(message.get("headers", [])), self.hsts, self.trust_forwarded)}
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, secured if scope["type"] == "http" else send)
+        except Exception:
+            if not scope.get(LOGGED):
+                raise
+
+
+def security_headers(scope: Scope, headers: list[tuple[bytes, bytes]], hsts: str,
+                     trust_forwarded: bool) -> list[tuple[bytes, bytes]]:
+    """nosniff on every answer; HTML pages never in a frame; no caching of account pages
+    (they show secrets); HSTS when the request came over https."""
+    present = {k.lower() for k, _ in headers}
+    added: list[tuple[bytes, bytes]] = [(b"x-content-type-options", b"nosniff")]
+    content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+    if content_type.lower().startswith(b"text/html"):
+        added += [(b"content-security-policy", b"frame-ancestors 'none'"), (b"x-frame-options", b"DENY")]
+    path = scope.get("path", "")
+    if any(path == p or path.startswith(p.rstrip("/") + "/") for p in PRIVATE_PATHS):
+        added.append((b"cache-control", b"no-store"))
+    if hsts and _over_https(scope, trust_forwarded):
+        added.append((b"strict-transport-security", hsts.encode("latin-1")))
+    return headers + [(k, v) for k, v in added if k not in present]
+
+
+def _over_https(scope: Scope, trust_forwarded: bool) -> bool:
+    """The scheme, or the X-Forwarded-Proto of a trusted proxy (``ForwardedHeaders`` drops
+    anyone else's)."""
+    if scope.get("scheme") == "https":
+        return True
+    if trust_forwarded:
+        for key, value in scope.get("headers", []):
+            if key.lower() == b"x-forwarded-proto":
+                return value.split(b",")[0].strip().lower() == b"https"
+    return False
 
 
 def session_secret(settings: Settings) -> str:
@@ -165,12 +229,23 @@ async def _live(request: Request) -> Response:
     return PlainTextResponse("ok\n")
 
 
-def _ready(runtime: Runtime):  # type: ignore[no-untyped-def]
-    """Readiness: the same dependency checks as VOSI availability; 503 while one fails."""
+def _ready(runtime: Runtime, is_operator: Callable[[Request], bool]):  # type: ignore[no-untyped-def]
+    """Readiness: the same dependency checks as VOSI availability; 503 while one fails.
+    Why one failed is for operators (and the log); others read what failed."""
     async def ready(request: Request) -> Response:
         failed = [c for c in await runtime.health.run() if not c.ok]
         if failed:
-            return PlainTextResponse("".join(f"{c.name}: {c.detail}\n" for c in failed), status_code=503)
-        return PlainTextResponse("ready\n")
+            operator = is_operator(request)
+            return PlainTextResponse("".join(c.summary(operator) + "\n" for c in failed), status_code=503,
+                                     headers={"Cache-Control": "no-store"})
+        return PlainTextResponse("ready\n", headers={"Cache-Control": "no-store"})
     return ready
+
+
+def _operators_only(endpoint: Endpoint, access: Access) -> Endpoint:
+    """An endpoint for the operators' addresses (operator_clients) only: 403 to others."""
+    async def guarded(request: Request) -> Response:
+        access.require_operator(request)
+        return await endpoint(request)
+    return guarded
 

@@ -7,7 +7,7 @@ the documents stay right behind a reverse proxy (SODA §2.1: the endpoints are s
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from email.utils import format_datetime, parsedate_to_datetime
 
 from lxml import etree
@@ -157,20 +157,22 @@ def availability_document(available: bool, up_since: dt.datetime | None,
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def availability_notes(checks: Iterable[Check]) -> list[str]:
-    """One note per failed check ("database: connection refused"), else what was checked."""
+def availability_notes(checks: Iterable[Check], operator: bool = False) -> list[str]:
+    """One note per failed check, else what was checked. Operators read why it failed
+    ("database: connection refused"), others only what ("database: unavailable")."""
     checks = list(checks)
-    failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+    failed = [c.summary(operator) for c in checks if not c.ok]
     return failed or [f"all checks passed: {', '.join(c.name for c in checks)}"]
 
 
-def availability_endpoint(runtime: Runtime) -> Endpoint:
+def availability_endpoint(runtime: Runtime,
+                          is_operator: Callable[[Request], bool] = lambda request: False) -> Endpoint:
     up_since = UpSince()
 
     async def availability(request: Request) -> Response:
         checks = await runtime.health.run()
         available = all(c.ok for c in checks)
         body = availability_document(available, up_since.update(available),
-                                     availability_notes(checks))
+                                     availability_notes(checks, is_operator(request)))
         return Response(body, media_type=XML_TYPE, headers={"Cache-Control": "no-store"})
     return availability

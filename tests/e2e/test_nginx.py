@@ -227,6 +227,7 @@ class Cluster:
             CUTOUT_BROKER_URL=broker_url,
             CUTOUT_REDIS_NAMESPACE=f"cutout-nginx-{uuid.uuid4().hex[:8]}",
             CUTOUT_ACCEL_REDIRECT_PREFIX="/_results",
+            CUTOUT_TRUSTED_PROXIES="127.0.0.1",  # nginx: its forwarded headers count, no one else's
             # requeue_after_seconds keeps its 600 s default: lost messages must be found by
             # comparing what Redis holds with the active jobs, not by waiting that long.
         )
@@ -675,6 +676,12 @@ def test_compose_file_matches_the_template() -> None:
         assert service_env["CUTOUT_DATABASE_URL"].startswith("postgresql://")
         assert "${POSTGRES_PASSWORD" in service_env["CUTOUT_DATABASE_URL"]  # from .env, not here
         assert service_env["CUTOUT_DATA_DIR"] == "/data"
+        from conf import load_settings
+
+        trusted = load_settings(environ={"CUTOUT_TRUSTED_PROXIES": service_env["CUTOUT_TRUSTED_PROXIES"]})
+        assert trusted.ops.trusted_proxies, "the web processes must trust nginx's forwarded headers"
+        operators = load_settings(environ={"CUTOUT_OPERATOR_CLIENTS": service_env["CUTOUT_OPERATOR_CLIENTS"]})
+        assert "10.0.0.0/8" in operators.ops.operator_clients  # Prometheus on the internal network
         assert f"{data_volume}:/data" in services[name]["volumes"]
     # nginx reads the same results directory the services write, read-only.
     assert f"{data_volume}:/data:ro" in nginx["volumes"]

@@ -75,7 +75,7 @@ def test_anonymous_positions_per_request_under_at_and_over(tmp_path, demo_root, 
 # --- anonymous rate limit -----------------------------------------------------------------
 
 def test_rate_limit_under_at_and_over_with_retry_after(tmp_path, demo_root) -> None:  # type: ignore[no-untyped-def]
-    with app_client(tmp_path / "data", demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="5",
+    with app_client(tmp_path / "data", demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="5", CUTOUT_TRUSTED_PROXIES="127.0.0.1",
                     CUTOUT_ANONYMOUS_RATE_WINDOW_SECONDS="3600") as c:
         here = {"X-Forwarded-For": "192.0.2.7"}
         statuses = [c.get("/links", params={"ID": DID}, headers=here).status_code for _ in range(6)]

@@ -143,7 +143,7 @@ def fault_of(response: httpx.Response, status: int, label: str) -> str:
 def policed(tmp_path_factory: pytest.TempPathFactory, demo_root) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
     """The app behind the real access policy, with a small anonymous rate limit."""
     data = tmp_path_factory.mktemp("links-policy") / "data"
-    with app_client(data, demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="3",
+    with app_client(data, demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="3", CUTOUT_TRUSTED_PROXIES="127.0.0.1",
                     CUTOUT_ANONYMOUS_RATE_WINDOW_SECONDS="3600") as client:
         yield client
 

@@ -20,7 +20,8 @@ OIDC = {"CUTOUT_OIDC_ISSUER": "http://127.0.0.1:9/never-contacted", "CUTOUT_OIDC
 def root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, demo_root) -> Iterator[dict]:  # type: ignore[no-untyped-def]
     login = request.param == "login"
     data = tmp_path_factory.mktemp(f"index-{request.param}") / "data"
-    with app_client(data, demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="0", **(OIDC if login else {})) as client:
+    with app_client(data, demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="0", CUTOUT_TRUSTED_PROXIES="127.0.0.1",
+                    **(OIDC if login else {})) as client:
         yield {"client": client, "login": login}
 
 

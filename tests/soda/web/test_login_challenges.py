@@ -32,7 +32,7 @@ def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Idp]:
 @pytest.fixture(scope="module", params=list(LOGINS))
 def service(request: pytest.FixtureRequest, idp: Idp, tmp_path_factory: pytest.TempPathFactory,
             demo_root: Path) -> Iterator[dict]:  # type: ignore[type-arg]
-    env = {"CUTOUT_ANONYMOUS_RATE_LIMIT": "0", "CUTOUT_ANONYMOUS_ASYNC": "off"}
+    env = {"CUTOUT_ANONYMOUS_RATE_LIMIT": "0", "CUTOUT_ANONYMOUS_ASYNC": "off", "CUTOUT_TRUSTED_PROXIES": "127.0.0.1"}
     if "oidc" in request.param:
         env |= {"CUTOUT_OIDC_ISSUER": "http://127.0.0.1:9/never-contacted", "CUTOUT_OIDC_CLIENT_ID": "cutout"}
     if "saml" in request.param:
