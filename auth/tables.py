@@ -1,4 +1,4 @@
-"""The tables of auth/: personal API tokens and outstanding SAML requests.
+"""The tables of auth/: personal API tokens, browser sessions and outstanding SAML requests.
 
 They live in the service's database beside the job tables. ``AuthTables(db)`` makes
 model classes bound to ``db`` alone (no module-level database); ``MIGRATIONS`` is run
@@ -40,7 +40,21 @@ class AuthTables:
             class Meta:
                 table_name = "auth_saml_request"
 
+        class AuthSession(Base):
+            id = pw.CharField(primary_key=True, max_length=64)       # SHA-256 of the cookie's session id
+            user_id = pw.CharField(max_length=255, index=True)
+            method = pw.CharField(max_length=16)                     # "oidc" or "saml"
+            id_token = pw.TextField(null=True)                       # for RP-initiated logout
+            csrf = pw.CharField(max_length=64)
+            created = pw.DateTimeField()
+            expires = pw.DateTimeField(index=True)
+            last_seen = pw.DateTimeField(null=True)
+
+            class Meta:
+                table_name = "auth_session"
+
         self.ApiToken = ApiToken
+        self.AuthSession = AuthSession
         self.SamlRequest = SamlRequest
 
 
@@ -50,5 +64,9 @@ def _v1(db: pw.Database) -> None:
     db.create_tables([tables.ApiToken, tables.SamlRequest], safe=True)
 
 
+def _v2(db: pw.Database) -> None:
+    db.create_tables([AuthTables(db).AuthSession], safe=True)
+
+
 # Append migrations here; never edit one that has shipped.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2]

@@ -22,7 +22,7 @@ from auth import challenges
 from auth.access_tokens import AccessTokenVerifier, InvalidAccessToken, looks_like_jwt
 from auth.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from auth.oidc import OidcConfig, OidcLogin
-from auth.session import CSRF_FIELD, CSRF_HEADER, csrf_ok, session_user
+from auth.session import CSRF_FIELD, CSRF_HEADER, SessionStore, csrf_ok, session_user
 from auth.tokens import Check, TokenStore, looks_like_token
 from conf import Settings
 from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable
@@ -52,6 +52,7 @@ class Access:
         self.settings = settings
         self.trust_forwarded = settings.ops.trust_forwarded_headers
         self.tokens = TokenStore(db)
+        self.sessions = SessionStore(db, settings.auth.session_max_age_seconds)
         self.operators = Networks(settings.ops.operator_clients)
         self.oidc: OidcLogin | None = None
         self.jwt: AccessTokenVerifier | None = None
@@ -91,7 +92,7 @@ class Access:
         authorization = request.headers.get("authorization")
         if authorization is not None:
             return await self._bearer(authorization)
-        user = session_user(request)
+        user = await session_user(request, self.sessions)
         if user is not None:
             if request.method in UNSAFE and not csrf_ok(request, await _submitted_csrf(request)):
                 raise AuthorizationError(

@@ -1,7 +1,7 @@
 """Login, logout, personal API tokens and usage: the account endpoints.
 
 Browsers log in with OIDC (``/login/oidc``) or SAML (``/login/saml``) and get the same
-signed session cookie either way. From a session they create API tokens for scripts
+kind of server-side session either way. From a session they create API tokens for scripts
 and VO clients (``Authorization: Bearer``). Answers are JSON, or a small HTML page when
 the browser asks for HTML.
 """
@@ -115,7 +115,7 @@ class Accounts:
             user = await self.access.oidc.finish(request)
         except OidcLoginFailed as exc:
             raise AuthenticationError(f"login failed: {exc}") from None
-        start_session(request, user.user_id, "oidc", user.id_token)
+        await start_session(request, self.access.sessions, user.user_id, "oidc", user.id_token)
         log.info("user %s logged in with OIDC", user.user_id)
         return RedirectResponse(next_path, status_code=303)
 
@@ -141,7 +141,7 @@ class Accounts:
         except SamlLoginFailed as exc:
             log.warning("SAML login refused: %s", exc)
             raise AuthenticationError(f"login failed: {exc}") from None
-        start_session(request, user.user_id, "saml")
+        await start_session(request, self.access.sessions, user.user_id, "saml")
         log.info("user %s logged in with SAML", user.user_id)
         return RedirectResponse(_safe_next(relay if isinstance(relay, str) else None), status_code=303)
 
@@ -152,20 +152,28 @@ class Accounts:
                         media_type="application/samlmetadata+xml")
 
     async def logout(self, request: Request) -> Response:
-        user = session_user(request)
+        user = await session_user(request, self.access.sessions)
         if request.method == "GET":
             if user is None:
                 return _page("Logged out", E.P("You are not logged in."))
+            csrf = csrf_token(request)
             return _page("Log out", E.FORM(
-                E.INPUT(type="hidden", name=CSRF_FIELD, value=csrf_token(request)),
-                E.BUTTON(f"Log out {user.user_id}", type="submit"), method="post", action="/logout"))
+                E.INPUT(type="hidden", name=CSRF_FIELD, value=csrf),
+                E.BUTTON(f"Log out {user.user_id}", type="submit"), method="post", action="/logout"),
+                E.FORM(E.INPUT(type="hidden", name=CSRF_FIELD, value=csrf),
+                       E.INPUT(type="hidden", name="everywhere", value="1"),
+                       E.BUTTON("Log out of every browser", type="submit"), method="post", action="/logout"))
         if user is None:
             return RedirectResponse("/", status_code=303)
         await self.access.identify(request)  # the CSRF check of a cookie-authenticated POST
+        everywhere = (await read_params(request)).single("everywhere") in ("1", "true", "yes", "on")
         url = None
         if user.method == "oidc" and self.access.oidc is not None:
             url = await self.access.oidc.logout_url(request, user.id_token, self._base(request) + "/")
-        end_session(request)  # also drops the logout state Authlib kept: the return is not checked
+        # The session row goes, so the cookie is worthless even if replayed; clearing the
+        # cookie also drops the logout state Authlib kept: the return is not checked.
+        await end_session(request, self.access.sessions, everywhere=everywhere)
+        log.info("user %s logged out%s", user.user_id, " everywhere" if everywhere else "")
         return RedirectResponse(url or "/", status_code=303)
 
     async def whoami(self, request: Request) -> Response:

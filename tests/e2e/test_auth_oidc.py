@@ -4,7 +4,9 @@ and the provider's own JWT access tokens."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,9 +194,31 @@ def test_logout_ends_the_session_and_the_provider_session(world: dict) -> None:
     base = world["base"]
     browser = login(base, "dave")
     csrf = browser.get(base + "/whoami").json()["csrf_token"]
+    cookie = browser.cookies["cutout_session"]
+    # The cookie carries the session id alone: the ID token and CSRF token stay on the server.
+    content = json.loads(base64.b64decode(cookie.split(".")[0] + "=="))
+    assert list(content) == ["sid"] and csrf not in cookie
     assert browser.post(base + "/logout").status_code == 403            # no CSRF token
     r = browser.post(base + "/logout", data={"csrf_token": csrf})
     assert r.status_code == 303
     assert r.headers["location"].startswith(world["issuer"])           # RP-initiated logout
     assert "id_token_hint=" in r.headers["location"]
     assert browser.get(base + "/whoami").json()["user"] is None
+    # The old cookie, replayed after logout, is worth nothing.
+    replay = httpx.Client(follow_redirects=False, timeout=30, cookies={"cutout_session": cookie})
+    assert replay.get(base + "/whoami").json()["user"] is None
+    assert replay.get(base + "/tokens").status_code == 401
+    assert replay.post(base + "/tokens", data={"name": "x", "csrf_token": csrf}).status_code == 401
+
+
+def test_logout_everywhere_ends_every_session_of_the_user(world: dict) -> None:
+    base = world["base"]
+    laptop, phone, other = login(base, "erin"), login(base, "erin"), login(base, "frank")
+    csrf = laptop.get(base + "/whoami").json()["csrf_token"]
+    assert phone.get(base + "/whoami").json()["user"] == "erin"
+    r = laptop.post(base + "/logout", data={"csrf_token": csrf, "everywhere": "1"})
+    assert r.status_code == 303
+    assert laptop.get(base + "/whoami").json()["user"] is None
+    assert phone.get(base + "/whoami").json()["user"] is None
+    assert phone.get(base + "/tokens").status_code == 401
+    assert other.get(base + "/whoami").json()["user"] == "frank"

@@ -63,6 +63,12 @@ def test_saml_login_gives_the_same_session_as_oidc(world: dict) -> None:
     token = made.json()["token"]
     whoami = httpx.get(base + "/whoami", headers={"Authorization": f"Bearer {token}"}).json()
     assert whoami["user"] == "bob@idp.test" and whoami["method"] == "token"
+    # And it ends the same way: after logout, the old cookie replayed is anonymous.
+    cookie = browser.cookies["cutout_session"]
+    assert browser.post(base + "/logout", data={"csrf_token": me["csrf_token"]}).status_code == 303
+    replay = httpx.Client(follow_redirects=False, cookies={"cutout_session": cookie})
+    assert replay.get(base + "/whoami").json()["user"] is None
+    assert replay.get(base + "/tokens").status_code == 401
 
 
 def test_a_replayed_response_is_refused(world: dict) -> None:

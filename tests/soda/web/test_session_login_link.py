@@ -29,8 +29,8 @@ def test_a_login_link_does_not_log_the_user_out(tmp_path: Path, demo_root: Path,
     data = tmp_path / "data"
     with app_client(data, demo_root, **OIDC) as c:
         monkeypatch.setattr(c.app_state.access.oidc, "redirect", to_the_provider)  # type: ignore[attr-defined]
-        c.cookies.set("cutout_session", session_cookie(data, {"user": {
-            "id": "alice", "method": "oidc", "id_token": None, "csrf": "c" * 32}}))
+        sid, _ = c.app_state.access.sessions.create("alice", "oidc")  # type: ignore[attr-defined]
+        c.cookies.set("cutout_session", session_cookie(data, {"sid": sid}))
         assert c.get("/whoami").json()["user"] == "alice"
         assert c.get("/login/oidc", params={"next": "/"}).status_code == 302  # off to the provider
         assert c.get("/whoami").json()["user"] == "alice"
