@@ -249,8 +249,15 @@ ODD_TYPES = ["application/json", "text/plain", "multipart/form-data", "multipart
 def send(client: httpx.Client, method: str, path: str, pairs: list[tuple[str, str]], how: str,
          hdrs: dict[str, str]) -> httpx.Response:
     """One request: parameters in the query (GET, DELETE, or ``query``), or a POST body:
-    urlencoded, multipart, the same with raw Latin-1 bytes, or under an odd content type."""
+    urlencoded, multipart, the same with raw Latin-1 bytes, under an odd content type, or
+    over the form limits."""
     hdrs = _header_safe(hdrs)
+    if how.startswith("oversize") and method in ("GET", "DELETE"):
+        how = "query"  # a URL that long is refused by the client itself
+    elif how == "oversize-field":  # over the form-field limit, under the body limit: 413
+        how, pairs = "form", [*pairs, ("PAD", "y" * 70_000)]
+    elif how == "oversize-count":  # over the number of form fields: 413
+        how, pairs = "form", [*pairs, *[("P", "1")] * 1001]
     if how.startswith("raw") and (method in ("GET", "DELETE") or how == "raw-query"):
         query = _raw_query(pairs)
         return client.request(method, path + ("?" + query if query else ""), headers=hdrs)
@@ -347,7 +354,7 @@ def jobs(client: httpx.Client) -> list[str]:
 # --- the fuzz tests ---------------------------------------------------------------------
 
 how_sent = st.one_of(st.sampled_from(["query", "form", "form", "multipart", "multipart", "raw-query", "raw-form",
-                                      "raw-multipart"]),
+                                      "raw-multipart", "oversize-field", "oversize-count"]),
                       st.sampled_from(ODD_TYPES).map(lambda t: "odd:" + t))
 
 
