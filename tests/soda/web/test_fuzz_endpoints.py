@@ -11,6 +11,7 @@ counted, and the total checked by the last test of the module.
 
 from __future__ import annotations
 
+import datetime as dt
 import string
 from urllib.parse import quote_from_bytes
 from collections import Counter
@@ -198,7 +199,8 @@ ACCEPTS = st.one_of(st.none(), st.none(), st.none(), st.sampled_from(["applicati
 AUTHS = st.one_of(st.none(), st.none(), st.none(), st.none(), st.sampled_from(["Bearer", "Bearer ", "Bearer x", "Bearer " + "A" * 2000,
                          "Basic Zm9vOmJhcg==", "Basic !!!", "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",
                          "Bearer a.b.c", "Digest x", "bearer lowercase", "Bearer \x01\x02", "Negotiate",
-                         "Bearer ctk_" + "0" * 40]))
+                         "Bearer ctk_" + "0" * 40, "Bearer @alice", "Bearer @alice", "Bearer @bob"]))
+TOKENS: dict[str, str] = {}  # user -> an API token of the fuzzed service, made by the fixture
 
 
 @st.composite
@@ -252,6 +254,8 @@ def send(client: httpx.Client, method: str, path: str, pairs: list[tuple[str, st
     urlencoded, multipart, the same with raw Latin-1 bytes, under an odd content type, or
     over the form limits."""
     hdrs = _header_safe(hdrs)
+    if hdrs.get("authorization", "").startswith("Bearer @"):
+        hdrs["authorization"] = "Bearer " + TOKENS[hdrs["authorization"][len("Bearer @"):]]
     if how.startswith("oversize") and method in ("GET", "DELETE"):
         how = "query"  # a URL that long is refused by the client itself
     elif how == "oversize-field":  # over the form-field limit, under the body limit: 413
@@ -333,6 +337,9 @@ def client(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Iterato
     data = tmp_path_factory.mktemp("fuzz") / "data"
     with app_client(data, demo_root, CUTOUT_ANONYMOUS_RATE_LIMIT="0",
                     CUTOUT_WAIT_MAX_SECONDS="1") as c:
+        later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=1)
+        for user in ("alice", "bob"):
+            _, TOKENS[user] = c.app_state.access.tokens.create(user, "fuzz", later)  # type: ignore[attr-defined]
         yield c
 
 
