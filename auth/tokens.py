@@ -63,10 +63,12 @@ class TokenStore:
 
     def create(self, user_id: str, name: str, expires: dt.datetime) -> tuple[TokenInfo, str]:
         """A new token: its record and the secret (which is not kept)."""
+        if expires.tzinfo is not None:  # stored, like every time here, as naive UTC
+            expires = expires.astimezone(dt.UTC).replace(tzinfo=None)
         secret = PREFIX + secrets.token_urlsafe(32)
         with self.db.connection_context():
             row = self.ApiToken.create(id=secrets.token_hex(6), user_id=user_id, name=name,
-                                  digest=_digest(secret), created=utcnow(), expires=expires)
+                                       digest=_digest(secret), created=utcnow(), expires=expires)
         return _info(row), secret
 
     def list(self, user_id: str) -> list[TokenInfo]:

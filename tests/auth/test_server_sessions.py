@@ -153,3 +153,4 @@ def test_logout_everywhere_ends_the_other_browsers_sessions(db: pw.Database) -> 
         assert phone.get("/me").json()["user"] == "alice"
         laptop.get("/logout", params={"everywhere": "1"})
         assert phone.get("/me").json()["user"] is None
+
