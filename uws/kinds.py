@@ -128,7 +128,7 @@ class JobContext(Generic[P]):
         limit = self._allowance.max_result_bytes
         if not limit:
             return
-        used = self._store.usage(self.job.owner).result_bytes
+        used = self._store.result_bytes(self.job.owner)
         if used + size > limit:
             self._storage.delete_prefix(key)
             raise quota_reached(self._allowance, used, size, owner_name(self.job.owner))

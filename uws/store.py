@@ -112,8 +112,7 @@ class JobStore:
              phases: Iterable[Phase] | None = None, after: dt.datetime | None = None,
              last: int | None = None) -> list[JobView]:
         """UWS §2.2.2.1: filters combine with AND; ARCHIVED only when asked for."""
-        query = self.tables.Job.select().where(
-            self.tables.Job.owner.is_null() if owner is None else self.tables.Job.owner == owner)
+        query = self.tables.Job.select().where(self._owned_by(owner))
         if kind is not None:
             query = query.where(self.tables.Job.kind == kind)
         if phases:
@@ -144,15 +143,25 @@ class JobStore:
     def usage(self, owner: str | None) -> "Usage":
         """Jobs QUEUED or EXECUTING, jobs not finished, and bytes of results kept, of one
         owner (None: anonymous)."""
-        mine = self.tables.Job.owner.is_null() if owner is None else self.tables.Job.owner == owner
+        Job = self.tables.Job
+        mine = self._owned_by(owner)
         with self._session():
-            active = self.tables.Job.select().where(mine & self.tables.Job.phase.in_(
+            active = Job.select().where(mine & Job.phase.in_(
                 [Phase.QUEUED.value, Phase.EXECUTING.value])).count()
-            unfinished = self.tables.Job.select().where(mine & self.tables.Job.phase.in_(
-                [p.value for p in UNFINISHED])).count()
-            stored = (self.tables.Result.select(fn.COALESCE(fn.SUM(self.tables.Result.size), 0))
-                      .join(self.tables.Job).where(mine).scalar())
-        return Usage(active_jobs=active, result_bytes=int(stored or 0), unfinished_jobs=unfinished)
+            unfinished = Job.select().where(mine & Job.phase.in_([p.value for p in UNFINISHED])).count()
+            stored = self.result_bytes(owner)
+        return Usage(active_jobs=active, result_bytes=stored, unfinished_jobs=unfinished)
+
+    def result_bytes(self, owner: str | None) -> int:
+        """Bytes of results kept by one owner (None: anonymous): one query, for the job loop."""
+        Result = self.tables.Result
+        with self._session():
+            stored = (Result.select(fn.COALESCE(fn.SUM(Result.size), 0))
+                      .join(self.tables.Job).where(self._owned_by(owner)).scalar())
+        return int(stored or 0)
+
+    def _owned_by(self, owner: str | None) -> pw.Expression:
+        return self.tables.Job.owner.is_null() if owner is None else self.tables.Job.owner == owner
 
     def count_by_phase(self) -> dict[Phase, int]:
         with self._session():

@@ -85,18 +85,21 @@ def _v1(db: pw.Database) -> None:
     db.create_tables([tables.Job, tables.Result, tables.Lock])  # today's columns on a new database
 
 
+def _add_job_column(db: pw.Database, name: str) -> None:
+    """Add a column of today's uws_job to a database made before it existed."""
+    if name not in {c.name for c in db.get_columns("uws_job")}:
+        field = JobTables(db).Job._meta.fields[name]
+        migrate_schema(SchemaMigrator.from_database(db).add_column("uws_job", name, field))
+
+
 def _v2(db: pw.Database) -> None:
     """uws_job.request_id, for databases made before it existed."""
-    if "request_id" not in {c.name for c in db.get_columns("uws_job")}:
-        migrate_schema(SchemaMigrator.from_database(db).add_column(
-            "uws_job", "request_id", JobTables(db).Job.request_id))
+    _add_job_column(db, "request_id")
 
 
 def _v3(db: pw.Database) -> None:
     """uws_job.typed_parameters: a job's parameters as its kind parsed them."""
-    if "typed_parameters" not in {c.name for c in db.get_columns("uws_job")}:
-        migrate_schema(SchemaMigrator.from_database(db).add_column(
-            "uws_job", "typed_parameters", JobTables(db).Job.typed_parameters))
+    _add_job_column(db, "typed_parameters")
 
 
 # Append migrations here; never edit one that has shipped.
