@@ -121,9 +121,10 @@ async def end_session(request: Request, store: SessionStore, everywhere: bool = 
     session_id = request.session.get(_SID)
     if isinstance(session_id, str) and session_id:
         user = await session_user(request, store)
-        await run_in_threadpool(store.revoke, session_id)
         if everywhere and user is not None:
-            await run_in_threadpool(store.revoke_all, user.user_id)
+            await run_in_threadpool(store.revoke_all, user.user_id)  # this session too
+        else:
+            await run_in_threadpool(store.revoke, session_id)
     request.session.clear()
     request.scope[_RESOLVED] = None
 

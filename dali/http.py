@@ -73,26 +73,40 @@ async def read_params(request: Request) -> RequestParams:
     """Query string plus, for POST, the form body (urlencoded or multipart), DALI §3.1."""
     pairs: Params = list(request.query_params.multi_items())
     if request.method == "POST":
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type in FORM_TYPES:
-            limits: FormLimits | None = request.scope.get(FORM_LIMITS)
-            bounds = {} if limits is None else dict(
-                max_fields=limits.max_fields, max_part_size=limits.max_field_bytes)
-            try:
-                form = await request.form(**bounds)
-            except ServiceError:  # the body limit, a body that stopped arriving
-                raise
-            except Exception as exc:  # malformed multipart bodies raise several types
-                raise _form_error(exc, limits) from None
-            for name, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    raise UsageError(f"file upload ({name}) is not supported by this service")
-                pairs.append((name, value))
+        if is_form(request):
+            pairs += await read_form(request)
         elif await request.body():
             raise UsageError(
                 f"POST bodies must be application/x-www-form-urlencoded or multipart/form-data, "
-                f"not {content_type or 'untyped'}")
+                f"not {_content_type(request) or 'untyped'}")
     return clean(pairs)
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def is_form(request: Request) -> bool:
+    return _content_type(request) in FORM_TYPES
+
+
+async def read_form(request: Request) -> Params:
+    """The fields of a form body, within the body limits (``dali.limits``); every refusal
+    is a UsageError (413 for too many or too large fields)."""
+    limits: FormLimits | None = request.scope.get(FORM_LIMITS)
+    bounds = {} if limits is None else dict(max_fields=limits.max_fields, max_part_size=limits.max_field_bytes)
+    try:
+        form = await request.form(**bounds)
+    except ServiceError:  # the body limit, a body that stopped arriving
+        raise
+    except Exception as exc:  # malformed multipart bodies raise several types
+        raise _form_error(exc, limits) from None
+    pairs: Params = []
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            raise UsageError(f"file upload ({name}) is not supported by this service")
+        pairs.append((name, value))
+    return pairs
 
 
 def _form_error(exc: Exception, limits: FormLimits | None) -> UsageError:
@@ -148,6 +162,17 @@ def valid_address(value: str | None) -> bool:
     except ValueError:
         return False
     return True
+
+
+def client_address(request: Request, trust_forwarded: bool) -> str:
+    """The caller's address; behind a trusted proxy (nginx), the one it puts last in
+    X-Forwarded-For (if it is an address). Other callers' forwarded headers never get this
+    far: ``dali.http.ForwardedHeaders`` drops them."""
+    if trust_forwarded:
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[-1].strip()
+        if valid_address(forwarded):
+            return forwarded
+    return request.client.host if request.client else "unknown"
 
 
 def public_base(request: Request, trust_forwarded: bool) -> str:

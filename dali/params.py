@@ -6,14 +6,10 @@ absent parameter; a single-valued parameter given twice is an error.
 
 from __future__ import annotations
 
-import re
-
 from dali.errors import MultiValuedParamNotSupported, UsageError
+from dali.votable import NOT_XML  # such a value could not be shown in a job document
 
 Params = list[tuple[str, str]]
-
-# Characters XML 1.0 cannot carry; such a value could not be shown in a job document.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 class RequestParams:
@@ -40,7 +36,7 @@ def clean(pairs: Params) -> RequestParams:
     """Drop empty values (DALI: the same as absent); refuse characters XML cannot carry."""
     kept: Params = []
     for name, value in pairs:
-        if _NOT_XML.search(name) or _NOT_XML.search(value):
+        if NOT_XML.search(name) or NOT_XML.search(value):
             raise UsageError(f"parameter {name[:40]!r} contains control characters")
         if value != "":
             kept.append((name, value))

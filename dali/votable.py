@@ -24,12 +24,12 @@ def serialize(document: etree._Element) -> bytes:
 
 
 # What XML 1.0 cannot carry: C0 controls but tab, newline and return; lone surrogates; U+FFFE/F.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def xml_text(text: str) -> str:
     """``text`` with every character XML cannot carry written as an escape (\\x00, \\ud800)."""
-    return _NOT_XML.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return NOT_XML.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def error_document(text: str) -> bytes:

@@ -58,6 +58,7 @@ RGB_FLOOR = 1.0
 # The largest Lupton softening: q = 8 is usual, q = 100 already near a linear-then-flat
 # picture; far beyond, sinh/asinh of the stretch overflow.
 MAX_Q = 1e4
+MIN_Q = 1e-3  # below, the stretch's sinh(Q/10) underflows toward 0 and divides by zero
 RGB_SKY_LEVEL = 0.1
 MAX_BAND_SCALE = 4.0
 # Without any sky noise (synthetic data) the stretch comes from the bright end instead,
@@ -243,6 +244,8 @@ def lupton_params(bands: tuple[np.ndarray, np.ndarray, np.ndarray], *, q: float 
     _check_number("q", q)
     if _real(q) > MAX_Q:
         raise ValueError(f"q must be at most {MAX_Q:g}, not {q!r}")
+    if _real(q) < MIN_Q:
+        raise ValueError(f"q must be at least {MIN_Q:g}, not {q!r}")
     skies = [sky_stats(band) for band in bands]
     noises = [sky.noise for sky in skies if sky is not None and sky.noise > 0]
     mean_noise = sum(noises) / len(noises) if noises else 0.0

@@ -128,9 +128,20 @@ def _where(i: int, j: int, single: bool) -> str:
     return "" if single else f"{i:02d}-{j:02d}"
 
 
+# Combinations one request may name before any is built, bounding the planner's own memory
+# and time (the count limits of sync and jobs, checked on the plan, are lower): two axes
+# within the default 1000 form fields reach 500 x 500; more axes must not multiply past it.
+MAX_COMBINATIONS = 250_000
+
+
 def plan(params: CutoutParams, datasets: Datasets, rgb: RGBRequest | None = None) -> list[Target]:
     if not params.ids and not params.shapes:
         raise UsageError("give ID, or a position (POS, CIRCLE, RANGE or POLYGON) to cut around")
+    named = ((len(params.ids) or 1) * (len(params.shapes) or 1)
+             * max(1, len(params.filters) + len(params.bands)) * max(1, len(params.times)))
+    if named > MAX_COMBINATIONS:
+        raise UsageError(f"this request names {named} combinations of its values (SODA §6); "
+                         f"at most {MAX_COMBINATIONS} can be planned")
     if rgb is not None:
         combos = _plan_rgb(params, datasets, rgb)
     elif params.ids:

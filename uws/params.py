@@ -29,6 +29,8 @@ def parse_duration(value: str) -> int:
     seconds = parse_int("EXECUTIONDURATION", value)
     if seconds < 0:
         raise UsageError(f"EXECUTIONDURATION must be 0 (unlimited) or a positive number of seconds, not {value!r}")
+    if seconds > LAST_MAX:  # the database's integers: and no job runs for 68 years
+        raise UsageError(f"EXECUTIONDURATION must be at most {LAST_MAX} seconds, not {value!r}")
     return seconds
 
 

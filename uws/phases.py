@@ -25,10 +25,11 @@ ACTIVE = frozenset({Phase.PENDING, Phase.QUEUED, Phase.EXECUTING})
 FINAL = frozenset({Phase.COMPLETED, Phase.ERROR, Phase.ABORTED, Phase.ARCHIVED})
 # Phases from which a client's PHASE=RUN queues the job.
 RUNNABLE = frozenset({Phase.PENDING, Phase.HELD})
-# Jobs not yet finished, which count against a caller's unfinished-job limit (uws.quota).
-UNFINISHED = frozenset({Phase.PENDING, Phase.QUEUED, Phase.EXECUTING, Phase.HELD, Phase.SUSPENDED})
 # Phases from which PHASE=ABORT (or executionDuration, or destruction) aborts the job.
 ABORTABLE = frozenset({Phase.PENDING, Phase.QUEUED, Phase.EXECUTING, Phase.HELD, Phase.SUSPENDED})
+# Jobs not yet finished, which count against a caller's unfinished-job limit (uws.quota):
+# the jobs that can still be aborted.
+UNFINISHED = ABORTABLE
 
 
 def parse_phase(value: str) -> Phase | None:

@@ -17,7 +17,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable, UsageError, not_found
-from dali.http import Endpoint, public_base, read_params, text_response, xml_response
+from dali.http import Endpoint, client_address, public_base, read_params, text_response, xml_response
 from dali.params import Params, RequestParams
 from dali.timestamps import isoformat, parse_timestamp
 from dali.votable import VOTABLE_TYPE, error_document
@@ -191,7 +191,7 @@ class JobRoutes:
                             phase: Phase | None) -> JobView:
         """A WAIT within the bounds per caller and in total (``uws.waits``); beyond them the
         job as it is now, at once (UWS §2.2.1.2 allows returning early)."""
-        with self.waits.slot(_wait_key(request, identity)) as granted:
+        with self.waits.slot(_wait_key(request, identity, self.service.config.trust_forwarded_headers)) as granted:
             if granted:
                 return await self._wait(job, seconds, phase)
         return job
@@ -360,8 +360,9 @@ class JobRoutes:
         return see_other(self.job_url(request, job.id))
 
 
-def _wait_key(request: Request, identity: Caller) -> str:
-    """Whose WAITs count together: a user's, or an anonymous client address's."""
+def _wait_key(request: Request, identity: Caller, trust_forwarded: bool) -> str:
+    """Whose WAITs count together: a user's, or an anonymous client address's (behind a
+    trusted proxy, the client's, not the proxy's)."""
     if identity.user_id is not None:
         return "user:" + identity.user_id
-    return "anonymous:" + (request.client.host if request.client else "")
+    return "anonymous:" + client_address(request, trust_forwarded)

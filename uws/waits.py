@@ -39,6 +39,3 @@ class WaitSlots:
             self._held[caller] -= 1
             if not self._held[caller]:
                 del self._held[caller]
-
-    def held(self, caller: str | None = None) -> int:
-        return self._all if caller is None else self._held[caller]

@@ -46,9 +46,14 @@ def hdu_key(name: str) -> str | int:
 
 
 def celestial_wcs(header: fits.Header) -> WCS:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        return WCS(header, naxis=2)
+    """The image's 2-d WCS; a header wcslib refuses makes the image unreadable (ours, not
+    the client's fault)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            return WCS(header, naxis=2)
+    except (ValueError, KeyError, MemoryError) as exc:  # WcsError is a ValueError
+        raise ImageUnreadable(f"the WCS of the image cannot be read: {exc}") from exc
 
 
 def open_image(image: ImageRef) -> fits.HDUList:

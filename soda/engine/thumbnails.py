@@ -119,9 +119,12 @@ class Thumbnails:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.part")
-            with partial.open("wb") as out:
-                np.save(out, data, allow_pickle=False)
-            os.replace(partial, path)  # readers never see half a file
+            try:
+                with partial.open("wb") as out:
+                    np.save(out, data, allow_pickle=False)
+                os.replace(partial, path)  # readers never see half a file
+            finally:
+                partial.unlink(missing_ok=True)
             self._evict(keep=path)
         except OSError as exc:  # the picture can still be made; only the next one is slower
             log.warning("cannot keep the thumbnail %s: %s", path.name, exc)

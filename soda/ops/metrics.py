@@ -161,9 +161,18 @@ class MetricsMiddleware:
             await self.app(scope, receive, counting)
         finally:
             route = _route_of(scope)
-            REQUESTS.labels(route, scope["method"], str(status["code"])).inc()
+            REQUESTS.labels(route, _method_of(scope), str(status["code"])).inc()
             REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
             RESPONSE_BYTES.labels(route).inc(sent["bytes"])
+
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
+def _method_of(scope: Scope) -> str:
+    """The method as a label: any token is a valid HTTP method, so others are one label."""
+    method = scope.get("method", "")
+    return method if method in METHODS else "other"
 
 
 def _route_of(scope: Scope) -> str:

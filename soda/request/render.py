@@ -6,7 +6,7 @@ Parameters (names case-insensitive, used with RESPONSEFORMAT=image/png or image/
   PERCENTILES  "low high" in [0, 100]                  (implies LIMITS=percentile)
   SIZE         longest side of the image in pixels     (default: the cutout's own size)
   RGB          three bands as R,G,B (e.g. "i,r,g"), or "default" for the survey's triplet
-  Q            Lupton softening for RGB, in (0, 1e4]   (default 8)
+  Q            Lupton softening for RGB, in [0.001, 1e4] (default 8)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from dali.errors import UsageError
 from dali.params import Params, RequestParams
 from renderers import Scaling
-from renderers.stretch import MAX_Q
+from renderers.stretch import MAX_Q, MIN_Q
 
 PNG, JPEG = "image/png", "image/jpeg"
 IMAGE_FORMATS = {PNG: PNG, "png": PNG, JPEG: JPEG, "jpeg": JPEG, "jpg": JPEG, "image/jpg": JPEG}
@@ -95,6 +95,8 @@ def parse_render(pairs: Params, max_size: int) -> RenderParams:
     if not 0 < q <= MAX_Q:
         raise UsageError(f"Q={_shown(q_text or '')}: the Lupton softening must be greater than 0 "
                          f"and at most {MAX_Q:g}")
+    if q < MIN_Q:  # smaller still underflows the stretch (sinh(Q/10) -> 0)
+        raise UsageError(f"Q={_shown(q_text or '')}: the Lupton softening must be at least {MIN_Q:g}")
     rgb_text = params.single("RGB")
     rgb, use_default = None, False
     if rgb_text is not None:

@@ -26,7 +26,8 @@ from auth.session import CSRF_FIELD, CSRF_HEADER, SessionStore, csrf_ok, session
 from auth.tokens import Check, TokenStore, looks_like_token
 from conf import Settings
 from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable
-from dali.http import FORM_TYPES, Networks, public_base, valid_address
+from dali.http import Networks, client_address, is_form, public_base, read_form
+from dali.params import RequestParams
 from dali.standards import SSO_OPENID, SSO_SAML2
 from soda.ops.allowance import job_allowance
 from uws.quota import Allowance
@@ -34,17 +35,6 @@ from uws.quota import Allowance
 log = logging.getLogger(__name__)
 
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def client_address(request: Request, trust_forwarded: bool) -> str:
-    """The caller's address; behind a trusted proxy (nginx), the one it puts last in
-    X-Forwarded-For (if it is an address). Other callers' forwarded headers never get this
-    far: ``dali.http.ForwardedHeaders`` drops them."""
-    if trust_forwarded:
-        forwarded = request.headers.get("x-forwarded-for", "").split(",")[-1].strip()
-        if valid_address(forwarded):
-            return forwarded
-    return request.client.host if request.client else "unknown"
 
 
 class Access:
@@ -187,10 +177,8 @@ async def _submitted_csrf(request: Request) -> str | None:
     header = request.headers.get(CSRF_HEADER)
     if header:
         return header
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in FORM_TYPES:
-        value = (await request.form()).get(CSRF_FIELD)
-        return value if isinstance(value, str) else None
+    if is_form(request):
+        return RequestParams(await read_form(request)).single(CSRF_FIELD)
     return None
 
 

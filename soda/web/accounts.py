@@ -24,7 +24,8 @@ from auth.oidc import OidcLoginFailed
 from auth.session import CSRF_FIELD, csrf_token, end_session, session_user, start_session
 from auth.tokens import TokenInfo
 from dali.errors import AuthenticationError, AuthorizationError, UsageError, not_found
-from dali.http import public_base, read_params
+from dali.http import is_form, public_base, read_form, read_params
+from dali.params import RequestParams
 from soda.web.access import Access
 from uws.quota import Allowance
 from uws.store import JobStore
@@ -132,18 +133,18 @@ class Accounts:
         from auth.saml import SamlLoginFailed
         if self.saml is None:
             raise not_found("SAML login is not configured on this service")
-        form = await request.form()
-        response, relay = form.get("SAMLResponse"), form.get("RelayState")
-        if not isinstance(response, str) or not response:
+        form = RequestParams(await read_form(request)) if is_form(request) else RequestParams([])
+        response, relay = form.single("SAMLResponse"), form.single("RelayState")
+        if not response:
             raise UsageError("SAMLResponse is required")
         try:
-            user = await run_in_threadpool(self.saml.finish, response, relay if isinstance(relay, str) else None)
+            user = await run_in_threadpool(self.saml.finish, response, relay)
         except SamlLoginFailed as exc:
             log.warning("SAML login refused: %s", exc)
             raise AuthenticationError(f"login failed: {exc}") from None
         await start_session(request, self.access.sessions, user.user_id, "saml")
         log.info("user %s logged in with SAML", user.user_id)
-        return RedirectResponse(_safe_next(relay if isinstance(relay, str) else None), status_code=303)
+        return RedirectResponse(_safe_next(relay), status_code=303)
 
     async def saml_metadata(self, request: Request) -> Response:
         if self.saml is None:

@@ -205,5 +205,6 @@ def test_error_response_as_text_and_as_votable():
     assert table.status_code == 503
     assert table.headers["content-type"] == VOTABLE_TYPE
     assert table.headers["retry-after"] == "10"
-    assert assert_votable(table.body) is not None
+    info = assert_votable(table.body).find(".//{*}INFO[@name='QUERY_STATUS']")
+    assert info is not None and info.get("value") == "ERROR"
     assert b"ServiceUnavailable: try later" in table.body

@@ -51,10 +51,11 @@ class Waiter(threading.Thread):
         super().__init__(daemon=True)
         self.args_ = (client, url, user)
         self.elapsed = 0.0
+        self.status: int | None = None  # checked by the test thread: a thread's assert is lost
 
     def run(self) -> None:
         self.elapsed, response = timed_wait(*self.args_)
-        assert response.status_code == 200
+        self.status = response.status_code
 
 
 def hold(client: Any, url: str, user: str, count: int) -> list[Waiter]:
@@ -84,6 +85,7 @@ def test_waits_beyond_the_per_caller_bound_return_at_once(client: Any) -> None:
     assert response.status_code == 200 and elapsed >= 0.9, elapsed
     for waiter in waiters:
         waiter.join(timeout=HOLD + 5)
+        assert not waiter.is_alive() and waiter.status == 200, waiter.status
         assert waiter.elapsed >= HOLD - 0.5, waiter.elapsed  # the granted ones did wait
     # Their places were given back: alice may block again.
     elapsed, _ = timed_wait(client, alice, "alice", seconds=1)
@@ -98,11 +100,13 @@ def test_waits_beyond_the_total_bound_return_at_once(client: Any) -> None:
     client.post(alice + "/phase", data={"PHASE": "ABORT"}, headers={"X-Test-User": "alice"})
     for waiter in waiters[:PER_CALLER]:
         waiter.join(timeout=HOLD + 5)
+        assert not waiter.is_alive() and waiter.status == 200, waiter.status
         assert waiter.elapsed < HOLD - 1, waiter.elapsed
     elapsed, _ = timed_wait(client, carol, "carol", seconds=1)
     assert elapsed >= 0.9, elapsed
     for waiter in waiters[PER_CALLER:]:
         waiter.join(timeout=HOLD + 5)
+        assert not waiter.is_alive() and waiter.status == 200, waiter.status
 
 
 def test_anonymous_callers_count_by_address(client: Any) -> None:
@@ -111,3 +115,4 @@ def test_anonymous_callers_count_by_address(client: Any) -> None:
     assert_returned_at_once(client, job, "")
     for waiter in waiters:
         waiter.join(timeout=HOLD + 5)
+        assert not waiter.is_alive() and waiter.status == 200, waiter.status
