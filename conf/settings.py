@@ -64,7 +64,9 @@ class OpsSettings(Group):
         "PostgreSQL: give up opening a connection after this long (a frozen or unreachable "
         "server is then answered with a 503 instead of holding requests)."))
     database_statement_timeout_seconds: NonNegativeInt = Field(10, description=(
-        "PostgreSQL: the server cancels any statement running longer than this (0: never)."))
+        "PostgreSQL: the server cancels any statement running longer than this (0: never); "
+        "a call still unanswered 2 s later (a frozen server) has its connection cut by the "
+        "service, and handing out a pooled connection is bounded by the connect timeout."))
     redis_socket_timeout_seconds: PositiveFloat = Field(5.0, description=(
         "The job queue's Redis client: give up connecting, or waiting for an answer, after "
         "this long."))

@@ -7,6 +7,7 @@ applies the rest, in order, once, even when several processes start together.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from urllib.parse import parse_qsl, urlsplit
@@ -14,20 +15,72 @@ from urllib.parse import parse_qsl, urlsplit
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase
 
+from soda.ops.query_deadline import QueryDeadlines
+
 log = logging.getLogger(__name__)
 
 Migration = Callable[[pw.Database], None]
 Component = tuple[str, Sequence[Migration]]
 
 _PG_LOCK = 727001  # advisory lock id that serialises concurrent starts on PostgreSQL
+# How long past its statement timeout a call may wait before the client cuts its connection:
+# a running server has answered by then (with the statement timeout's cancellation).
+_DEADLINE_MARGIN = 2.0
+
+
+class BoundedPostgresqlDatabase(PooledPostgresqlDatabase):
+    """Pooled PostgreSQL whose every call ends within its deadline, even on a frozen server."""
+
+    def __init__(self, *args: object, deadlines: QueryDeadlines | None = None,
+                 ping_seconds: float = 5.0, **kwargs: object) -> None:
+        self.deadlines = deadlines
+        self.ping_seconds = ping_seconds
+        super().__init__(*args, **kwargs)
+
+    def _bounded(self, conn: object = None, seconds: float | None = None
+                 ) -> contextlib.AbstractContextManager[None]:
+        if self.deadlines is None:
+            return contextlib.nullcontext()
+        # Taking a connection from the pool is bounded below; opening one by connect_timeout.
+        return self.deadlines.watch(conn or self.connection(), seconds)
+
+    # The pool asks the server whether a connection still works when handing it out (a
+    # round trip, under the pool's lock: a trivial one, bounded like connecting) and rolls
+    # back one returned mid-transaction.
+    def _is_closed(self, conn):  # type: ignore[no-untyped-def]
+        with self._bounded(conn, self.ping_seconds):
+            return super()._is_closed(conn)
+
+    def _can_reuse(self, conn):  # type: ignore[no-untyped-def]
+        with self._bounded(conn, self.ping_seconds):
+            return super()._can_reuse(conn)
+
+    def execute_sql(self, sql, params=None):  # type: ignore[no-untyped-def]
+        with self._bounded():
+            return super().execute_sql(sql, params)
+
+    def commit(self):  # type: ignore[no-untyped-def]
+        with self._bounded():
+            return super().commit()
+
+    def rollback(self):  # type: ignore[no-untyped-def]
+        with self._bounded():
+            return super().rollback()
+
+    def close_all(self) -> None:
+        super().close_all()
+        if self.deadlines is not None:
+            self.deadlines.close()
 
 
 def open_database(url: str, *, connect_timeout: int = 5, statement_timeout: float = 10.0) -> pw.Database:
     """A database for ``url``: sqlite:///path or postgresql://user:pass@host:port/db.
 
     PostgreSQL: ``connect_timeout`` (seconds) bounds opening a connection, and the server
-    cancels any statement running longer than ``statement_timeout`` seconds (0: never),
-    so a database that stops answering fails requests instead of holding them.
+    cancels any statement running longer than ``statement_timeout`` seconds (0: never);
+    a call still unanswered a little after that (a frozen server cannot cancel anything)
+    has its connection cut by the client. A database that stops answering fails requests
+    instead of holding them.
     SQLite waits at most its busy timeout for a lock.
     """
     parts = urlsplit(url)
@@ -49,8 +102,9 @@ def open_database(url: str, *, connect_timeout: int = 5, statement_timeout: floa
         if server_options:
             options["options"] = server_options
         options.setdefault("connect_timeout", str(connect_timeout))
-        return PooledPostgresqlDatabase(
-            parts.path.lstrip("/"), user=parts.username, password=parts.password,
+        deadlines = QueryDeadlines(statement_timeout + _DEADLINE_MARGIN) if statement_timeout > 0 else None
+        return BoundedPostgresqlDatabase(
+            parts.path.lstrip("/"), deadlines=deadlines, ping_seconds=connect_timeout, user=parts.username, password=parts.password,
             host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
             max_connections=int(options.pop("max_connections", 64)),
             stale_timeout=300, timeout=10, autoconnect=True, **options)
