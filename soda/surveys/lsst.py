@@ -1,0 +1,193 @@
+"""LSST coadds: the survey over ingested deepCoadd patches, and the Butler layout recogniser.
+
+An image is one band of one patch; its name is "<tract>_<patch>_<band>" (the patch as its
+Gen3 sequential index) and its field "<tract>_<patch>": every band of a patch shares the
+patch's pixel grid, and every patch of a tract shares the tract's (soda.surveys.lsst_skymap).
+The files are found through the image catalogue (soda.surveys.catalogue), never by
+listing folders; the sky map says which tract and patch serve a position.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from astropy.io import fits
+
+from soda.surveys.base import ImageRef, Survey
+from soda.surveys.catalogue import ImageCatalogue
+from soda.surveys.lsst_skymap import DC2, PixelBox, SkyMapConfig, skymap
+
+HDUS = ("IMAGE", "MASK", "VARIANCE")
+
+# LSSTCam ugrizy filter edges in metres, as commonly quoted for the LSST baseline (u 320-400,
+# g 400-552, r 552-691, i 691-818, z 818-922, y 948-1060 nm). Unverified: we found no public
+# page to read these numbers from (the exact curves are the Butler's ``standard_passband``
+# datasets and lsst/throughputs); treat them as approximate.
+BAND_RANGES: dict[str, tuple[float, float]] = {
+    "u": (320e-9, 400e-9),
+    "g": (400e-9, 552e-9),
+    "r": (552e-9, 691e-9),
+    "i": (691e-9, 818e-9),
+    "z": (818e-9, 922e-9),
+    "y": (948e-9, 1060e-9),
+}
+
+_NAME = re.compile(r"^(\d+)_(\d+)_([ugrizy])$")
+# deepCoadd_<tract>_<patch>_<band>_..._<run>.fits, the file datastore's default template;
+# other coadd dataset types (deepCoadd_calexp, goodSeeingCoadd...) are named alike.
+_FILE = re.compile(r"^(?P<type>[A-Za-z]*Coadd(?:_calexp)?)_(?P<tract>\d+)_(?P<patch>\d+)_"
+                   r"(?P<band>[ugrizy])_.*\.fits(?:\.fz|\.gz)?$")
+
+
+@dataclass(frozen=True)
+class Recognised:
+    """What a layout recogniser makes of one file."""
+
+    name: str  # the dataset ID's query part: "<tract>_<patch>_<band>"
+    field: str  # "<tract>_<patch>"
+    band: str
+    hdus: tuple[str, ...]
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_name(name: str) -> tuple[int, int, str] | None:
+    """(tract, patch, band) of an image name; None when it is not one."""
+    match = _NAME.match(name)
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2)), match.group(3)
+
+
+def _card(headers: Sequence[fits.Header], key: str) -> object | None:
+    for header in headers:
+        if key in header:
+            return header[key]
+    return None
+
+
+class LSSTSurvey(Survey):
+    """LSST deepCoadd patches: the sky map finds the patch, the catalogue its files."""
+
+    def __init__(self, root: Path, authority: str, catalogue: ImageCatalogue | None = None,
+                 index: str = "", hdus: Sequence[str] = HDUS, name: str = "lsst",
+                 skymap_config: SkyMapConfig = DC2) -> None:
+        self.root = Path(root)
+        self.authority = authority
+        self.name = name
+        self.hdus = tuple(hdus)
+        self.bands = tuple(BAND_RANGES)
+        self.catalogue = catalogue
+        self.skymap = skymap(skymap_config)
+        self._prefix = f"ivo://{authority}/{name}?".lower()
+
+    # --- names and files ------------------------------------------------------------------
+
+    def dataset_id(self, tract: int, patch: int, band: str) -> str:
+        return f"ivo://{self.authority}/{self.name}?{tract}_{patch}_{band}"
+
+    def _ref(self, tract: int, patch: int, band: str) -> ImageRef | None:
+        if self.catalogue is None:
+            return None
+        image = self.catalogue.get(self.name, f"{tract}_{patch}_{band}")
+        if image is None:
+            return None
+        return ImageRef(dataset_id=self.dataset_id(tract, patch, band), survey=self.name,
+                        tile=f"{tract}_{patch}", band=band, path=image.path,
+                        hdus=image.hdus or self.hdus)
+
+    def by_id(self, dataset_id: str) -> ImageRef | None:
+        # The authority and the resource path of an IVOA identifier are case-insensitive.
+        head, rest = dataset_id[:len(self._prefix)], dataset_id[len(self._prefix):]
+        if head.lower() != self._prefix:
+            return None
+        parsed = parse_name(rest)
+        return self._ref(*parsed) if parsed else None
+
+    def at(self, ra: float, dec: float, bands: Sequence[str]) -> list[ImageRef]:
+        """The patch (of the preferred tract holding the position) whose inner box holds it."""
+        for tract in self.skymap.tracts_at(ra, dec):
+            found = self.skymap.patch_at(tract, ra, dec)
+            if found is None:
+                continue
+            refs = [self._ref(tract, found[0], band) for band in bands]
+            refs = [ref for ref in refs if ref is not None]
+            if refs:
+                return refs
+        return []
+
+    def sibling(self, image: ImageRef, band: str) -> ImageRef | None:
+        parsed = parse_name(f"{image.tile}_{band}")
+        return self._ref(*parsed) if parsed else None
+
+    def band_range(self, band: str) -> tuple[float, float]:
+        return BAND_RANGES[band]
+
+    def images_per_band(self) -> dict[str, int] | None:
+        if self.catalogue is None:
+            return {}
+        counts = self.catalogue.bands(self.name)
+        return {band: counts[band] for band in self.bands if counts.get(band)}
+
+    def example(self) -> ImageRef | None:
+        if self.catalogue is None:
+            return None
+        image = self.catalogue.first(self.name)
+        parsed = parse_name(image.name) if image else None
+        return self._ref(*parsed) if parsed else None
+
+    # --- the grid shared by the patches of a tract ----------------------------------------
+
+    @staticmethod
+    def same_grid(a: ImageRef, b: ImageRef) -> bool:
+        """Whether two images share one pixel grid: LSST patches of the same tract do."""
+        return a.survey == b.survey and a.tile.split("_")[0] == b.tile.split("_")[0]
+
+    def neighbours(self, image: ImageRef, ra: float, dec: float, radius: float) -> list[str]:
+        """The fields ("<tract>_<patch>") of the image's tract whose outer boxes meet a circle.
+
+        The circle (degrees) is bounded by its box of tract pixels, so a patch that only
+        touches the box's corners is listed too; the caller cuts what is really there.
+        """
+        tract = int(image.tile.split("_")[0])
+        centre = self.skymap.tract_pixel(tract, ra, dec)
+        if centre is None:
+            return []
+        reach = radius * 3600.0 / self.skymap.config.pixel_scale + 1.0
+        x0, y0 = int(centre[0] - reach + 0.5), int(centre[1] - reach + 0.5)
+        x1, y1 = int(centre[0] + reach + 0.5) + 1, int(centre[1] + reach + 0.5) + 1
+        box = PixelBox(x0, y0, x1 - x0, y1 - y0)
+        return [f"{tract}_{patch}" for patch in self.skymap.patches_in_box(tract, box)]
+
+    # --- ingest -----------------------------------------------------------------------------
+
+    @classmethod
+    def recognise(cls, path: Path, hdul: fits.HDUList) -> Recognised | None:
+        """What an LSST coadd file holds, from its TRACT/PATCH/BAND cards or else its Butler
+        file name; None when it is not one (no IMAGE plane, or no tract, patch and band)."""
+        names = [hdu.name for hdu in hdul]
+        if "IMAGE" not in names:
+            return None
+        headers = [hdu.header for hdu in hdul]
+        tract, patch, band = (_card(headers, key) for key in ("TRACT", "PATCH", "BAND"))
+        match = _FILE.match(Path(path).name)
+        if match and (tract is None or patch is None or band is None):
+            tract, patch, band = match["tract"], match["patch"], match["band"]
+        try:
+            tract, patch = int(str(tract)), int(str(patch))
+        except ValueError:
+            return None
+        band = str(band)
+        if band not in BAND_RANGES or tract < 0 or patch < 0:
+            return None
+        extra = {"tract": str(tract), "patch": str(patch)}
+        physical = _card(headers, "FILTER")
+        if physical is not None:
+            extra["physical_filter"] = str(physical)
+        if match:
+            extra["dataset_type"] = match["type"]
+        hdus = tuple(h for h in HDUS if h in names)
+        return Recognised(name=f"{tract}_{patch}_{band}", field=f"{tract}_{patch}", band=band,
+                          hdus=hdus, extra=extra)
