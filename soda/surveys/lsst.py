@@ -107,7 +107,8 @@ class LSSTSurvey(Survey):
         return self._ref(*parsed) if parsed else None
 
     def at(self, ra: float, dec: float, bands: Sequence[str]) -> list[ImageRef]:
-        """The patch (of the preferred tract holding the position) whose inner box holds it."""
+        """The patch whose inner box holds the position, in the first tract (in the sky map's
+        order of preference) that holds it and has images in those bands."""
         for tract in self.skymap.tracts_at(ra, dec):
             found = self.skymap.patch_at(tract, ra, dec)
             if found is None:

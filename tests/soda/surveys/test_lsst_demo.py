@@ -143,7 +143,8 @@ def test_cross_patch_region_equals_one_piece(demo: Path) -> None:
             assert part is not None
             with _read(demo, patch, band) as hdul:
                 for name, out in pasted.items():
-                    out[part.slices((region.x0, region.y0))] = hdul[name].data[part.slices((outer.x0, outer.y0))]
+                    piece = hdul[name].data[part.slices((outer.x0, outer.y0))]
+                    out[part.slices((region.x0, region.y0))] = piece
         image, mask, var = tract_pixels(DEFAULT_TRACT, band, region, SEED, DEMO)
         assert np.array_equal(pasted["IMAGE"], image.astype(np.float64))
         assert np.array_equal(pasted["MASK"], mask)

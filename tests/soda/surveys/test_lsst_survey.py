@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,7 @@ def test_sibling_and_same_grid(survey: LSSTSurvey) -> None:
     assert survey.sibling(ref, "z") is None
     other = survey.by_id(f"ivo://{AUTHORITY}/lsst?{DEFAULT_TRACT}_{b}_r")
     assert LSSTSurvey.same_grid(ref, other)
-    elsewhere = type(ref)(**{**ref.__dict__, "tile": f"{DEFAULT_TRACT + 1}_{a}"})
+    elsewhere = replace(ref, tile=f"{DEFAULT_TRACT + 1}_{a}")
     assert not LSSTSurvey.same_grid(ref, elsewhere)
 
 
