@@ -395,8 +395,6 @@ class ThrowawayPostgres:
 
     def start(self) -> None:
         with self.log.open("ab") as log:
-            # Its own session: the postmaster and its backends form one process group,
-            # which freeze() stops as a whole.
             self.proc = subprocess.Popen(
                 [str(self.bin_dir / "postgres"), "-D", str(self.data), "-p", str(self.port),
                  "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
@@ -422,15 +420,30 @@ class ThrowawayPostgres:
         conn.close()
         return self.database_url(name)
 
+    def processes(self) -> list[int]:
+        """The postmaster and its children (each backend calls setsid(), so the cluster
+        is not one process group)."""
+        assert self.proc is not None
+        pids = [self.proc.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    pids.append(int(stat.parent.name))
+        return pids
+
     def freeze(self) -> None:
-        """SIGSTOP every process of the cluster: connections stay open, nothing answers."""
+        """SIGSTOP every process of the cluster, the postmaster first (no new backends):
+        connections stay open and nothing answers."""
         assert self.proc is not None and self.proc.poll() is None
-        os.killpg(self.proc.pid, signal.SIGSTOP)
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGCONT)
+            for pid in reversed(self.processes()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """A "fast" shutdown (SIGINT): ends the sessions, then exits."""
