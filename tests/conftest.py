@@ -7,11 +7,14 @@ CI=true and are skipped loudly elsewhere.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -346,3 +349,160 @@ class ThrowawayRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=10)
+
+
+def _wait_until(ready, proc: subprocess.Popen, what: str, log: Path,  # type: ignore[no-untyped-def]
+                timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        with contextlib.suppress(Exception):
+            if ready():
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not become ready in {timeout} s: {log.read_text()[-2000:]}")
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL cluster of the test's own in a temporary directory, stoppable,
+    freezable and restartable on one port (the shared server is never touched)."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="cutout-throwaway-pg-"))
+        self.data = self.dir / "data"
+        self.log = self.dir / "postgres.log"
+        self.proc: subprocess.Popen | None = None  # type: ignore[type-arg]
+        # PostgreSQL refuses to run as root.
+        self.as_user = ({"user": "postgres", "group": "postgres", "extra_groups": []}
+                        if os.geteuid() == 0 else {})
+        if self.as_user:
+            shutil.chown(self.dir, "postgres", "postgres")
+
+    @property
+    def url(self) -> str:
+        return self.database_url("postgres")
+
+    def database_url(self, name: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def init(self) -> None:
+        subprocess.run([str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
+                        "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"],
+                       check=True, capture_output=True, timeout=60, **self.as_user)
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(self.bin_dir / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                 "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                 "-c", "full_page_writes=off"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self.as_user)
+        _wait_until(self._accepts, self.proc, "postgres", self.log)
+
+    def _accepts(self) -> bool:
+        import psycopg2
+
+        psycopg2.connect(self.url, connect_timeout=1).close()
+        return True
+
+    def create_database(self) -> str:
+        """A fresh database in this cluster; its URL."""
+        import psycopg2
+
+        name = f"cutout_{uuid.uuid4().hex[:10]}"
+        conn = psycopg2.connect(self.url, connect_timeout=3)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return self.database_url(name)
+
+    def processes(self) -> list[int]:
+        """The postmaster and its children (each backend calls setsid(), so the cluster
+        is not one process group)."""
+        assert self.proc is not None
+        pids = [self.proc.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    pids.append(int(stat.parent.name))
+        return pids
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the cluster, the postmaster first (no new backends):
+        connections stay open and nothing answers."""
+        assert self.proc is not None and self.proc.poll() is None
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            for pid in reversed(self.processes()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """A "fast" shutdown (SIGINT): ends the sessions, then exits."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.thaw()
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _postgres_bin() -> Path | None:
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[ThrowawayPostgres]:
+    """A throwaway PostgreSQL for the module's tests to stop, freeze and restart."""
+    bin_dir = _postgres_bin()
+    require("PostgreSQL binaries", None if bin_dir else "no initdb under /usr/lib/postgresql/*/bin or on PATH")
+    assert bin_dir is not None
+    pg: ThrowawayPostgres | None = None
+    try:
+        pg = ThrowawayPostgres(bin_dir)  # as root, this needs the postgres user
+        pg.init()
+        pg.start()
+    except Exception as exc:  # noqa: BLE001
+        detail = getattr(exc, "stderr", None) or exc
+        if pg is not None:
+            pg.remove()
+        require("a throwaway PostgreSQL", f"could not start one: {detail!s}"[:500])
+    assert pg is not None
+    yield pg
+    pg.remove()
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayRedis]:
+    """A throwaway Redis for the module's tests to stop and restart."""
+    binary = shutil.which("redis-server")
+    require("redis-server", None if binary else "not on PATH")
+    assert binary is not None
+    server = ThrowawayRedis(binary, tmp_path_factory.mktemp("redis") / "redis.log")
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001
+        server.stop()
+        require("a throwaway Redis", f"could not start one: {exc}"[:500])
+    yield server
+    server.stop()
