@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 import peewee as pw
+import psycopg2
+from peewee import PostgresqlDatabase
 from playhouse.pool import PooledPostgresqlDatabase
 
 from soda.ops.query_deadline import QueryDeadlines
@@ -28,7 +32,34 @@ _PG_LOCK = 727001  # advisory lock id that serialises concurrent starts on Postg
 _DEADLINE_MARGIN = 2.0
 
 
-class BoundedPostgresqlDatabase(PooledPostgresqlDatabase):
+class _Unanswered(PostgresqlDatabase):
+    """Opening a connection, refused at once for a few seconds after the server last failed
+    to answer (a connection cut at its deadline, or a connect that timed out).
+
+    The pool opens connections under its lock: without this, every request waiting for that
+    lock would wait out its own connect timeout in turn behind a frozen server.
+    """
+
+    deadlines: QueryDeadlines | None
+    ping_seconds: float
+    _failed_at = -math.inf
+
+    def _silent_since(self) -> float:
+        cut = self.deadlines.last_cut if self.deadlines is not None else -math.inf
+        return max(cut, self._failed_at)
+
+    def _connect(self):  # type: ignore[no-untyped-def]
+        if time.monotonic() - self._silent_since() < self.ping_seconds:
+            raise psycopg2.OperationalError(
+                "the database did not answer a moment ago; not asked again for a few seconds")
+        try:
+            return super()._connect()
+        except psycopg2.OperationalError:
+            self._failed_at = time.monotonic()
+            raise
+
+
+class BoundedPostgresqlDatabase(PooledPostgresqlDatabase, _Unanswered):
     """Pooled PostgreSQL whose every call ends within its deadline, even on a frozen server."""
 
     def __init__(self, *args: object, deadlines: QueryDeadlines | None = None,
@@ -48,6 +79,8 @@ class BoundedPostgresqlDatabase(PooledPostgresqlDatabase):
     # round trip, under the pool's lock: a trivial one, bounded like connecting) and rolls
     # back one returned mid-transaction.
     def _is_closed(self, conn):  # type: ignore[no-untyped-def]
+        if time.monotonic() - self._silent_since() < self.ping_seconds:
+            return True  # the server is not answering: drop pooled connections unasked
         with self._bounded(conn, self.ping_seconds):
             return super()._is_closed(conn)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -39,6 +40,7 @@ class QueryDeadlines:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.cut = 0  # calls cut so far, for logs and tests
+        self.last_cut = -math.inf  # time.monotonic() of the last cut
 
     @contextlib.contextmanager
     def watch(self, conn: _Connection, seconds: float | None = None) -> Iterator[None]:
@@ -79,6 +81,7 @@ class QueryDeadlines:
             with socket.socket(fileno=os.dup(fd)) as sock:
                 sock.shutdown(socket.SHUT_RDWR)
             self.cut += 1
+            self.last_cut = time.monotonic()
             log.warning("a database call passed its deadline: connection cut")
 
     def close(self) -> None:

@@ -249,7 +249,6 @@ def test_database_down_and_back(cluster: Cluster, own_postgres: ThrowawayPostgre
     assert not cluster.slow, cluster.slow
 
 
-@pytest.mark.xfail(strict=True, raises=Unbounded, reason="needs the client-side query deadline")
 def test_database_frozen_and_thawed(cluster: Cluster, own_postgres: ThrowawayPostgres) -> None:
     cluster.submit(selftests=5, cutouts=1)
     eventually(lambda: executing(cluster), timeout=15)
