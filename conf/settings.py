@@ -325,6 +325,16 @@ class SodaSettings(Group):
         "Disk space of the thumbnails (data_dir/thumbnails, 256 MiB); the least recently used "
         "go first."))
     jpeg_quality: int = Field(90, description="JPEG quality of previews (1-95).")
+    max_request_shapes: PositiveInt = Field(1000, description=(
+        "Most regions (POS, CIRCLE, RANGE and POLYGON values together) one request may name; "
+        "more is refused (400 UsageError) before they are checked. A job with one region per "
+        "target needs one per target."))
+    max_polygon_vertices: PositiveInt = Field(200, description=(
+        "Most vertices of one POLYGON. Each is checked against every other edge for "
+        "self-intersection."))
+    max_request_polygon_vertices: PositiveInt = Field(10_000, description=(
+        "Most POLYGON vertices in one request, all its polygons together (what bounds the "
+        "CPU time of checking them: about 0.3 s at this default)."))
     cutout_threads: LimitOrOff = Field(0, description=(
         "Threads of a web process that cut and encode /sync answers (a pool of their own, "
         "apart from the one serving database and token calls); 0: one per CPU core."))
