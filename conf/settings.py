@@ -406,6 +406,10 @@ class AuthSettings(Group):
         "Lifetime of a personal API token (Authorization: Bearer ...) when none is asked."))
     api_token_max_days: PositiveInt = Field(365, description=(
         "Longest lifetime a personal API token may be given."))
+    api_token_expired_kept_days: NonNegativeInt = Field(30, description=(
+        "An expired API token is kept this long (its owner still sees it listed, and a request "
+        "with it is told it expired), then the scheduled sweeps delete it. Expired sessions "
+        "and SAML requests are deleted by the first sweep after they expire."))
 
     @field_validator("oidc_issuer")
     @classmethod

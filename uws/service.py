@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import dramatiq
@@ -85,6 +85,12 @@ class SweepReport:
     requeued: int = 0
     failed: int = 0
     resent: int = 0
+    others: dict[str, int] = field(default_factory=dict)  # rows deleted by each sweep hook
+
+
+# A sweep of the application's own (e.g. expired logins), run with the job sweeps under
+# the same lease: given the time of the sweep, it returns how many rows it deleted.
+SweepHook = Callable[[dt.datetime], int]
 
 
 class UWSService:
@@ -101,6 +107,7 @@ class UWSService:
                                     heartbeat_seconds=config.heartbeat_seconds)
         self.scheduler = Scheduler(self.sweep, self._lease, interval=config.sweep_interval_seconds)
         self.sweep_observers: list[Callable[[SweepReport], None]] = []  # e.g. metrics
+        self.sweep_hooks: dict[str, SweepHook] = {}
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -292,6 +299,14 @@ class UWSService:
             self._recover(job, report)
         self._resend_lost_messages(now, report)
         report.orphans = self._delete_orphans()
+        for name, hook in self.sweep_hooks.items():
+            try:
+                deleted = hook(now)
+            except Exception:  # noqa: BLE001 - the job sweeps are done; the next sweep tries again
+                log.exception("sweep %s failed", name)
+                continue
+            if deleted:
+                report.others[name] = deleted
         if report != SweepReport():
             log.info("sweep: %s", report)
         for observe in self.sweep_observers:
