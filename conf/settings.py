@@ -393,6 +393,10 @@ class AuthSettings(Group):
         "The audience those access tokens must carry; empty: oidc_client_id."))
     oidc_clock_skew_seconds: LimitOrOff = Field(30, description=(
         "Clock difference tolerated when checking those tokens' exp/iat."))
+    oidc_jwks_retry_seconds: PositiveFloat = Field(30.0, description=(
+        "After a failed fetch of the provider's keys (JWKS), tokens that need them are answered "
+        "503 with Retry-After, without fetching again, for this long: a flood of tokens signed "
+        "with unknown keys makes at most one fetch per interval."))
     saml_idp_metadata: str = Field("", description=(
         "SAML 2.0 login (e.g. eduGAIN through a federation): the IdP's metadata, a file or an "
         "https:// URL. Empty: no SAML. Our SP metadata is served at /auth/saml/metadata."))
