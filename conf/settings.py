@@ -491,7 +491,8 @@ class LimitsSettings(Group):
     anonymous_files: bool = Field(False, description=(
         "Whole-file downloads (/files) for anonymous callers."))
     anonymous_rate_limit: LimitOrOff = Field(60, description=(
-        "Requests per client address per window; beyond it 429 with Retry-After. 0: no limit."))
+        "Requests per client address per window, of anonymous callers and of SAML logins (each "
+        "stores its request until the IdP answers); beyond it 429 with Retry-After. 0: no limit."))
     anonymous_rate_window_seconds: PositiveInt = Field(60, description=(
         "The window of anonymous_rate_limit."))
     anonymous_max_active_jobs: LimitOrOff = Field(4, description=(

@@ -129,19 +129,30 @@ class Access:
         if not self.settings.limits.anonymous_access:
             raise AuthenticationError("this service needs a login: send 'Authorization: Bearer <token>' "
                                       "(create a token at /tokens after logging in at /login)")
-        if self.limiter is not None:
-            try:
-                wait = await run_in_threadpool(self.limiter.hit, client)
-            except redis.RedisError as exc:  # the limit is protection, not a reason to fail
-                log.warning("rate limiter unavailable, request allowed: %s", exc)
-                wait = None
-            if wait is not None:
-                seconds = max(1, int(wait + 0.999))
-                raise ServiceUnavailable(
-                    f"too many requests from {client}: anonymous callers may make "
-                    f"{self.settings.limits.anonymous_rate_limit} per {self.settings.limits.anonymous_rate_window_seconds} s; "
-                    f"retry in {seconds} s, or log in", status=429, headers={"Retry-After": str(seconds)})
+        await self.limit_rate(client, "anonymous callers", "or log in")
         return ANONYMOUS
+
+    async def limit_rate(self, client: str, who: str, alternative: str = "") -> None:
+        """The anonymous rate limit (per client address): 429 with Retry-After beyond it."""
+        if self.limiter is None:
+            return
+        try:
+            wait = await run_in_threadpool(self.limiter.hit, client)
+        except redis.RedisError as exc:  # the limit is protection, not a reason to fail
+            log.warning("rate limiter unavailable, request allowed: %s", exc)
+            return
+        if wait is not None:
+            seconds = max(1, int(wait + 0.999))
+            limits = self.settings.limits
+            raise ServiceUnavailable(
+                f"too many requests from {client}: {who} may make {limits.anonymous_rate_limit} "
+                f"per {limits.anonymous_rate_window_seconds} s; retry in {seconds} s"
+                + (f", {alternative}" if alternative else ""), status=429, headers={"Retry-After": str(seconds)})
+
+    async def limit_logins(self, request: Request) -> None:
+        """A login that writes a row before the caller is known (a SAML AuthnRequest id)
+        counts against the anonymous rate limit of the client's address."""
+        await self.limit_rate(client_address(request, self.trust_forwarded), "logins")
 
     def is_operator(self, request: Request) -> bool:
         """Whether the caller is at an operator address (operator_clients): /metrics, and
