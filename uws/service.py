@@ -30,8 +30,8 @@ from uws import context
 from uws.broker import held_job_ids, unacked_messages
 from uws.kinds import JobContext, JobInterrupted, JobKind
 from uws.notify import Notifier
-from uws.quota import AllowanceFor, Owner, unlimited
-from uws.store import JobStore, JobView
+from uws.quota import UNLIMITED, Allowance, AllowanceFor, Owner, Usage, check_create, owner_name, unlimited
+from uws.store import JobStore, JobView, UnfinishedLimitReached
 from uws.worker import JobWatchdog, Scheduler
 
 log = logging.getLogger(__name__)
@@ -181,16 +181,24 @@ class UWSService:
 
     def create(self, kind: JobKind[P], *, owner: str | None, parameters: Parsed[P],
                run_id: str | None, execution_duration: int | None,
-               destruction: dt.datetime | None, max_destruction_seconds: int = 0) -> JobView:
+               destruction: dt.datetime | None, allowance: Allowance = UNLIMITED) -> JobView:
+        """A new PENDING job, refused (429) when its owner has ``max_unfinished_jobs`` jobs
+        not yet finished: checked with the insert, as one unit per owner."""
         now = utcnow()
         duration = self.clamp_duration(
             self.config.default_execution_duration if execution_duration is None else execution_duration)
         default_end = now + dt.timedelta(seconds=self.config.default_destruction_seconds)
-        end = self.clamp_destruction(now, destruction or default_end, max_destruction_seconds)
-        return self.store.create(kind=kind.name, owner=owner, parameters=parameters.shown,
-                                 run_id=run_id, execution_duration=duration, destruction=end,
-                                 request_id=context.request_id.get(),
-                                 typed_parameters=kind.dump(parameters.value))
+        end = self.clamp_destruction(now, destruction or default_end, allowance.max_destruction_seconds)
+        try:
+            return self.store.create(kind=kind.name, owner=owner, parameters=parameters.shown,
+                                     run_id=run_id, execution_duration=duration, destruction=end,
+                                     request_id=context.request_id.get(),
+                                     typed_parameters=kind.dump(parameters.value),
+                                     max_unfinished=allowance.max_unfinished_jobs)
+        except UnfinishedLimitReached as exc:
+            check_create(allowance, Usage(active_jobs=0, result_bytes=0, unfinished_jobs=exc.unfinished),
+                         owner_name(owner))
+            raise  # check_create raised already; this keeps type checkers sure
 
     def set_parameters(self, kind: JobKind[P], job_id: str, parameters: Parsed[P]) -> bool:
         """UWS §2.1.11: False when the job has left PENDING."""
