@@ -341,15 +341,16 @@ class UWSService:
             actor = self.actors.get(kind.name)
             if actor is None:
                 continue
-            held = held_job_ids(actor.broker, kind.queue, self.config.stale_job_seconds)
+            candidates = self.store.waiting_queued(grace, kind.name)
+            held = held_job_ids(actor.broker, kind.queue, self.config.stale_job_seconds,
+                                {job.id for job in candidates})
             if held is not None:
                 overdue = {job.id for job in self.store.waiting_queued(fallback, kind.name)}
-                waiting = [job for job in self.store.waiting_queued(grace, kind.name)
-                           if job.id not in held or job.id in overdue]
+                waiting = [job for job in candidates if job.id not in held or job.id in overdue]
             else:
                 count = unacked_messages(actor.broker, kind.queue)
                 lost = count is not None and count < self.store.count_active(kind.name)
-                waiting = self.store.waiting_queued(grace if lost else fallback, kind.name)
+                waiting = candidates if lost else self.store.waiting_queued(fallback, kind.name)
             for job in waiting:
                 self.store.touch_queued(job.id)
                 self._resend(job, report)
