@@ -25,29 +25,52 @@ class InvalidAccessToken(Exception):
     """The token is not one of the provider's valid access tokens; the message says why."""
 
 
+class KeysUnavailable(Exception):
+    """The provider's keys could not be fetched (or were not, so soon after a failure);
+    the message says why. ``retry_after``: seconds until the next fetch is allowed."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def looks_like_jwt(value: str) -> bool:
     return value.count(".") == 2 and value.startswith("eyJ")
 
 
 class AccessTokenVerifier:
     def __init__(self, issuer: str, audience: str, username_claim: str,
-                 fetch_jwks: Callable[[], dict[str, Any]], leeway: int = 30) -> None:
+                 fetch_jwks: Callable[[], dict[str, Any]], leeway: int, retry_after_failure: float) -> None:
         self.issuer = issuer
         self.audience = audience
         self.username_claim = username_claim
         self._fetch = fetch_jwks
         self._keys: KeySet | None = None
         self._fetched_at = 0.0
+        # A failed fetch is remembered for retry_after_failure seconds: meanwhile tokens
+        # that need a fetch are answered with it, so a flood of them (an unknown key, or
+        # the provider down) costs at most one outbound fetch per interval.
+        self.retry_after_failure = retry_after_failure
+        self._failed_at: float | None = None
+        self._failure = ""
         self._lock = threading.Lock()
         self.leeway = leeway
 
     def _keyset(self, refresh: bool) -> KeySet:
         with self._lock:
-            stale = time.monotonic() - self._fetched_at > REFRESH_AT_MOST_EVERY
-            if self._keys is None or (refresh and stale):
-                self._keys = KeySet.import_key_set(self._fetch())
-                self._fetched_at = time.monotonic()
-            return self._keys
+            now = time.monotonic()
+            stale = now - self._fetched_at > REFRESH_AT_MOST_EVERY
+            if self._keys is not None and not (refresh and stale):
+                return self._keys
+            if self._failed_at is not None and now - self._failed_at < self.retry_after_failure:
+                raise KeysUnavailable(self._failure, self._failed_at + self.retry_after_failure - now)
+            try:
+                keys = KeySet.import_key_set(self._fetch())
+            except Exception as exc:  # noqa: BLE001 - whatever the fetch met, it is remembered
+                self._failed_at, self._failure = now, f"{type(exc).__name__}: {exc}"
+                raise KeysUnavailable(self._failure, self.retry_after_failure) from exc
+            self._keys, self._fetched_at, self._failed_at = keys, time.monotonic(), None
+            return keys
 
     def verify(self, token: str) -> tuple[str, dict[str, Any]]:
         """The user named by a valid token, and its claims; else InvalidAccessToken.

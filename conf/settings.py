@@ -327,6 +327,16 @@ class SodaSettings(Group):
         "Disk space of the thumbnails (data_dir/thumbnails, 256 MiB); the least recently used "
         "go first."))
     jpeg_quality: int = Field(90, description="JPEG quality of previews (1-95).")
+    max_request_shapes: PositiveInt = Field(1000, description=(
+        "Most regions (POS, CIRCLE, RANGE and POLYGON values together) one request may name; "
+        "more is refused (400 UsageError) before they are checked. A job with one region per "
+        "target needs one per target."))
+    max_polygon_vertices: PositiveInt = Field(200, description=(
+        "Most vertices of one POLYGON. Each is checked against every other edge for "
+        "self-intersection."))
+    max_request_polygon_vertices: PositiveInt = Field(10_000, description=(
+        "Most POLYGON vertices in one request, all its polygons together (what bounds the "
+        "CPU time of checking them: about 0.3 s at this default)."))
     cutout_threads: LimitOrOff = Field(0, description=(
         "Threads of a web process that cut and encode /sync answers (a pool of their own, "
         "apart from the one serving database and token calls); 0: one per CPU core."))
@@ -385,6 +395,10 @@ class AuthSettings(Group):
         "The audience those access tokens must carry; empty: oidc_client_id."))
     oidc_clock_skew_seconds: LimitOrOff = Field(30, description=(
         "Clock difference tolerated when checking those tokens' exp/iat."))
+    oidc_jwks_retry_seconds: PositiveFloat = Field(30.0, description=(
+        "After a failed fetch of the provider's keys (JWKS), tokens that need them are answered "
+        "503 with Retry-After, without fetching again, for this long: a flood of tokens signed "
+        "with unknown keys makes at most one fetch per interval."))
     saml_idp_metadata: str = Field("", description=(
         "SAML 2.0 login (e.g. eduGAIN through a federation): the IdP's metadata, a file or an "
         "https:// URL. Empty: no SAML. Our SP metadata is served at /auth/saml/metadata."))
@@ -398,6 +412,10 @@ class AuthSettings(Group):
         "Lifetime of a personal API token (Authorization: Bearer ...) when none is asked."))
     api_token_max_days: PositiveInt = Field(365, description=(
         "Longest lifetime a personal API token may be given."))
+    api_token_expired_kept_days: NonNegativeInt = Field(30, description=(
+        "An expired API token is kept this long (its owner still sees it listed, and a request "
+        "with it is told it expired), then the scheduled sweeps delete it. Expired sessions "
+        "and SAML requests are deleted by the first sweep after they expire."))
 
     @field_validator("oidc_issuer")
     @classmethod
@@ -475,7 +493,8 @@ class LimitsSettings(Group):
     anonymous_files: bool = Field(False, description=(
         "Whole-file downloads (/files) for anonymous callers."))
     anonymous_rate_limit: LimitOrOff = Field(60, description=(
-        "Requests per client address per window; beyond it 429 with Retry-After. 0: no limit."))
+        "Requests per client address per window, of anonymous callers and of SAML logins (each "
+        "stores its request until the IdP answers); beyond it 429 with Retry-After. 0: no limit."))
     anonymous_rate_window_seconds: PositiveInt = Field(60, description=(
         "The window of anonymous_rate_limit."))
     anonymous_max_active_jobs: LimitOrOff = Field(4, description=(

@@ -24,6 +24,7 @@ from soda.output.fits import fits_cutouts
 from soda.output.pictures import render
 from soda.plan import Target, plan
 from soda.request.model import SodaRequest, parse_request
+from soda.request.params import ShapeLimits
 from soda.surveys.base import ImageRef
 from soda.surveys.registry import Datasets
 
@@ -72,6 +73,8 @@ class Cutouts:
         self.observe = observe
         self.max_sync_cutouts = settings.soda.max_sync_cutouts
         self.max_preview_size = settings.soda.max_preview_size
+        self.shape_limits = ShapeLimits(settings.soda.max_request_shapes, settings.soda.max_polygon_vertices,
+                                        settings.soda.max_request_polygon_vertices)
         self.jpeg_quality = settings.soda.jpeg_quality
         self.thumbnails = Thumbnails(settings.ops.data_dir / "thumbnails", settings.soda.thumbnail_size,
                                      settings.soda.thumbnail_cache_bytes)
@@ -93,7 +96,7 @@ class Cutouts:
         return self.anonymous_limits if owner is None else self.user_limits
 
     def parse(self, pairs: Params) -> SodaRequest:
-        return parse_request(pairs, self.max_preview_size)
+        return parse_request(pairs, self.max_preview_size, self.shape_limits)
 
     def plan(self, request: SodaRequest) -> list[Target]:
         return plan(request.cutout, self.datasets, request.rgb)

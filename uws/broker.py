@@ -51,38 +51,41 @@ def unacked_messages(broker: dramatiq.Broker, queue: str) -> int | None:
         return None  # broker down: nothing to compare now; the next sweep looks again
 
 
-def held_job_ids(broker: dramatiq.Broker, queue: str, dead_after: float) -> set[str] | None:
-    """Job ids whose message ``queue`` holds where it will be delivered: waiting in the
-    queue (or its delay queue), or taken by a worker that is still alive (a heartbeat
-    within ``dead_after`` seconds). None when the broker cannot say (the stub broker, or
-    Redis is unreachable).
+def held_job_ids(broker: dramatiq.Broker, queue: str, dead_after: float, among: set[str],
+                 chunk: int = 500) -> set[str] | None:
+    """Which of the job ids ``among`` have a message that ``queue`` holds where it will be
+    delivered: waiting in the queue (or its delay queue), or taken by a worker that is
+    still alive (a heartbeat within ``dead_after`` seconds). None when the broker cannot say
+    (the stub broker, or Redis is unreachable).
 
     A message taken by a dead worker (SIGKILL, host lost) is not held: Dramatiq's Redis
     broker gives it back only after its own heartbeat timeout, and then only by chance.
+
+    Dramatiq's Redis broker keeps every message it has not been told is done in the
+    queue's ``.msgs`` hash, and moves its id between the queue list and a worker's ack set
+    in one script; so the held messages are that hash less the ack sets of dead workers.
+    Both are read ``chunk`` entries at a time (HSCAN, SSCAN), whatever the queue's length:
+    a long queue is never read in one reply. An entry present throughout is always seen.
     """
     client = getattr(broker, "client", None)
     if client is None:
         return None
     namespace = getattr(broker, "namespace", "dramatiq")
-    queues = (queue, f"{queue}.DQ")
     try:
-        now_ms = time.time() * 1000
-        alive = [w.decode() if isinstance(w, bytes) else w for w in client.zrangebyscore(
-            f"{namespace}:__heartbeats__", now_ms - dead_after * 1000, "+inf")]
+        cutoff_ms = time.time() * 1000 - dead_after * 1000
+        dead = [w.decode() if isinstance(w, bytes) else w for w in client.zrangebyscore(
+            f"{namespace}:__heartbeats__", "-inf", f"({cutoff_ms}")]
         held: set[str] = set()
-        for name in queues:
-            with client.pipeline(transaction=True) as pipe:  # one consistent view of the queue
-                pipe.lrange(f"{namespace}:{name}", 0, -1)
-                for worker in alive:
-                    pipe.smembers(f"{namespace}:__acks__.{worker}.{name}")
-                message_ids = {m for reply in pipe.execute() for m in reply}
-            if not message_ids:
-                continue
-            for data in client.hmget(f"{namespace}:{name}.msgs", list(message_ids)):
-                if data is not None:
-                    args = json.loads(data).get("args") or []
-                    if args:
-                        held.add(str(args[0]))
+        for name in (queue, f"{queue}.DQ"):
+            taken_by_dead: set[bytes] = set()  # a worker's ack set is bounded by its prefetch
+            for worker in dead:
+                taken_by_dead.update(client.sscan_iter(f"{namespace}:__acks__.{worker}.{name}", count=chunk))
+            for message_id, data in client.hscan_iter(f"{namespace}:{name}.msgs", count=chunk):
+                if message_id in taken_by_dead:
+                    continue
+                args = json.loads(data).get("args") or []
+                if args and str(args[0]) in among:
+                    held.add(str(args[0]))
         return held
     except (redis.RedisError, ValueError):
         return None

@@ -24,7 +24,8 @@ but the service never uses is not stored. Either way the service bounds their nu
 bytes (``UWSConfig.max_job_parameters``, ``max_job_parameter_bytes``).
 
 Results count against the owner's result space (``uws.quota.Allowance.max_result_bytes``)
-as they are written: a result that would pass it is deleted and the job stops with a
+as they are written: a result that would pass it is refused (before it is written when
+its size is known, ``put_result``; else deleted once written) and the job stops with a
 ``UsageError`` (phase ERROR); the results written before it are kept, and still count.
 """
 
@@ -120,19 +121,25 @@ class JobContext(Generic[P]):
         with self._storage.writer(key) as fh:
             yield fh
         size = self._storage.size(key)
-        self._check_result_space(key, size)
+        try:
+            self._check_result_space(size)  # again: the owner's other jobs may have written
+        except ServiceError:
+            self._storage.delete_prefix(key)
+            raise
         self._store.add_result(self.job.id, result_id, key, mime_type, size)
 
-    def _check_result_space(self, key: str, size: int) -> None:
+    def _check_result_space(self, size: int) -> None:
         """Every result of the owner's counts, those of their other jobs running now too."""
         limit = self._allowance.max_result_bytes
         if not limit:
             return
         used = self._store.result_bytes(self.job.owner)
         if used + size > limit:
-            self._storage.delete_prefix(key)
             raise quota_reached(self._allowance, used, size, owner_name(self.job.owner))
 
     def put_result(self, result_id: str, data: bytes, mime_type: str) -> None:
+        """Write one result of known size: refused before a byte is written when it would
+        not fit in the owner's result space."""
+        self._check_result_space(len(data))
         with self.result_writer(result_id, mime_type) as fh:
             fh.write(data)

@@ -26,7 +26,7 @@ from uws.kinds import JobKind
 from uws.params import parse_duration, parse_last, parse_phase_filter, parse_run_id, parse_wait
 from uws.phases import ABORTABLE, ACTIVE, RUNNABLE, Phase, forbidden_in_phase
 from uws.ports import Caller, CallerResolver
-from uws.quota import Allowance, AllowanceFor, check_create, check_run, owner_name, refuse_creation, unlimited
+from uws.quota import Allowance, AllowanceFor, check_run, owner_name, refuse_creation, unlimited
 from uws.service import Parsed, UWSService
 from uws.store import JobView
 from uws.waits import WaitSlots
@@ -110,19 +110,14 @@ class JobRoutes:
     async def _parse(self, parameters: Params, owner: str | None) -> Parsed[Any]:
         return await run_in_threadpool(self.service.parse, self.kind, parameters, owner)
 
-    async def _check_quotas(self, identity: Caller, allowance: Allowance, *,
-                            create: bool = False, run: bool = False) -> None:
-        """Quotas are checked before a job is created or queued, so nothing runs over them:
-        creating counts the jobs not yet finished, running the active jobs and result space."""
-        if not ((create and allowance.max_unfinished_jobs) or
-                (run and (allowance.max_active_jobs or allowance.max_result_bytes))):
+    async def _check_run_quotas(self, identity: Caller, allowance: Allowance) -> None:
+        """Quotas are checked before a job is queued, so nothing runs over them: the active
+        jobs and the result space. (The jobs not yet finished are counted by the creation
+        itself, ``UWSService.create``.)"""
+        if not (allowance.max_active_jobs or allowance.max_result_bytes):
             return
         usage = await run_in_threadpool(self.store.usage, identity.user_id)
-        who = owner_name(identity.user_id)
-        if create:
-            check_create(allowance, usage, who)
-        if run:
-            check_run(allowance, usage, who)
+        check_run(allowance, usage, owner_name(identity.user_id))
 
     # --- the job list ------------------------------------------------------------------
 
@@ -155,14 +150,15 @@ class JobRoutes:
         destruction = params.single("DESTRUCTION")
         job_parameters = await self._parse(params.without(CONTROL), identity.user_id)
         # Refused before the job exists: nothing half-made is left behind.
-        await self._check_quotas(identity, allowance, create=True, run=phase == "RUN")
+        if phase == "RUN":
+            await self._check_run_quotas(identity, allowance)
         job = await run_in_threadpool(
             lambda: self.service.create(
                 self.kind, owner=identity.user_id, parameters=job_parameters,
                 run_id=parse_run_id(run_id) if run_id else None,
                 execution_duration=parse_duration(duration) if duration else None,
                 destruction=parse_timestamp("DESTRUCTION", destruction) if destruction else None,
-                max_destruction_seconds=allowance.max_destruction_seconds))
+                allowance=allowance))
         if phase == "RUN":
             try:
                 await run_in_threadpool(self.service.run, job)
@@ -259,7 +255,7 @@ class JobRoutes:
         value = params.single("PHASE")
         if value == "RUN":
             if job.phase in RUNNABLE:
-                await self._check_quotas(identity, self.allowance(identity), run=True)
+                await self._check_run_quotas(identity, self.allowance(identity))
                 await run_in_threadpool(self.service.run, job)
             elif job.phase not in (Phase.QUEUED, Phase.EXECUTING):
                 raise forbidden_in_phase(f"job {job.id} is {job.phase.value} and cannot be run again")

@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import dramatiq
@@ -30,8 +30,8 @@ from uws import context
 from uws.broker import held_job_ids, unacked_messages
 from uws.kinds import JobContext, JobInterrupted, JobKind
 from uws.notify import Notifier
-from uws.quota import AllowanceFor, Owner, unlimited
-from uws.store import JobStore, JobView
+from uws.quota import UNLIMITED, Allowance, AllowanceFor, Owner, Usage, check_create, owner_name, unlimited
+from uws.store import JobStore, JobView, UnfinishedLimitReached
 from uws.worker import JobWatchdog, Scheduler
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,12 @@ class SweepReport:
     requeued: int = 0
     failed: int = 0
     resent: int = 0
+    others: dict[str, int] = field(default_factory=dict)  # rows deleted by each sweep hook
+
+
+# A sweep of the application's own (e.g. expired logins), run with the job sweeps under
+# the same lease: given the time of the sweep, it returns how many rows it deleted.
+SweepHook = Callable[[dt.datetime], int]
 
 
 class UWSService:
@@ -101,6 +107,7 @@ class UWSService:
                                     heartbeat_seconds=config.heartbeat_seconds)
         self.scheduler = Scheduler(self.sweep, self._lease, interval=config.sweep_interval_seconds)
         self.sweep_observers: list[Callable[[SweepReport], None]] = []  # e.g. metrics
+        self.sweep_hooks: dict[str, SweepHook] = {}
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -174,16 +181,24 @@ class UWSService:
 
     def create(self, kind: JobKind[P], *, owner: str | None, parameters: Parsed[P],
                run_id: str | None, execution_duration: int | None,
-               destruction: dt.datetime | None, max_destruction_seconds: int = 0) -> JobView:
+               destruction: dt.datetime | None, allowance: Allowance = UNLIMITED) -> JobView:
+        """A new PENDING job, refused (429) when its owner has ``max_unfinished_jobs`` jobs
+        not yet finished: checked with the insert, as one unit per owner."""
         now = utcnow()
         duration = self.clamp_duration(
             self.config.default_execution_duration if execution_duration is None else execution_duration)
         default_end = now + dt.timedelta(seconds=self.config.default_destruction_seconds)
-        end = self.clamp_destruction(now, destruction or default_end, max_destruction_seconds)
-        return self.store.create(kind=kind.name, owner=owner, parameters=parameters.shown,
-                                 run_id=run_id, execution_duration=duration, destruction=end,
-                                 request_id=context.request_id.get(),
-                                 typed_parameters=kind.dump(parameters.value))
+        end = self.clamp_destruction(now, destruction or default_end, allowance.max_destruction_seconds)
+        try:
+            return self.store.create(kind=kind.name, owner=owner, parameters=parameters.shown,
+                                     run_id=run_id, execution_duration=duration, destruction=end,
+                                     request_id=context.request_id.get(),
+                                     typed_parameters=kind.dump(parameters.value),
+                                     max_unfinished=allowance.max_unfinished_jobs)
+        except UnfinishedLimitReached as exc:
+            check_create(allowance, Usage(active_jobs=0, result_bytes=0, unfinished_jobs=exc.unfinished),
+                         owner_name(owner))
+            raise  # check_create raised already; this keeps type checkers sure
 
     def set_parameters(self, kind: JobKind[P], job_id: str, parameters: Parsed[P]) -> bool:
         """UWS §2.1.11: False when the job has left PENDING."""
@@ -292,6 +307,14 @@ class UWSService:
             self._recover(job, report)
         self._resend_lost_messages(now, report)
         report.orphans = self._delete_orphans()
+        for name, hook in self.sweep_hooks.items():
+            try:
+                deleted = hook(now)
+            except Exception:  # noqa: BLE001 - the job sweeps are done; the next sweep tries again
+                log.exception("sweep %s failed", name)
+                continue
+            if deleted:
+                report.others[name] = deleted
         if report != SweepReport():
             log.info("sweep: %s", report)
         for observe in self.sweep_observers:
@@ -318,15 +341,16 @@ class UWSService:
             actor = self.actors.get(kind.name)
             if actor is None:
                 continue
-            held = held_job_ids(actor.broker, kind.queue, self.config.stale_job_seconds)
+            candidates = self.store.waiting_queued(grace, kind.name)
+            held = held_job_ids(actor.broker, kind.queue, self.config.stale_job_seconds,
+                                {job.id for job in candidates})
             if held is not None:
                 overdue = {job.id for job in self.store.waiting_queued(fallback, kind.name)}
-                waiting = [job for job in self.store.waiting_queued(grace, kind.name)
-                           if job.id not in held or job.id in overdue]
+                waiting = [job for job in candidates if job.id not in held or job.id in overdue]
             else:
                 count = unacked_messages(actor.broker, kind.queue)
                 lost = count is not None and count < self.store.count_active(kind.name)
-                waiting = self.store.waiting_queued(grace if lost else fallback, kind.name)
+                waiting = candidates if lost else self.store.waiting_queued(fallback, kind.name)
             for job in waiting:
                 self.store.touch_queued(job.id)
                 self._resend(job, report)

@@ -75,6 +75,14 @@ class JobView:
         return next((r for r in self.results if r.id == result_id), None)
 
 
+class UnfinishedLimitReached(Exception):
+    """A job was not created: its owner already has this many jobs not yet finished."""
+
+    def __init__(self, unfinished: int) -> None:
+        super().__init__(f"{unfinished} jobs not yet finished")
+        self.unfinished = unfinished
+
+
 def new_job_id() -> str:
     # 96 random bits: unguessable, and a legal URI path segment (UWS §2.2.1).
     return secrets.token_urlsafe(12)
@@ -180,12 +188,21 @@ class JobStore:
 
     def create(self, *, kind: str, owner: str | None, parameters: Params, run_id: str | None,
                execution_duration: int, destruction: dt.datetime | None,
-               request_id: str | None = None, typed_parameters: str | None = None) -> JobView:
+               request_id: str | None = None, typed_parameters: str | None = None,
+               max_unfinished: int = 0) -> JobView:
+        """A new PENDING job; with ``max_unfinished``, only while its owner has fewer jobs
+        not yet finished (else UnfinishedLimitReached). The count and the insert are one
+        unit per owner: two creations at once cannot both pass the limit."""
         # Kept at the precision the documents show, so AFTER=<a creationTime we showed>
         # excludes that job (UWS §2.2.2.1: strictly after).
         now = utcnow()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        with self._session():
+        with self._session(), self._owner_exclusive(owner, locked=bool(max_unfinished)):
+            if max_unfinished:
+                unfinished = self.tables.Job.select().where(
+                    self._owned_by(owner) & self.tables.Job.phase.in_([p.value for p in UNFINISHED])).count()
+                if unfinished >= max_unfinished:
+                    raise UnfinishedLimitReached(unfinished)
             row = self.tables.Job.create(
                 id=new_job_id(), kind=kind, owner=owner, run_id=run_id,
                 phase=Phase.PENDING.value, creation_time=now,
@@ -193,6 +210,23 @@ class JobStore:
                 parameters=json.dumps([list(p) for p in parameters]), request_id=request_id,
                 typed_parameters=typed_parameters)
             return JobView.of(row)
+
+    @contextmanager
+    def _owner_exclusive(self, owner: str | None, *, locked: bool) -> Iterator[None]:
+        """A transaction that no other ``_owner_exclusive`` of the same owner overlaps:
+        on PostgreSQL a transaction-scoped advisory lock per owner; on SQLite BEGIN
+        IMMEDIATE (the database's one write lock, taken before the first read)."""
+        if not locked:
+            yield
+            return
+        if isinstance(self.db, pw.SqliteDatabase):
+            with self.db.atomic("IMMEDIATE"):
+                yield
+            return
+        with self.db.atomic():
+            key = "uws-anonymous" if owner is None else "uws-owner:" + owner  # never equal
+            self.db.execute_sql("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+            yield
 
     def set_parameters(self, job_id: str, parameters: Params, typed_parameters: str | None = None) -> bool:
         """UWS §2.1.11: parameters change only while PENDING."""

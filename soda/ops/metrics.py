@@ -65,6 +65,8 @@ def observe_sweep(report: "SweepReport") -> None:
         count = getattr(report, action)
         if count:
             SWEPT.labels(action).inc(count)
+    for action, count in report.others.items():  # the runtime's own sweeps, e.g. "auth"
+        SWEPT.labels(action).inc(count)
 
 
 class WorkerMetrics(Middleware):

@@ -8,6 +8,8 @@ broker_url, ``cutout worker`` processes run the jobs (distributed).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import functools
 import logging
 import os
 import signal
@@ -16,6 +18,7 @@ import threading
 import dramatiq
 
 from auth import tables as auth_tables
+from auth.expiry import delete_expired
 from conf import Settings
 from soda.cutouts import Cutouts
 from soda.jobs.cutout import cutout_job_kind
@@ -97,6 +100,10 @@ class Runtime:
         self.broker.add_middleware(WorkerMetrics())
         self.uws.attach(self.broker)
         self.uws.sweep_observers.append(observe_sweep)
+        # Expired API tokens, sessions and SAML requests go with the job sweeps (uws knows
+        # nothing of auth, so the runtime hands the sweep over).
+        self.uws.sweep_hooks["auth"] = functools.partial(
+            delete_expired, self.db, tokens_kept=dt.timedelta(days=settings.auth.api_token_expired_kept_days))
         self.worker: dramatiq.Worker | None = None
         self.pool = CutoutPool(settings.soda.cutout_threads or os.cpu_count() or 1)
         self.health = service_checks(self)

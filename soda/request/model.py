@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dali.params import Params
-from soda.request.params import FITS, FITS_FORMATS, CutoutParams, parse_cutout
+from soda.request.params import FITS, FITS_FORMATS, CutoutParams, ShapeLimits, parse_cutout
 from soda.request.render import IMAGE_FORMATS, JPEG, PNG, RenderParams, RGBRequest, parse_render
 
 FORMATS = {**FITS_FORMATS, **IMAGE_FORMATS}  # every accepted RESPONSEFORMAT -> canonical type
@@ -38,8 +38,8 @@ class SodaRequest:
         return RGBRequest(self.render.rgb)
 
 
-def parse_request(pairs: Params, max_preview_size: int) -> SodaRequest:
+def parse_request(pairs: Params, max_preview_size: int, shapes: ShapeLimits | None = None) -> SodaRequest:
     """Validate every parameter; raise UsageError / MultiValuedParamNotSupported."""
-    cutout = parse_cutout(pairs, FORMATS)
+    cutout = parse_cutout(pairs, FORMATS, shapes)
     options = parse_render(pairs, max_preview_size) if FORMATS[cutout.response_format] != FITS else None
     return SodaRequest(cutout, options)

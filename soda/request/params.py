@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from dali.errors import MultiValuedParamNotSupported, UsageError
-from soda.sky.polygons import is_clockwise, polygon_problem
+from soda.sky.polygons import check_polygon
 from soda.sky.regions import Circle, Polygon, Range, Shape
 from soda.sky.sphere import same_point
 
@@ -55,8 +55,6 @@ POL_STATES = ("I", "Q", "U", "V", "RR", "LL", "RL", "LR", "XX", "YY", "XY", "YX"
 SHAPES = ("CIRCLE", "RANGE", "POLYGON")
 PARAM_NAMES = frozenset({"ID", "POS", "CIRCLE", "RANGE", "POLYGON", "BAND", "TIME", "POL", "FILTER",
                          "RESPONSEFORMAT"})
-# Self-intersection is checked pair by pair (quadratic); this bounds the work per request.
-MAX_POLYGON_VERTICES = 200
 MAX_ECHO = 100  # characters of an offending value quoted in an error message
 
 # DALI §3.3.1 -> VOTable numbers (TABLEDATA). ASCII digits only: Python's float() would
@@ -66,6 +64,54 @@ _INFINITIES = {"+Inf": math.inf, "Inf": math.inf, "-Inf": -math.inf}
 _FILTER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 Interval = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class ShapeLimits:
+    """What one request's regions may hold (settings ``max_request_shapes``,
+    ``max_polygon_vertices``, ``max_request_polygon_vertices``): checking a polygon costs
+    time in the square of its vertices, so both are bounded before any is checked."""
+
+    max_shapes: int
+    max_polygon_vertices: int
+    max_request_polygon_vertices: int
+
+
+class _ShapeBudget:
+    """Counts a request's regions and polygon vertices as they are read."""
+
+    def __init__(self, limits: ShapeLimits | None) -> None:
+        self.limits = limits
+        self.shapes = 0
+        self.polygon_vertices = 0
+
+    def shape(self, name: str) -> None:
+        self.shapes += 1
+        if self.limits and self.shapes > self.limits.max_shapes:
+            raise UsageError(f"{name}: a request may name at most {self.limits.max_shapes} regions "
+                             f"(POS, CIRCLE, RANGE and POLYGON values together; max_request_shapes)")
+
+    def numbers(self, name: str, value: str, count: int) -> None:
+        """Before a polygon's numbers are read: not more than the vertices allowed and a
+        closing vertex (``vertices`` then checks the exact count)."""
+        if self.limits and count // 2 > self.limits.max_polygon_vertices + 1:
+            self._too_many(name, value, count // 2)
+
+    def vertices(self, name: str, value: str, count: int) -> None:
+        if self.limits is None:
+            return
+        if count > self.limits.max_polygon_vertices:
+            self._too_many(name, value, count)
+        self.polygon_vertices += count
+        if self.polygon_vertices > self.limits.max_request_polygon_vertices:
+            raise _bad(name, value, f"a request's polygons may have at most "
+                                    f"{self.limits.max_request_polygon_vertices} vertices together "
+                                    f"(max_request_polygon_vertices)")
+
+    def _too_many(self, name: str, value: str, count: int) -> None:
+        assert self.limits is not None
+        raise _bad(name, value, f"a polygon may have at most {self.limits.max_polygon_vertices} "
+                                f"vertices, not {count} (max_polygon_vertices)")
 
 
 @dataclass(frozen=True)
@@ -79,17 +125,22 @@ class CutoutParams:
     response_format: str = FITS                   # the media type to answer with (DALI §3.4.3)
 
 
-def parse_cutout(pairs: Iterable[tuple[str, str]],
-                 formats: Mapping[str, str] = FITS_FORMATS) -> CutoutParams:
-    """Validate SODA parameters; raise UsageError / MultiValuedParamNotSupported."""
+def parse_cutout(pairs: Iterable[tuple[str, str]], formats: Mapping[str, str] = FITS_FORMATS,
+                 limits: ShapeLimits | None = None) -> CutoutParams:
+    """Validate SODA parameters; raise UsageError / MultiValuedParamNotSupported.
+
+    ``limits`` None: the regions are not counted (the service always passes its settings).
+    """
     values: dict[str, list[str]] = {name: [] for name in PARAM_NAMES}
     shapes: list[Shape] = []
+    budget = _ShapeBudget(limits)
     for name, value in pairs:
         key = name.upper()  # DALI §3.1: names are case-insensitive, values are not
         if key not in PARAM_NAMES or not value.strip():
             continue  # unknown: see the module docstring; empty: the same as absent
         if key in SHAPES or key == "POS":
-            shapes.append(_parse_shape(key, value))
+            budget.shape(key)
+            shapes.append(_parse_shape(key, value, budget))
         else:
             values[key].append(value)
     return CutoutParams(
@@ -180,10 +231,10 @@ def _check_bounds(name: str, value: str, low: float, high: float, what: str = ""
 
 # --- shapes: POS (SODA §3.3.1), CIRCLE (§3.3.2), RANGE (DALI 1.2 range), POLYGON (§3.3.3) ---
 
-def _parse_shape(name: str, value: str) -> Shape:
+def _parse_shape(name: str, value: str, budget: _ShapeBudget) -> Shape:
     tokens = value.split()
     if name == "POS":
-        return _parse_pos(value, tokens)
+        return _parse_pos(value, tokens, budget)
     if tokens[0].upper() in SHAPES:
         raise _bad(name, value, f"the {name} parameter takes numbers only; the shape keyword "
                                 f"{tokens[0]!r} belongs in POS (POS={name} ...)")
@@ -191,17 +242,17 @@ def _parse_shape(name: str, value: str) -> Shape:
         return _circle(name, value, tokens)
     if name == "RANGE":
         return _range(name, value, tokens)
-    return _polygon(name, value, tokens)
+    return _polygon(name, value, tokens, budget)
 
 
-def _parse_pos(value: str, tokens: list[str]) -> Shape:
+def _parse_pos(value: str, tokens: list[str], budget: _ShapeBudget) -> Shape:
     keyword, numbers = tokens[0], tokens[1:]
     if keyword == "CIRCLE":
         return _circle("POS", value, numbers)
     if keyword == "RANGE":
         return _range("POS", value, numbers)
     if keyword == "POLYGON":
-        return _polygon("POS", value, numbers)
+        return _polygon("POS", value, numbers, budget)
     if keyword.upper() in SHAPES:
         raise _bad("POS", value, f"shape keywords are upper case: write {keyword.upper()}, not "
                                  f"{keyword!r} (values are case-sensitive, DALI §3.1)")
@@ -240,8 +291,9 @@ def _range(name: str, value: str, tokens: list[str]) -> Range:
     return Range(ra1, ra2, dec1, dec2)
 
 
-def _polygon(name: str, value: str, tokens: list[str]) -> Polygon:
+def _polygon(name: str, value: str, tokens: list[str], budget: _ShapeBudget) -> Polygon:
     """DALI §3.3.7: an even count, >= 3 vertices, a simple polygon."""
+    budget.numbers(name, value, len(tokens))
     numbers = _numbers_of(name, value, tokens)
     if len(numbers) % 2:
         raise _bad(name, value, f"a polygon needs an even count of numbers (ra dec pairs), not {len(numbers)}")
@@ -253,12 +305,11 @@ def _polygon(name: str, value: str, tokens: list[str]) -> Polygon:
         vertices.pop()  # an explicit closing vertex (DALI 1.2 discourages it; harmless)
     if len(vertices) < 3:
         raise _bad(name, value, f"a polygon needs at least 3 vertices, not {len(vertices)}")
-    if len(vertices) > MAX_POLYGON_VERTICES:
-        raise _bad(name, value, f"a polygon may have at most {MAX_POLYGON_VERTICES} vertices")
-    reason = polygon_problem(vertices)  # repeats, hemisphere, no area, self-intersection
+    budget.vertices(name, value, len(vertices))
+    reason, clockwise = check_polygon(vertices)  # repeats, hemisphere, no area, self-intersection
     if reason:
         raise _bad(name, value, reason)
-    if is_clockwise(vertices):
+    if clockwise:
         vertices.reverse()  # see the module docstring
     return Polygon(tuple(vertices))
 

@@ -88,10 +88,15 @@ class TangentPlane:
     @classmethod
     def about(cls, centre: np.ndarray) -> TangentPlane:
         """The plane about a unit vector."""
-        east = np.cross((0.0, 0.0, 1.0), centre)
-        norm = float(np.linalg.norm(east))
+        # The cross products (0, 0, 1) x centre and centre x east, written out: np.cross
+        # costs more than the rest of checking a small polygon.
+        east = np.array([-centre[1], centre[0], 0.0])
+        norm = math.hypot(centre[0], centre[1])
         east = east / norm if norm >= DEGENERATE else np.array([0.0, 1.0, 0.0])  # at a pole: any
-        return cls(centre, east, np.cross(centre, east))
+        north = np.array([centre[1] * east[2] - centre[2] * east[1],
+                          centre[2] * east[0] - centre[0] * east[2],
+                          centre[0] * east[1] - centre[1] * east[0]])
+        return cls(centre, east, north)
 
     def cos_distance(self, vectors: np.ndarray) -> np.ndarray:
         """The cosine of each direction's angle from the centre."""

@@ -8,6 +8,7 @@ error family: 401 with login challenges, 403, 429 with Retry-After.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import httpx2
@@ -19,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth import ANONYMOUS, Identity
 from auth import challenges
-from auth.access_tokens import AccessTokenVerifier, InvalidAccessToken, looks_like_jwt
+from auth.access_tokens import AccessTokenVerifier, InvalidAccessToken, KeysUnavailable, looks_like_jwt
 from auth.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from auth.oidc import OidcConfig, OidcLogin
 from auth.session import CSRF_FIELD, CSRF_HEADER, SessionStore, csrf_ok, session_user
@@ -55,7 +56,7 @@ class Access:
                 self.jwt = AccessTokenVerifier(
                     auth.oidc_issuer, auth.oidc_token_audience or auth.oidc_client_id,
                     auth.oidc_username_claim, self._fetch_jwks,
-                    leeway=auth.oidc_clock_skew_seconds)
+                    leeway=auth.oidc_clock_skew_seconds, retry_after_failure=auth.oidc_jwks_retry_seconds)
         self.limiter: RateLimiter | None = None
         if limits.anonymous_rate_limit:
             window = limits.anonymous_rate_window_seconds
@@ -111,10 +112,12 @@ class Access:
                 user_id, _ = await run_in_threadpool(self.jwt.verify, value)
             except InvalidAccessToken as exc:
                 raise self.invalid_token(f"access token refused: {exc}") from None
-            except (httpx2.HTTPError, ValueError, KeyError) as exc:
-                log.warning("cannot fetch the OIDC provider's keys: %s", exc)
+            except KeysUnavailable as exc:
+                if exc.__cause__ is not None:  # a fetch failed now, not one remembered
+                    log.warning("cannot fetch the OIDC provider's keys: %s", exc)
                 raise ServiceUnavailable("the identity provider's keys cannot be fetched just now; "
-                                         "try again shortly", headers={"Retry-After": "30"}) from None
+                                         "try again shortly",
+                                         headers={"Retry-After": str(math.ceil(exc.retry_after))}) from None
             return Identity(user_id, "jwt")
         raise self.invalid_token("not a token of this service")
 
@@ -126,19 +129,30 @@ class Access:
         if not self.settings.limits.anonymous_access:
             raise AuthenticationError("this service needs a login: send 'Authorization: Bearer <token>' "
                                       "(create a token at /tokens after logging in at /login)")
-        if self.limiter is not None:
-            try:
-                wait = await run_in_threadpool(self.limiter.hit, client)
-            except redis.RedisError as exc:  # the limit is protection, not a reason to fail
-                log.warning("rate limiter unavailable, request allowed: %s", exc)
-                wait = None
-            if wait is not None:
-                seconds = max(1, int(wait + 0.999))
-                raise ServiceUnavailable(
-                    f"too many requests from {client}: anonymous callers may make "
-                    f"{self.settings.limits.anonymous_rate_limit} per {self.settings.limits.anonymous_rate_window_seconds} s; "
-                    f"retry in {seconds} s, or log in", status=429, headers={"Retry-After": str(seconds)})
+        await self.limit_rate(client, "anonymous callers", "or log in")
         return ANONYMOUS
+
+    async def limit_rate(self, client: str, who: str, alternative: str = "") -> None:
+        """The anonymous rate limit (per client address): 429 with Retry-After beyond it."""
+        if self.limiter is None:
+            return
+        try:
+            wait = await run_in_threadpool(self.limiter.hit, client)
+        except redis.RedisError as exc:  # the limit is protection, not a reason to fail
+            log.warning("rate limiter unavailable, request allowed: %s", exc)
+            return
+        if wait is not None:
+            seconds = max(1, int(wait + 0.999))
+            limits = self.settings.limits
+            raise ServiceUnavailable(
+                f"too many requests from {client}: {who} may make {limits.anonymous_rate_limit} "
+                f"per {limits.anonymous_rate_window_seconds} s; retry in {seconds} s"
+                + (f", {alternative}" if alternative else ""), status=429, headers={"Retry-After": str(seconds)})
+
+    async def limit_logins(self, request: Request) -> None:
+        """A login that writes a row before the caller is known (a SAML AuthnRequest id)
+        counts against the anonymous rate limit of the client's address."""
+        await self.limit_rate(client_address(request, self.trust_forwarded), "logins")
 
     def is_operator(self, request: Request) -> bool:
         """Whether the caller is at an operator address (operator_clients): /metrics, and

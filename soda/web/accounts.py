@@ -123,6 +123,7 @@ class Accounts:
     async def login_saml(self, request: Request) -> Response:
         if self.saml is None:
             raise not_found("SAML login is not configured on this service")
+        await self.access.limit_logins(request)  # each login stores its AuthnRequest id
         next_path = _safe_next(request.query_params.get("next"))
         url = await run_in_threadpool(self.saml.login_redirect, next_path)
         return RedirectResponse(url, status_code=302)

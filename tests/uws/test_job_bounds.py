@@ -229,3 +229,30 @@ def test_a_create_and_run_the_queue_cannot_take_leaves_no_job(tmp_path) -> None:
         assert made.status_code == 303
         assert [j.phase for j in service.store.list(owner=None)] == [Phase.PENDING]
     broker.close()
+
+
+class RecordingStore(LocalStore):
+    """The local store, recording every key opened for writing."""
+
+    def __init__(self, root) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(root)
+        self.opened: list[str] = []
+
+    def writer(self, key: str):  # type: ignore[no-untyped-def]
+        self.opened.append(key)
+        return super().writer(key)
+
+
+def test_a_result_that_cannot_fit_is_refused_before_it_is_written(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    service, broker = make_service(tmp_path, lambda caller: Allowance(max_result_bytes=25))
+    service.storage = store = RecordingStore(tmp_path / "results")
+    job = service.create(SELFTEST, owner="ann", parameters=service.parse(SELFTEST, [("RESULTS", "5"), ("SIZE", "10")], "ann"),
+                         run_id=None, execution_duration=None, destruction=None)
+    assert service.run(job)
+    service.execute(SELFTEST, job.id)
+    finished = service.store.get(job.id)
+    assert (finished.phase, [r.id for r in finished.results]) == (Phase.ERROR, ["result-1.txt", "result-2.txt"])
+    # The third (30 bytes with it, over 25) was never opened: a job cannot overshoot the
+    # quota by a whole result before it is checked.
+    assert store.opened == [f"jobs/{job.id}/result-1.txt", f"jobs/{job.id}/result-2.txt"]
+    broker.close()

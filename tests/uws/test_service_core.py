@@ -26,6 +26,7 @@ from soda.ops.runtime import uws_config
 from uws.broker import make_broker
 from uws.kinds import JobContext, JobKind
 from uws.notify import LocalNotifier
+from uws.quota import Allowance
 from uws.phases import Phase
 from uws.selftest import SELFTEST
 from uws.store import JobStore
@@ -147,14 +148,14 @@ def test_destruction_is_clamped_to_the_tighter_limit(world):
 
 def test_create_applies_the_callers_destruction_limit(world):
     far = utcnow() + dt.timedelta(days=365)
-    capped = world.job(destruction=far, max_destruction_seconds=3600)
+    capped = world.job(destruction=far, allowance=Allowance(max_destruction_seconds=3600))
     assert abs((capped.destruction - capped.creation_time).total_seconds() - 3600) < 1
-    default = world.job(max_destruction_seconds=3600)  # the 7-day default is above the caller's limit
+    default = world.job(allowance=Allowance(max_destruction_seconds=3600))  # the 7-day default is above the caller's limit
     assert abs((default.destruction - default.creation_time).total_seconds() - 3600) < 1
     service_limit = world.job(destruction=far)
     assert abs((service_limit.destruction - service_limit.creation_time).total_seconds() - 30 * DAY) < 1
     early = utcnow() + dt.timedelta(minutes=10)
-    assert world.job(destruction=early, max_destruction_seconds=3600).destruction == early
+    assert world.job(destruction=early, allowance=Allowance(max_destruction_seconds=3600)).destruction == early
 
 
 def test_a_kind_is_registered_once(world):

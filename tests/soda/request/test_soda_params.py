@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from soda.request.params import FITS_FORMATS, CutoutParams, parse_cutout, to_pairs
+from conf import Settings
+from soda.request.params import FITS_FORMATS, CutoutParams, ShapeLimits, parse_cutout, to_pairs
 from soda.sky.regions import Circle, Polygon, Range
 from soda_bad_params import BAD_PARAMS, DEMO_ID
 from dali.errors import MultiValuedParamNotSupported, ServiceError, UsageError
@@ -14,6 +15,9 @@ from dali.errors import MultiValuedParamNotSupported, ServiceError, UsageError
 INF = math.inf
 LABELS = {"UsageError": UsageError, "MultiValuedParamNotSupported": MultiValuedParamNotSupported}
 DALI_POLYGON = "10.0 10.0 10.2 10.0 10.2 10.2 10.0 10.2"  # DALI §3.3.7's example
+_SODA = Settings().soda
+SERVICE_LIMITS = ShapeLimits(_SODA.max_request_shapes, _SODA.max_polygon_vertices,
+                             _SODA.max_request_polygon_vertices)  # the service's defaults
 
 
 def one_shape(value: str, name: str = "POS"):
@@ -33,7 +37,7 @@ def test_bad_table_is_big_and_unique() -> None:
                          ids=[case[0] for case in BAD_PARAMS])
 def test_bad_params(pairs: list[tuple[str, str]], label: str, fragment: str) -> None:
     with pytest.raises(ServiceError) as caught:
-        parse_cutout(pairs)
+        parse_cutout(pairs, limits=SERVICE_LIMITS)
     error = caught.value
     assert type(error) is LABELS[label]
     assert error.text.startswith(f"{label}: ")
