@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import dramatiq
+import peewee as pw
 from dramatiq.middleware import CurrentMessage
 from pydantic import ValidationError
 
@@ -257,9 +258,10 @@ class UWSService:
             raise
         except (UsageError, MultiValuedParamNotSupported) as exc:
             self.store.fail(job_id, token, "fatal", exc.text)
-        except (ServiceUnavailable, OSError) as caught:  # OSError: the results store (full, unmounted)
-            exc = caught if isinstance(caught, ServiceUnavailable) else \
-                ServiceUnavailable(f"the results store failed ({caught.strerror or caught})")
+        # OSError: the results store (full, unmounted); a database error: the job database
+        # stopped answering while the job wrote to it (a restart, a freeze cut at its deadline).
+        except (ServiceUnavailable, OSError, pw.OperationalError, pw.InterfaceError) as caught:
+            exc = _unavailable(caught)
             message = CurrentMessage.get_current_message()
             retries = message.options.get("retries", 0) if message is not None else 0
             retry = message is not None and self._should_retry(retries, exc)  # no message: no redelivery
@@ -398,3 +400,12 @@ class UWSService:
             if job.id not in recovered:
                 self._resend(job, report)
         return report
+
+
+def _unavailable(caught: Exception) -> ServiceUnavailable:
+    """A failure that may not recur, as the transient error a job can end with."""
+    if isinstance(caught, ServiceUnavailable):
+        return caught
+    if isinstance(caught, OSError):
+        return ServiceUnavailable(f"the results store failed ({caught.strerror or caught})")
+    return ServiceUnavailable("the job database did not answer")

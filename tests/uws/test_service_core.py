@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import peewee as pw
 import pytest
 
 from conf import load_settings
@@ -81,6 +82,12 @@ def _empty_unavailable(ctx: JobContext) -> None:
     raise ServiceUnavailable("the archive is down")
 
 
+def _database_gone(ctx: JobContext) -> None:
+    # What the driver raises when the server goes away mid-call (peewee wraps psycopg2's).
+    raise pw.OperationalError("server closed the connection unexpectedly")
+
+
+GONE = JobKind("gone", params_type=list, parse=lambda p, owner: p, run=_database_gone)
 CRASH = JobKind("crash", params_type=list, parse=lambda p, owner: p, run=_boom)
 MULTI = JobKind("multi", params_type=list, parse=lambda p, owner: p, run=_multi)
 DOWN = JobKind("down", params_type=list, parse=lambda p, owner: p, run=_empty_unavailable)
@@ -89,7 +96,7 @@ DOWN = JobKind("down", params_type=list, parse=lambda p, owner: p, run=_empty_un
 def build(tmp_path, **config) -> World:  # type: ignore[no-untyped-def]
     store = new_store(tmp_path)
     service = UWSService(config_with(**config), store, LocalStore(tmp_path / "results"), store.notifier)
-    for kind in (SELFTEST, CRASH, MULTI, DOWN):
+    for kind in (SELFTEST, CRASH, MULTI, DOWN, GONE):
         service.register(kind)
     broker = make_broker(None, "unit")
     service.attach(broker)
@@ -234,6 +241,14 @@ def test_service_unavailable_without_a_message_is_transient(world):
     assert (job.phase, job.error_type) == (Phase.ERROR, "transient")
     assert job.error_message == "ServiceUnavailable: the archive is down"
     assert job.attempts == 1
+
+
+def test_a_database_failure_inside_a_job_is_transient_not_an_incident(world):
+    job_id = world.queued(GONE)
+    world.service.execute(GONE, job_id)
+    job = world.store.get(job_id)
+    assert (job.phase, job.error_type) == (Phase.ERROR, "transient")
+    assert job.error_message == "ServiceUnavailable: the job database did not answer"
 
 
 def test_unexpected_exception_is_an_incident_without_its_details(world, caplog):
