@@ -43,9 +43,10 @@ def outside(survey_moc: MOC, ra: float, dec: float) -> bool:
 
 
 def moc_fits(moc: MOC) -> bytes:
-    """MOC 2.0 §4.3: the FITS serialisation (a binary table of NUNIQ cells)."""
+    """MOC 2.0 §4.3: the FITS serialisation, a binary table of NUNIQ cells (the ordering
+    MOC 1.x readers know too; MOCORDER beside MOCORD_S for them)."""
     out = BytesIO()
-    moc.serialize(format="fits", pre_v2=False).writeto(out)
+    moc.serialize(format="fits", v1_compatible=True).writeto(out)
     return out.getvalue()
 
 

@@ -41,9 +41,25 @@ def covering_circle(shape: Shape) -> Circle:
         return Circle(ra, dec, min(180.0, far * 1.0001 + 1e-9))
     ra1, ra2, dec1, dec2 = closed(shape)
     ra, dec = (ra1 + ra2) / 2, (dec1 + dec2) / 2
-    # Distances from the centre grow along both parallels and meridians towards the corners.
+    # Along a parallel edge the distance from the centre grows towards the corners (the RA
+    # offset is at most 180 degrees); along a meridian edge the farthest point is the one
+    # nearest the centre's antipode.
     far = max(float(separation(ra, dec, r, d)) for r in (ra1, ra2) for d in (dec1, dec2))
+    antipode = -unit_vectors(ra, dec)
+    for a, b in _meridian_arcs(ra1, ra2, dec1, dec2):
+        far = max(far, 180.0 - math.degrees(_arc_distance(antipode, a, b)))
     return Circle(ra, dec, min(180.0, far * 1.0001 + 1e-9))
+
+
+def _meridian_arcs(ra1: float, ra2: float, dec1: float,
+                   dec2: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A RANGE's meridian edges as minor great-circle arcs (split at the equator)."""
+    arcs = []
+    for ra in (ra1, ra2):
+        for low, high in ((dec1, min(dec2, 0.0)), (max(dec1, 0.0), dec2)):
+            if low < high:
+                arcs.append((unit_vectors(ra, low), unit_vectors(ra, high)))
+    return arcs
 
 
 def closed(shape: Range) -> tuple[float, float, float, float]:
@@ -152,14 +168,10 @@ def _meets_range(footprint: Sequence[Vertex], shape: Range) -> bool:
     if _inside(footprint, corners).any():
         return True
     edges = _edges(units)
-    # The range's meridian edges are great-circle arcs (split at the equator: minor arcs).
-    for ra in (ra1, ra2):
-        for low, high in ((dec1, min(dec2, 0.0)), (max(dec1, 0.0), dec2)):
-            if low >= high:
-                continue
-            m1, m2 = unit_vectors(ra, low), unit_vectors(ra, high)
-            if any(_arcs_cross(a, b, m1, m2) for a, b in edges):
-                return True
+    # The range's meridian edges are great-circle arcs.
+    for m1, m2 in _meridian_arcs(ra1, ra2, dec1, dec2):
+        if any(_arcs_cross(a, b, m1, m2) for a, b in edges):
+            return True
     # Its parallels are small circles: where does each footprint edge reach their Dec?
     for dec in (dec1, dec2):
         if abs(dec) >= 90.0:
