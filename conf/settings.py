@@ -340,6 +340,18 @@ class SodaSettings(Group):
     cutout_threads: LimitOrOff = Field(0, description=(
         "Threads of a web process that cut and encode /sync answers (a pool of their own, "
         "apart from the one serving database and token calls); 0: one per CPU core."))
+    sia_maxrec_default: NonNegativeInt = Field(1000, description=(
+        "SIA /query: rows answered when MAXREC is not given (DALI §3.2.4)."))
+    sia_maxrec_limit: PositiveInt = Field(10000, description=(
+        "SIA /query: the hard limit on rows; a larger MAXREC is lowered to it (then OVERFLOW)."))
+    sia_max_values: PositiveInt = Field(50, description=(
+        "SIA /query: the most values one parameter may take (POS=..&POS=.. and every other)."))
+    sia_scan_limit: PositiveInt = Field(20000, description=(
+        "SIA /query: the most images read from the index for one POS value before the other "
+        "constraints are applied; beyond it the answer is marked OVERFLOW."))
+    coverage_max_order: int = Field(10, description=(
+        "Coverage maps (/coverage/<survey>.fits|.json): the deepest HEALPix order of the MOCs "
+        "(10: cells of 3.4 arcmin; each order more halves them). 0 to 20."))
 
     @field_validator("ivoa_authority")
     @classmethod
@@ -347,6 +359,13 @@ class SodaSettings(Group):
         # IVOA Identifiers 2.0 §2.3.1: an authority id starts with an alphanumeric.
         if not v or not v[0].isalnum() or any(c in v for c in "/?#"):
             raise ValueError("must be an IVOA authority such as 'example.org' (no '/', '?' or '#')")
+        return v
+
+    @field_validator("coverage_max_order")
+    @classmethod
+    def _order(cls, v: int) -> int:
+        if not 0 <= v <= 20:
+            raise ValueError("must be between 0 and 20 (HEALPix orders a MOC of this service uses)")
         return v
 
     @field_validator("jpeg_quality")

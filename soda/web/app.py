@@ -32,7 +32,10 @@ from soda.web.access import Access, ChallengeMiddleware
 from soda.web.accounts import Accounts
 from soda.web import datalink
 from soda.web.datalink import LinkAccess, Links
+from soda.web.coverage import CoverageMaps, coverage_endpoint
 from soda.web.index import index_endpoint
+from soda.web import sia
+from soda.web.sia import SiaQueryService
 from soda.web.sync import sync_endpoint
 from soda.web.vosi import availability_endpoint, capabilities_endpoint
 from uws import JobRoutes
@@ -70,6 +73,10 @@ def create_app(settings: Settings | None = None,
         Route("/sync", sync_endpoint(runtime.cutouts, identify, runtime.pool), methods=["GET", "POST"]),
         DaliRoute("/links", _identified(links.links, identify), methods=["GET", "POST"],
                   errors=datalink.ERRORS),
+        DaliRoute("/query", _guarded(SiaQueryService(runtime).query, identify), methods=["GET", "POST"],
+                  errors=sia.ERRORS),
+        Route("/coverage/{file}", _guarded(coverage_endpoint(
+            runtime, CoverageMaps(settings.soda.coverage_max_order)), identify), methods=["GET"]),
         Route("/files", _guarded(links.files, identify, anonymous=settings.limits.anonymous_files),
               methods=["GET"]),
         Route("/capabilities", capabilities_endpoint(runtime), methods=["GET"]),

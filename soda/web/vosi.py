@@ -24,8 +24,11 @@ from dali.standards import (
     VOSI_AVAILABILITY,
     VOSI_CAPABILITIES,
 )
+from dali.votable import VOTABLE_TYPE
 from soda.ops.health import Check, UpSince, now_in_seconds
 from soda.ops.runtime import Runtime
+from soda.web.obscore import SIA_QUERY
+from soda.web.sia import image_catalogue
 from uws.kinds import JobKind
 
 VOSI_CAPABILITIES_NS = "http://www.ivoa.net/xml/VOSICapabilities/v1.0"
@@ -41,8 +44,9 @@ VARY = "Host, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Prefix"
 
 # --- capabilities ---------------------------------------------------------------------------
 
-def capabilities_document(base: str, mounts: Mapping[str, JobKind]) -> bytes:
-    """VOSI §3.1 capabilities of a service whose public root is ``base`` (no trailing slash)."""
+def capabilities_document(base: str, mounts: Mapping[str, JobKind], *, sia: bool = False) -> bytes:
+    """VOSI §3.1 capabilities of a service whose public root is ``base`` (no trailing slash);
+    ``sia``: the SIA 2.0 query is offered (the runtime holds an image index)."""
     root = etree.Element(f"{{{VOSI_CAPABILITIES_NS}}}capabilities",
                          nsmap={"vosi": VOSI_CAPABILITIES_NS, "vs": VS_NS, "xsi": XSI_NS})
     # VOSI §4: use="full" and no securityMethod: anyone may read these two.
@@ -50,6 +54,8 @@ def capabilities_document(base: str, mounts: Mapping[str, JobKind]) -> bytes:
     _interface(_capability(root, VOSI_AVAILABILITY), f"{base}/availability", use="full", version="1.1")
     _interface(_capability(root, SODA_SYNC), f"{base}/sync", use="base", version="1.0",
                query_types=("GET", "POST"))
+    if sia:
+        _sia(root, base)
     _datalink(root, base)
     for path, kind in mounts.items():
         _job_list(root, f"{base}{path}", kind, soda=path == SODA_ASYNC_PATH)
@@ -98,6 +104,37 @@ def _datalink(root: etree._Element, base: str) -> None:
            use="optional")
 
 
+# SIA 2.0 §2.1: the query parameters; name, description, UCD, VODataService data type.
+SIA_PARAMS = (
+    ("POS", "positions: CIRCLE ra dec radius, RANGE ra1 ra2 dec1 dec2 or POLYGON ra dec ... (deg)",
+     "pos.outline;obs", "string"),
+    ("BAND", "wavelength interval (m): low high", "em.wl;stat.interval", "real"),
+    ("TIME", "time interval (MJD): low high", "time.interval;obs.exposure", "real"),
+    ("POL", "polarization state (ObsCore pol_states)", "meta.code;phys.polarization", "string"),
+    ("FOV", "field of view interval (deg): low high", "phys.angSize;instr.fov", "real"),
+    ("SPATRES", "spatial resolution interval (arcsec): low high", "pos.angResolution", "real"),
+    ("EXPTIME", "exposure time interval (s): low high", "time.duration;obs.exposure", "real"),
+    ("ID", "publisher dataset identifier", "meta.ref.ivoid", "string"),
+    ("COLLECTION", "survey name (obs_collection)", "meta.id", "string"),
+    ("FACILITY", "facility name", "meta.id;instr.tel", "string"),
+    ("INSTRUMENT", "instrument name", "meta.id;instr", "string"),
+    ("DPTYPE", "data product type: image or cube", "meta.code.class", "string"),
+    ("CALIB", "calibration level 0-4", "meta.code;obs.calib", "integer"),
+    ("TARGET", "target name (the tile or patch)", "meta.id;src", "string"),
+    ("FORMAT", "a media type the data is offered in", "meta.code.mime", "string"),
+    ("MAXREC", "the most rows to answer (DALI)", None, "integer"),
+    ("RESPONSEFORMAT", "the answer's format (VOTable only)", None, "string"),
+)
+
+
+def _sia(root: etree._Element, base: str) -> None:
+    """SIA 2.0 §2: the {query} endpoint, answering ObsCore rows as VOTable."""
+    interface = _interface(_capability(root, SIA_QUERY), f"{base}/query", use="base", version="2.0",
+                           query_types=("GET", "POST"), result_type=VOTABLE_TYPE)
+    for name, description, ucd, datatype in SIA_PARAMS:
+        _param(interface, name, description, use="optional", ucd=ucd, datatype=datatype)
+
+
 def _job_list(root: etree._Element, url: str, kind: JobKind, *, soda: bool) -> None:
     if soda:
         _interface(_capability(root, SODA_ASYNC), url, use="base", version="1.0")
@@ -133,7 +170,8 @@ def capabilities_endpoint(runtime: Runtime) -> Endpoint:
     async def capabilities(request: Request) -> Response:
         if not_modified_since(request, modified):
             return Response(status_code=304, headers=headers)
-        body = capabilities_document(public_base(request, trust), runtime.mounts)
+        body = capabilities_document(public_base(request, trust), runtime.mounts,
+                                     sia=image_catalogue(runtime) is not None)
         response = xml_response(body)
         response.headers.update(headers)
         return response

@@ -1,0 +1,180 @@
+"""SIA 2.0 {query} (SIA 2.0 §2): images of the catalogue by position, band, time and the
+other ObsCore constraints, answered as DataLink-enabled ObsCore rows (``obscore.py``).
+
+Candidates come from the image catalogue (``ImageCatalogue.search``) by the circle
+covering each POS value, or by dataset ID, or the whole sky; each is then tested against
+every constraint exactly (``soda.sky.overlap`` for POS). Values of one parameter OR, and
+parameters AND (SIA 2.0 §2.1). A constraint on a column that is null for an image (TIME
+on a coadd: ObsCore has no time for it) does not match it, as the same condition on the
+ObsCore table would not (SIA 2.0 §2.1 defines the parameters as constraints on ObsCore).
+
+The answer is bounded (DALI §3.2.4): at most MAXREC rows (default and hard limit in the
+settings), with OVERFLOW when truncated; at most ``sia_scan_limit`` images are read from
+the index per POS value (OVERFLOW too when that limit was reached), and every parameter
+takes at most ``sia_max_values`` values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dali import votable
+from dali.errors import ServiceUnavailable
+from dali.http import ErrorFormat, public_base, read_params
+from dali.standards import DATALINK_TYPE
+from soda.ops.runtime import Runtime
+from soda.request.sia import SiaLimits, SiaQuery, parse_sia
+from soda.sky.overlap import covering_circle, meets
+from soda.surveys.catalogue import CatalogueImage, ImageCatalogue
+from soda.web.obscore import ObsRow, answer, obs_row
+
+# DALI §4.2, §4.4.2: a VOTable service answers errors as a VOTable with QUERY_STATUS=ERROR.
+ERRORS = ErrorFormat(votable.VOTABLE_TYPE, lambda error: votable.error_document(error.text))
+# FORMAT (SIA 2.0 §2.1.16) matches what a row's links lead to: its DataLink document, the
+# whole FITS file and SODA FITS cutouts, PNG/JPEG previews.
+OFFERED_FORMATS = frozenset({DATALINK_TYPE.lower(), "application/x-votable+xml", "application/fits",
+                             "image/fits", "image/png", "image/jpeg"})
+VARY = "Host, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Prefix"
+
+
+def image_catalogue(runtime: Runtime) -> ImageCatalogue | None:
+    """The runtime's image index (``soda/index``, filled by ``cutout ingest``); None while the
+    runtime holds none. The one place the SIA and coverage endpoints find the catalogue."""
+    return getattr(runtime, "catalogue", None)
+
+
+def require_catalogue(runtime: Runtime) -> ImageCatalogue:
+    catalogue = image_catalogue(runtime)
+    if catalogue is None:
+        raise ServiceUnavailable("the image index is not available in this service")
+    return catalogue
+
+
+def sia_limits(runtime: Runtime) -> SiaLimits:
+    soda = runtime.settings.soda
+    return SiaLimits(maxrec_default=min(soda.sia_maxrec_default, soda.sia_maxrec_limit),
+                     maxrec_limit=soda.sia_maxrec_limit, max_values=soda.sia_max_values)
+
+
+@dataclass(frozen=True)
+class Found:
+    rows: list[ObsRow]
+    overflow: bool
+
+
+class SiaQueryService:
+    def __init__(self, runtime: Runtime, catalogue: Callable[[], ImageCatalogue | None] | None = None) -> None:
+        self.runtime = runtime
+        self.catalogue = catalogue or (lambda: image_catalogue(runtime))
+        self.limits = sia_limits(runtime)
+        self.scan_limit = runtime.settings.soda.sia_scan_limit
+
+    async def query(self, request: Request) -> Response:
+        params = await read_params(request)
+        query = parse_sia(params.pairs, self.limits)
+        base = public_base(request, self.runtime.settings.ops.trust_forwarded_headers)
+        if query.maxrec == 0:  # DALI §3.2.4: metadata only, with the overflow indicator
+            body = answer([], base, overflow=True)
+        else:
+            found = await run_in_threadpool(self.find, query, base)
+            body = answer(found.rows, base, found.overflow)
+        return Response(body, media_type=votable.VOTABLE_TYPE, headers={"Vary": VARY})
+
+    def find(self, query: SiaQuery, base: str) -> Found:
+        catalogue = self.catalogue()
+        if catalogue is None:
+            raise ServiceUnavailable("the image index is not available in this service")
+        surveys = self.runtime.datasets.surveys
+        names = [s for s in surveys if not query.collections or s in query.collections]
+        images, truncated = self._candidates(catalogue, query, names)
+        authority = self.runtime.settings.soda.ivoa_authority
+        rows: list[ObsRow] = []
+        for image in sorted(images.values(), key=lambda i: (i.survey, i.name)):
+            if query.shapes and not any(meets(image.footprint.vertices, s) for s in query.shapes):
+                continue
+            row = obs_row(image, surveys.get(image.survey), authority, base)
+            if matches(row, query):
+                rows.append(row)
+        overflow = truncated or len(rows) > query.maxrec
+        return Found(rows[:query.maxrec], overflow)
+
+    def _candidates(self, catalogue: ImageCatalogue, query: SiaQuery,
+                    surveys: Sequence[str]) -> tuple[dict[tuple[str, str], CatalogueImage], bool]:
+        found: dict[tuple[str, str], CatalogueImage] = {}
+        if not surveys:
+            return found, False
+        if query.ids and not query.shapes:
+            for did in query.ids:
+                survey_name = self._survey_of(did)
+                if survey_name in surveys:
+                    image = catalogue.get(survey_name, did.split("?", 1)[1])
+                    if image is not None:
+                        found[(image.survey, image.name)] = image
+            return found, False
+        circles = [covering_circle(s) for s in query.shapes] or [None]
+        truncated = False
+        for circle in circles:
+            ra, dec, radius = (0.0, 90.0, 180.0) if circle is None else (circle.ra, circle.dec, circle.radius)
+            hits = catalogue.search(list(surveys), ra, dec, radius, self.scan_limit)
+            truncated |= len(hits) >= self.scan_limit
+            for image in hits:
+                found[(image.survey, image.name)] = image
+        return found, truncated
+
+    def _survey_of(self, did: str) -> str | None:
+        """The survey a publisher DID ivo://<authority>/<survey>?<name> names (IVOA
+        Identifiers 2.0 §2: the authority is case-insensitive)."""
+        prefix = f"ivo://{self.runtime.settings.soda.ivoa_authority}/".lower()
+        if not did.lower().startswith(prefix) or "?" not in did:
+            return None
+        return did[len(prefix):].split("?", 1)[0]
+
+
+def _within(value: object, intervals: Sequence[tuple[float, float]]) -> bool:
+    return isinstance(value, (int, float)) and any(low <= value <= high for low, high in intervals)
+
+
+def _overlaps(low: object, high: object, intervals: Sequence[tuple[float, float]]) -> bool:
+    if not isinstance(low, (int, float)) or not isinstance(high, (int, float)):
+        return False
+    return any(a <= high and b >= low for a, b in intervals)
+
+
+def matches(row: ObsRow, query: SiaQuery) -> bool:
+    """SIA 2.0 §2.1: every parameter given holds (AND), each by any of its values (OR).
+    A null column satisfies no constraint."""
+    checks: list[tuple[bool, Callable[[], bool]]] = [
+        # §2.1.2 BAND, §2.1.3 TIME: the intervals overlap the image's coverage.
+        (bool(query.bands), lambda: _overlaps(row["em_min"], row["em_max"], query.bands)),
+        (bool(query.times), lambda: _overlaps(row["t_min"], row["t_max"], query.times)),
+        # §2.1.4 POL: the image has one of the states.
+        (bool(query.pols), lambda: row["pol_states"] is not None and any(
+            p in str(row["pol_states"]).strip("/").split("/") for p in query.pols)),
+        # §2.1.5-2.1.7 FOV, SPATRES, EXPTIME: the value lies in an interval.
+        (bool(query.fovs), lambda: _within(row["s_fov"], query.fovs)),
+        (bool(query.spatres), lambda: _within(row["s_resolution"], query.spatres)),
+        (bool(query.exptimes), lambda: _within(row["t_exptime"], query.exptimes)),
+        # §2.1.10 ID: IVOA identifiers compare case-insensitively.
+        (bool(query.ids), lambda: str(row["obs_publisher_did"]).lower() in {i.lower() for i in query.ids}),
+        # §2.1.11-2.1.15: exact values.
+        (bool(query.collections), lambda: row["obs_collection"] in query.collections),
+        (bool(query.facilities), lambda: row["facility_name"] in query.facilities),
+        (bool(query.instruments), lambda: row["instrument_name"] in query.instruments),
+        (bool(query.dptypes), lambda: row["dataproduct_type"] in query.dptypes),
+        (bool(query.calibs), lambda: row["calib_level"] in query.calibs),
+        (bool(query.targets), lambda: str(row["target_name"]).lower() in {t.lower() for t in query.targets}),
+        # §2.1.16 FORMAT: a format the row's links offer (MIME parameters and case aside,
+        # except the DataLink content parameter).
+        (bool(query.formats), lambda: any(_format(f) in OFFERED_FORMATS for f in query.formats)),
+    ]
+    return all(check() for given, check in checks if given)
+
+
+def _format(value: str) -> str:
+    text = value.strip().lower().replace(" ", "")
+    return text if text == DATALINK_TYPE.lower() else text.split(";")[0]
