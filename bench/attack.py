@@ -540,7 +540,8 @@ CTYPES = ["application/x-www-form-urlencoded", "multipart/form-data", "multipart
 SUBS = ["", "/phase", "/executionduration", "/destruction", "/quote", "/error", "/results",
         "/results/0", "/results/r0", "/results/../../x", "/parameters", "/owner", "/results/%00"]
 OTHER = ["/", "/links", "/files", "/capabilities", "/availability", "/tables", "/healthz", "/readyz",
-         "/metrics", "/whoami", "/usage", "/tokens", "/tokens/abc", "/tokens/" + "x" * 40, "/login",
+         "/metrics", "/whoami", "/usage", "/tokens", "/tokens/abc", "/tokens/" + "x" * 40, "/tokens/x%00",
+         "/login",
          "/login/oidc", "/login/saml", "/auth/oidc/callback", "/auth/saml/acs", "/auth/saml/metadata",
          "/logout", "/x%00", "/nope", "/%ff%fe", "/async/", "/sync/", "/..%2f..%2fetc%2fpasswd",
          "/index.html", "/static/x", "/selftest", "/" + "a" * 4000]
@@ -779,7 +780,12 @@ def phase_fuzz(cl: Cluster, t: Table, n: int, seed: int) -> None:
           f"transport errors={fz.kinds['transport']}", None)
     def where(k: str) -> str:
         top = fz.where[k].most_common(6)
-        return ("; on " + ", ".join(f"{w} x{n}" for w, n in top)) if top else ""
+        if not top:
+            return ""
+        nul = sum(n for w, n in fz.where[k].items() if "%00" in w)
+        resources = sorted({re.sub(r"/(results/)?[^/]*%00[^/]*", "/…%00", w.split(" ", 1)[1]) for w in fz.where[k]})
+        return (f"; {nul} of them on a path with %00 (NUL); resources: {', '.join(resources)[:400]}; top: "
+                + ", ".join(f"{w} x{n}" for w, n in top))
     t.add("a fuzz", f"unexpected 5xx: {fz.kinds['5xx']} of {sent}{where('5xx')}", fz.kinds["5xx"] == 0)
     t.add("a fuzz", f"unlabelled refusals: {fz.kinds['unlabelled']} of {sent}{where('unlabelled')}",
           fz.kinds["unlabelled"] == 0)
