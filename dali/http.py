@@ -25,10 +25,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dali.errors import ServiceError, UsageError
+from dali.errors import ServiceError, UsageError, not_found
 from dali.limits import FORM_LIMITS, FormLimits
 from dali.params import Params, RequestParams, clean
-from dali.votable import VOTABLE_TYPE, error_document
+from dali.votable import NOT_XML, VOTABLE_TYPE, error_document
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,16 @@ def xml_response(body: bytes, status: int = 200) -> Response:
 
 def text_response(text: str, status: int = 200) -> PlainTextResponse:
     return PlainTextResponse(text, status_code=status)
+
+
+def path_param(request: Request, name: str) -> str:
+    """A path parameter (a job, result or token id). The ids we give out never hold the
+    characters XML cannot carry, and PostgreSQL cannot even compare text with a NUL: such a
+    path names nothing."""
+    value: str = request.path_params[name]
+    if NOT_XML.search(value):
+        raise not_found(f"no {name.replace('_', ' ')} holds control characters")
+    return value
 
 
 def first_header(request: Request, name: str) -> str | None:

@@ -17,7 +17,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable, UsageError, not_found
-from dali.http import Endpoint, client_address, public_base, read_params, text_response, xml_response
+from dali.http import Endpoint, client_address, path_param, public_base, read_params, text_response, xml_response
 from dali.params import Params, RequestParams
 from dali.timestamps import isoformat, parse_timestamp
 from dali.votable import VOTABLE_TYPE, error_document
@@ -87,7 +87,7 @@ class JobRoutes:
 
     async def _job(self, request: Request) -> tuple[JobView, Caller]:
         identity = await self.identify(request)
-        job_id = request.path_params["job_id"]
+        job_id = path_param(request, "job_id")
         job = await run_in_threadpool(self.store.get, job_id)
         if job is None or job.kind != self.kind.name:
             raise not_found(f"no job {job_id!r} at {self.list_url(request)}")
@@ -322,9 +322,10 @@ class JobRoutes:
 
     async def get_result(self, request: Request) -> Response:
         job, _ = await self._job(request)
-        result = job.result(request.path_params["result_id"])
+        result_id = path_param(request, "result_id")
+        result = job.result(result_id)
         if result is None:
-            raise not_found(f"job {job.id} has no result {request.path_params['result_id']!r}")
+            raise not_found(f"job {job.id} has no result {result_id!r}")
         path = await run_in_threadpool(self.service.storage.local_path, result.key)
         if path is None:
             raise not_found(f"result {result.id!r} of job {job.id} is no longer stored")

@@ -24,7 +24,7 @@ from auth.oidc import OidcLoginFailed
 from auth.session import CSRF_FIELD, csrf_token, end_session, session_user, start_session
 from auth.tokens import TokenInfo
 from dali.errors import AuthenticationError, AuthorizationError, UsageError, not_found
-from dali.http import is_form, public_base, read_form, read_params
+from dali.http import is_form, path_param, public_base, read_form, read_params
 from dali.params import RequestParams
 from soda.web.access import Access
 from uws.quota import Allowance
@@ -253,7 +253,7 @@ class Accounts:
 
     async def token(self, request: Request) -> Response:
         identity = await self.access.require_user(request)
-        token_id = request.path_params["token_id"]
+        token_id = path_param(request, "token_id")
         if request.method == "POST":
             action = (await read_params(request)).single("ACTION")
             if action != "DELETE":
