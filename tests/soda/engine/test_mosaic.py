@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from PIL import Image
 
 from conf import load_settings
 from dali.errors import UsageError
@@ -159,6 +160,21 @@ def test_lsst_patch_corner_equals_the_tract_pixels(lsst: tuple[Cutouts, LSSTSurv
         here = WCS(head).pixel_to_world_values(0, 0)
         there = sky.tract_wcs(DEFAULT_TRACT).pixel_to_world_values(x0, y0)
         assert np.allclose(here, there, atol=1e-10)
+
+
+def test_lsst_patch_corner_picture(lsst: tuple[Cutouts, LSSTSurvey]) -> None:
+    """A PNG across the corner shows the assembled pixels and names its sources."""
+    cutouts, _ = lsst
+    sky = skymap(DEMO)
+    inner, _ = sky.patch_boxes(DEFAULT_TRACT, central_patches(sky, DEFAULT_TRACT)[0])
+    ra, dec = sky.tract_wcs(DEFAULT_TRACT).pixel_to_world_values(inner.x1, inner.y1)
+    request = cutouts.parse([("CIRCLE", f"{float(ra)!r} {float(dec)!r} {40 * DEMO.pixel_scale / 3600!r}"),
+                             ("RESPONSEFORMAT", "png")])
+    body = cutouts.make(cutouts.plan(request), request, LIMITS)
+    assert body is not None
+    with Image.open(io.BytesIO(body)) as picture:
+        assert picture.size == (81, 81)
+        assert picture.text["mosaic"].count("ivo://") == 4
 
 
 def test_lsst_inside_one_patch_is_not_assembled(lsst: tuple[Cutouts, LSSTSurvey]) -> None:
