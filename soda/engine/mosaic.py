@@ -21,7 +21,7 @@ resampled with ``reproject.reproject_interp``:
   interpolation error (the tiles share one pixel scale, so the pixel area is the same to
   a part in 10^6); the noise of the resampled pixels is correlated, which the weights do
   not say;
-* integer planes (bit masks): nearest neighour, never interpolated. reproject would
+* integer planes (bit masks): nearest neighbour, never interpolated. reproject would
   turn integers into float32 (losing bits above 2^24), so they go through it as float64,
   exact for every 32-bit value, and come back as integers.
 
@@ -114,36 +114,34 @@ def _place(image: ImageRef, hdul: fits.HDUList, first: WCS, same_grid: bool) -> 
     return _Source(image, hdul, wcs, shape, offset, extent, centre)
 
 
-def _on_source(source: _Source, first: WCS, box: PixelBox, ys: np.ndarray,
-               xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates in ``source`` of the box's pixels (ys, xs: indices in the box)."""
-    x, y = xs + box.x0, ys + box.y0
-    if source.offset is not None:
-        return (x - source.offset[0]).astype(float), (y - source.offset[1]).astype(float)
-    sx, sy = source.wcs.world_to_pixel_values(*first.pixel_to_world_values(x, y))
-    return np.asarray(sx, dtype=float), np.asarray(sy, dtype=float)
-
-
-def _owners(first_shape: tuple[int, int], first: WCS, box: PixelBox, sources: list[_Source]) -> np.ndarray:
-    """Which image gives each pixel of the box: -1 the first, k the k-th source, -2 none."""
+def _owners(first_shape: tuple[int, int], first: WCS, box: PixelBox,
+            sources: list[_Source]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which image gives each pixel of the box (-1 the first, k the k-th source, -2 none),
+    and where that pixel is on the source that gives it (x, y; NaN on the first image's)."""
     ny, nx = box.shape
     owner = np.full((ny, nx), -2, dtype=np.int16)
+    at_x, at_y = np.full((ny, nx), np.nan), np.full((ny, nx), np.nan)
     ys, xs = np.mgrid[0:ny, 0:nx]
     x, y = xs + box.x0, ys + box.y0
     own = (x >= 0) & (x < first_shape[1]) & (y >= 0) & (y < first_shape[0])
     owner[own] = -1
-    ys, xs = ys[~own], xs[~own]
-    best = np.full(ys.shape, np.inf)
-    pick = np.full(ys.shape, -2, dtype=np.int16)
+    x, y = x[~own], y[~own]
+    world = first.pixel_to_world_values(x, y) if any(s.offset is None for s in sources) else None
+    best = np.full(x.shape, np.inf)
+    pick = np.full(x.shape, -2, dtype=np.int16)
+    px, py = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
     for k, source in enumerate(sources):
-        sx, sy = _on_source(source, first, box, ys, xs)
+        if source.offset is not None:
+            sx, sy = (x - source.offset[0]).astype(float), (y - source.offset[1]).astype(float)
+        else:
+            sx, sy = (np.asarray(v, dtype=float) for v in source.wcs.world_to_pixel_values(*world))
         sny, snx = source.shape
         covers = (sx >= -0.5) & (sx < snx - 0.5) & (sy >= -0.5) & (sy < sny - 0.5)
-        distance = np.hypot(xs + box.x0 - source.centre[0], ys + box.y0 - source.centre[1])
+        distance = np.hypot(x - source.centre[0], y - source.centre[1])
         better = covers & (distance < best)
-        best[better], pick[better] = distance[better], k
-    owner[ys, xs] = pick
-    return owner
+        best[better], pick[better], px[better], py[better] = distance[better], k, sx[better], sy[better]
+    owner[~own], at_x[~own], at_y[~own] = pick, px, py
+    return owner, at_x, at_y
 
 
 def _read(hdul: fits.HDUList, image: ImageRef, name: str, box: PixelBox) -> tuple[np.ndarray, fits.Header]:
@@ -154,58 +152,52 @@ def _read(hdul: fits.HDUList, image: ImageRef, name: str, box: PixelBox) -> tupl
         raise ImageUnreadable(f"{image.dataset_id}: cannot read HDU {name}: {exc}") from exc
 
 
-def _resampled(source: _Source, name: str, sy: np.ndarray, sx: np.ndarray, target: WCS,
+def _resampled(source: _Source, names: list[str], sy: np.ndarray, sx: np.ndarray, target: WCS,
                shape: tuple[int, int], integer: bool) -> np.ndarray:
-    """The source plane resampled onto ``target`` (of ``shape``); NaN where it has no pixels."""
+    """The source's planes resampled onto ``target`` (of ``shape``), one per name; NaN where
+    it has no pixels."""
     from reproject import reproject_interp  # heavy (dask): only when tiles are resampled
 
     sny, snx = source.shape
     # The source pixels the interpolation needs: those round the points, one pixel more.
     read = PixelBox(max(0, math.floor(sx.min()) - 1), min(snx, math.ceil(sx.max()) + 2),
                     max(0, math.floor(sy.min()) - 1), min(sny, math.ceil(sy.max()) + 2))
-    data, _ = _read(source.hdul, source.image, name, read)
-    data = data.astype(np.float64 if integer else np.result_type(data.dtype, np.float32))
+    data = np.stack([_read(source.hdul, source.image, name, read)[0].astype(np.float64) for name in names])
+    # No round trip check of the coordinates: only pixels the source holds are asked for.
     values, _ = reproject_interp((data, shifted(source.wcs, read.x0, read.y0)), target, shape_out=shape,
-                                 order="nearest-neighbor" if integer else "bilinear")
+                                 order="nearest-neighbor" if integer else "bilinear", roundtrip_coords=False)
     return np.asarray(values)
 
 
-def _plane(first: ImageRef, hdul: fits.HDUList, index: int, box: PixelBox, owner: np.ndarray,
-           first_shape: tuple[int, int], first_wcs: WCS, sources: list[_Source]) -> tuple[CutPlane, str]:
-    name = first.hdus[index]
-    inside = intersection(box, PixelBox(0, first_shape[1], 0, first_shape[0]))
-    assert inside is not None  # the region meets the first image
-    part, header = _read(hdul, first, name, inside)
-    dtype = part.dtype.newbyteorder("=")
-    integer = dtype.kind in "iub"
-    out = np.full(box.shape, 0 if integer else np.nan, dtype=dtype)
-    out[inside.y0 - box.y0:inside.y1 - box.y0, inside.x0 - box.x0:inside.x1 - box.x0] = part
-    method = NONE
-    for k, source in enumerate(sources):
-        if index >= len(source.image.hdus):
+def _fill(outs: list[np.ndarray], methods: list[str], index: int, source: _Source,
+          owners: tuple[np.ndarray, np.ndarray, np.ndarray], box: PixelBox, first_wcs: WCS) -> None:
+    """The pixels the ``index``-th source owns, in every plane."""
+    owner, at_x, at_y = owners
+    ys, xs = np.nonzero(owner == index)
+    if ys.size == 0:
+        return
+    # The owned pixels' own box, in the cutout (local) and on the first image's grid.
+    local = PixelBox(int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1)
+    ly, lx = ys - local.y0, xs - local.x0
+    planes = list(enumerate(source.image.hdus[:len(outs)]))
+    if source.offset is not None:
+        dx, dy = source.offset
+        there = PixelBox(box.x0 + local.x0 - dx, box.x0 + local.x1 - dx,
+                         box.y0 + local.y0 - dy, box.y0 + local.y1 - dy)
+        for i, name in planes:
+            outs[i][ys, xs] = _read(source.hdul, source.image, name, there)[0][ly, lx]
+        return
+    sx, sy = at_x[ys, xs], at_y[ys, xs]
+    target = shifted(first_wcs, box.x0 + local.x0, box.y0 + local.y0)
+    for integer in (False, True):
+        group = [(i, name) for i, name in planes if (outs[i].dtype.kind in "iub") == integer]
+        if not group:
             continue
-        ys, xs = np.nonzero(owner == k)
-        if ys.size == 0:
-            continue
-        # The owned pixels' own box, in the cutout (local) and on the first image's grid.
-        local = PixelBox(int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1)
-        ly, lx = ys - local.y0, xs - local.x0
-        other = source.image.hdus[index]
-        if source.offset is not None:
-            dx, dy = source.offset
-            there = PixelBox(box.x0 + local.x0 - dx, box.x0 + local.x1 - dx,
-                             box.y0 + local.y0 - dy, box.y0 + local.y1 - dy)
-            pixels, _ = _read(source.hdul, source.image, other, there)
-            out[ys, xs] = pixels[ly, lx]
-            continue
-        method = NEAREST if integer else BILINEAR
-        sx, sy = _on_source(source, first_wcs, box, ys, xs)
-        target = shifted(first_wcs, box.x0 + local.x0, box.y0 + local.y0)
-        values = _resampled(source, other, sy, sx, target, local.shape, integer)[ly, lx]
-        if integer:
-            values = np.where(np.isnan(values), 0, values)
-        out[ys, xs] = values.astype(dtype)
-    return CutPlane(str(hdul[hdu_key(name)].name or name), out, header.copy()), method
+        values = _resampled(source, [name for _, name in group], sy, sx, target, local.shape, integer)
+        for (i, _), plane in zip(group, values, strict=True):
+            picked = plane[ly, lx]
+            outs[i][ys, xs] = np.where(np.isnan(picked), 0, picked) if integer else picked
+            methods[i] = NEAREST if integer else BILINEAR
 
 
 def assemble(image: ImageRef, region: Shape, box: PixelBox, survey: Survey, max_pixels: int | None,
@@ -243,13 +235,24 @@ def assemble(image: ImageRef, region: Shape, box: PixelBox, survey: Survey, max_
             raise UsageError(f"the cutout from {image.dataset_id} and its neighbours would have "
                              f"{final.shape[1]}x{final.shape[0]} pixels, more than {limit_name} of "
                              f"{max_pixels}; ask for a smaller region")
-        owner = _owners(shape, first_wcs, final, sources)
-        made = [_plane(image, hdul, i, final, owner, shape, first_wcs, sources)
-                for i in range(len(image.hdus[:planes]))]
-        used = sorted({int(k) for k in np.unique(owner) if k >= 0})
+        owners = _owners(shape, first_wcs, final, sources)
+        inside = intersection(final, own)
+        assert inside is not None  # the region meets the first image
+        outs, made = [], []
+        for name in image.hdus[:planes]:
+            part, plane_header = _read(hdul, image, name, inside)
+            dtype = part.dtype.newbyteorder("=")
+            out = np.full(final.shape, 0 if dtype.kind in "iub" else np.nan, dtype=dtype)
+            out[inside.y0 - final.y0:inside.y1 - final.y0, inside.x0 - final.x0:inside.x1 - final.x0] = part
+            outs.append(out)
+            made.append(CutPlane(str(hdul[hdu_key(name)].name or name), out, plane_header.copy()))
+        methods = [NONE] * len(outs)
+        for k, source in enumerate(sources):
+            _fill(outs, methods, k, source, owners, final, first_wcs)
+        used = sorted({int(k) for k in np.unique(owners[0]) if k >= 0})
         mosaic = Mosaic(sources=(image.dataset_id, *(sources[k].image.dataset_id for k in used)),
-                        resample=tuple(method for _, method in made))
-        return Cut(image, region, final, tuple(plane for plane, _ in made), mosaic)
+                        resample=tuple(methods))
+        return Cut(image, region, final, tuple(made), mosaic)
 
 
 def cut_across(image: ImageRef, region: Shape | None, max_pixels: int | None, survey: Survey | None, *,
