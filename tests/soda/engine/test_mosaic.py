@@ -379,3 +379,27 @@ def test_assembled_box_obeys_the_pixel_limit(des: tuple[Cutouts, IndexedDES]) ->
     tight = CutoutLimits(max_pixels=limit, max_cutouts=None, max_preview_source=limit, name="the test limit")
     with pytest.raises(UsageError, match="and its neighbours would have .* more than the test limit"):
         _cut_fits(cutouts, circle, tight)
+
+
+def test_surveys_name_their_neighbours(lsst: tuple[Cutouts, LSSTSurvey], des: tuple[Cutouts, IndexedDES]) -> None:
+    """LSST by its sky map, DES through the image catalogue (Survey's default): the same band,
+    never the image itself."""
+    _, patches = lsst
+    sky = skymap(DEMO)
+    inner, _ = sky.patch_boxes(DEFAULT_TRACT, central_patches(sky, DEFAULT_TRACT)[0])
+    ra, dec = (float(v) for v in sky.tract_wcs(DEFAULT_TRACT).pixel_to_world_values(inner.x1, inner.y1))
+    [first] = patches.at(ra, dec, ["r"])
+    found = patches.neighbours(first, ra, dec, 10 * DEMO.pixel_scale / 3600)
+    assert len(found) == 3 and first not in found and {n.band for n in found} == {"r"}
+    assert all(patches.same_grid(first, n) for n in found)
+    # Nearest first: from a point in the first patch's inner box, that patch leads.
+    assert first.tile != f"{DEFAULT_TRACT}_{central_patches(sky, DEFAULT_TRACT)[0]}"
+    there = [float(v) for v in sky.tract_wcs(DEFAULT_TRACT).pixel_to_world_values(inner.x1 - 5, inner.y1 - 5)]
+    assert patches.neighbours(first, *there, 0.001)[0].tile == f"{DEFAULT_TRACT}_{central_patches(sky, DEFAULT_TRACT)[0]}"
+    _, tiles = des
+    [tile] = tiles.at(*_corner(), ["r"])
+    near = tiles.neighbours(tile, *_corner(), 0.01)
+    assert near and tile not in near and all(n.dataset_id.endswith(f"?{n.tile}_r") for n in near)
+    assert [n.tile for n in near] == sorted((n.tile for n in near), key=lambda t: separation(*tile_centre(t), *_corner()))
+    assert not tiles.same_grid(tile, near[0]) and tiles.same_grid(tile, tile)
+    assert tiles.by_id(near[0].dataset_id) == near[0]
