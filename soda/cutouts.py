@@ -17,7 +17,8 @@ from functools import partial
 from conf import Settings
 from dali.errors import MultiValuedParamNotSupported, ServiceError, UsageError
 from dali.params import Params
-from soda.engine.cutout import Cut, ImageUnreadable, cut
+from soda.engine.cutout import Cut, ImageUnreadable
+from soda.engine.mosaic import cut_across
 from soda.engine.pixels import PixelBox
 from soda.engine.thumbnails import Thumbnails
 from soda.output.fits import fits_cutouts
@@ -60,9 +61,10 @@ def _unreadable(image: ImageRef, exc: ImageUnreadable) -> ServiceError:
 
 
 def _cut(image: ImageRef, *, target: Target, limit: int, planes: int | None, limit_name: str,
-         box: PixelBox | None = None) -> Cut | None:
+         datasets: Datasets, box: PixelBox | None = None) -> Cut | None:
     try:
-        return cut(image, target.shape, limit, planes=planes, box=box, limit_name=limit_name)
+        return cut_across(image, target.shape, limit, datasets.surveys.get(image.survey), planes=planes,
+                          box=box, limit_name=limit_name)
     except ImageUnreadable as exc:
         raise _unreadable(image, exc) from None
 
@@ -155,7 +157,7 @@ class Cutouts:
         preview = request.render is not None
         limit = limits.max_preview_source if preview else limits.max_pixels
         cut_one = partial(_cut, target=target, limit=limit, planes=1 if preview else None,
-                          limit_name=limits.name)
+                          limit_name=limits.name, datasets=self.datasets)
         if not target.colour:
             found = [c for c in map(cut_one, target.images) if c is not None]
             return found or None

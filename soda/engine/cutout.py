@@ -30,11 +30,20 @@ class CutPlane:
 
 
 @dataclass(frozen=True)
+class Mosaic:
+    """How a cut past its image's edge was assembled (``soda.engine.mosaic``)."""
+
+    sources: tuple[str, ...]   # dataset IDs of the images that gave pixels, the cut's own first
+    resample: tuple[str, ...]  # per plane: "none" (copied), "bilinear" or "nearest"
+
+
+@dataclass(frozen=True)
 class Cut:
     image: ImageRef
     region: Shape | None  # None: the whole image
-    box: PixelBox
+    box: PixelBox         # on the image's grid; past its edges when assembled (mosaic)
     planes: tuple[CutPlane, ...]
+    mosaic: Mosaic | None = None  # None: every pixel is the image's own
 
 
 class ImageUnreadable(Exception):

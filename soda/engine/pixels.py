@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.wcs import WCS
+from astropy.wcs import WCS, Sip
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from soda.sky.polygons import polygon_plane
@@ -180,3 +180,34 @@ def pixel_box(wcs: WCS, shape_yx: tuple[int, int], region: Shape) -> PixelBox | 
     if x0 >= x1 or y0 >= y1:
         return None
     return PixelBox(x0, x1, y0, y1)
+
+
+def region_box(wcs: WCS, shape_yx: tuple[int, int], region: Shape, reach: int) -> PixelBox | None:
+    """The pixels of ``region`` on the image's pixel grid carried ``reach`` pixels past each
+    edge: the box may start below 0 or end past the image (for assembling a cutout from
+    neighbouring images); None when the region misses that wider grid."""
+    ny, nx = shape_yx
+    box = pixel_box(shifted(wcs, -reach, -reach), (ny + 2 * reach, nx + 2 * reach), region)
+    if box is None:
+        return None
+    return PixelBox(box.x0 - reach, box.x1 - reach, box.y0 - reach, box.y1 - reach)
+
+
+def intersection(a: PixelBox, b: PixelBox) -> PixelBox | None:
+    x0, x1, y0, y1 = max(a.x0, b.x0), min(a.x1, b.x1), max(a.y0, b.y0), min(a.y1, b.y1)
+    return PixelBox(x0, x1, y0, y1) if x0 < x1 and y0 < y1 else None
+
+
+def union(a: PixelBox, b: PixelBox) -> PixelBox:
+    """The smallest box holding both."""
+    return PixelBox(min(a.x0, b.x0), max(a.x1, b.x1), min(a.y0, b.y0), max(a.y1, b.y1))
+
+
+def shifted(wcs: WCS, x0: int, y0: int) -> WCS:
+    """The celestial WCS of the same pixel grid with its pixel (0, 0) at (x0, y0) of ``wcs``'s."""
+    out = wcs.celestial.deepcopy()
+    out.wcs.crpix = out.wcs.crpix - np.array([x0, y0], dtype=float)
+    if out.sip is not None:  # SIP keeps its own copy of CRPIX
+        out.sip = Sip(out.sip.a, out.sip.b, out.sip.ap, out.sip.bp, out.wcs.crpix)
+    out.pixel_shape = None
+    return out

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from astropy.io import fits
+
 from renderers.fits import cutout_header, set_card, write_fits
 from soda import SERVICE, VERSION
-from soda.engine.cutout import Cut
+from soda.engine.cutout import Cut, Mosaic
 
 
 def fits_cutouts(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:
@@ -21,7 +23,7 @@ def fits_cutouts(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:
     }
     planes = []
     for number, c in enumerate(cuts, start=1):
-        for plane in c.planes:
+        for index, plane in enumerate(c.planes):
             header = cutout_header(plane.header, c.box.x0, c.box.y0)
             header["EXTNAME"] = plane.name
             header["EXTVER"] = number
@@ -36,6 +38,18 @@ def fits_cutouts(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:
                      "source pixels cut (FITS section, 1-based)")
             set_card(header, "REGION", c.region.dali() if c.region is not None else "whole image",
                      "requested region (ICRS deg)")
+            if c.mosaic is not None:
+                _mosaic_cards(header, c.mosaic, index)
             header["SVCVERS"] = VERSION
             planes.append((plane.data, header))
     return write_fits(planes, primary)
+
+
+def _mosaic_cards(header: fits.Header, mosaic: Mosaic, plane: int) -> None:
+    """A cut assembled across its image's edge says so, and from which images."""
+    set_card(header, "MOSAIC", True, "pixels assembled from neighbouring images")
+    set_card(header, "NSRCIMG", len(mosaic.sources), "number of source images (SRCIMGn)")
+    for n, source in enumerate(mosaic.sources, start=1):
+        set_card(header, f"SRCIMG{n}", source, "IVOA dataset ID of a source image")
+    set_card(header, "RESAMPLE", mosaic.resample[plane],
+             "other grids onto this one: none, bilinear or nearest")

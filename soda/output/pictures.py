@@ -20,6 +20,8 @@ def provenance(cuts: list[Cut], options: RenderParams) -> dict[str, str]:
         "source-box": f"[{first.box.x0 + 1}:{first.box.x1},{first.box.y0 + 1}:{first.box.y1}]",
         "service": f"{SERVICE} {VERSION}",
     }
+    if first.mosaic is not None:
+        text["mosaic"] = f"{', '.join(first.mosaic.sources)} (resampled: {first.mosaic.resample[0]})"
     if len(cuts) == 3:
         text["rgb"] = ",".join(c.image.band for c in cuts) + f" (Lupton, Q={options.q:g})"
     else:

@@ -57,3 +57,29 @@ class Survey(ABC):
     def bands_in(self, low: float, high: float) -> list[str]:
         """Bands whose wavelength range overlaps the interval [low, high] (metres)."""
         return [b for b in self.bands if self.band_range(b)[0] <= high and self.band_range(b)[1] >= low]
+
+    def neighbours(self, image: ImageRef, ra: float, dec: float, radius: float) -> list[ImageRef]:
+        """Other images of the image's band whose footprints meet the circle (degrees), nearest
+        first: those a cutout crossing the image's edge is assembled from.
+
+        By default they come from the survey's image catalogue (``self.catalogue``, an
+        ``ImageCatalogue``), when it has one: its images named like the image's dataset ID
+        (``<ID prefix>?<name>``). Without a catalogue: none.
+        """
+        catalogue = getattr(self, "catalogue", None)
+        if catalogue is None:
+            return []
+        prefix = image.dataset_id.rpartition("?")[0]
+        found = []
+        for other in catalogue.overlapping(self.name, ra, dec, radius):
+            if other.band != image.band or other.field == image.tile:
+                continue
+            found.append(ImageRef(dataset_id=f"{prefix}?{other.name}", survey=self.name, tile=other.field,
+                                  band=other.band, path=other.path, hdus=other.hdus or image.hdus))
+        return found
+
+    def same_grid(self, a: ImageRef, b: ImageRef) -> bool:
+        """Whether two images share one pixel grid, so that pixels are copied between them by an
+        integer offset (the bands of one field always do; other fields only where the survey
+        says so, e.g. LSST patches of one tract)."""
+        return a.survey == b.survey and a.tile == b.tile

@@ -9,6 +9,7 @@ listing folders; the sky map says which tract and patch serve a position.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,7 +147,7 @@ class LSSTSurvey(Survey):
         """Whether two images share one pixel grid: LSST patches of the same tract do."""
         return a.survey == b.survey and a.tile.split("_")[0] == b.tile.split("_")[0]
 
-    def neighbours(self, image: ImageRef, ra: float, dec: float, radius: float) -> list[str]:
+    def neighbour_fields(self, image: ImageRef, ra: float, dec: float, radius: float) -> list[str]:
         """The fields ("<tract>_<patch>") of the image's tract whose outer boxes meet a circle.
 
         The circle (degrees) is bounded by its box of tract pixels, so a patch that only
@@ -161,6 +162,27 @@ class LSSTSurvey(Survey):
         x1, y1 = int(centre[0] + reach + 0.5) + 1, int(centre[1] + reach + 0.5) + 1
         box = PixelBox(x0, y0, x1 - x0, y1 - y0)
         return [f"{tract}_{patch}" for patch in self.skymap.patches_in_box(tract, box)]
+
+    def neighbours(self, image: ImageRef, ra: float, dec: float, radius: float) -> list[ImageRef]:
+        """The image's band in the other patches of its tract that meet the circle and were
+        ingested, nearest first (by the sky map, not the catalogue's footprints)."""
+        found = []
+        for name in self.neighbour_fields(image, ra, dec, radius):
+            parsed = parse_name(f"{name}_{image.band}")
+            ref = self._ref(*parsed) if parsed and name != image.tile else None
+            if ref is not None:
+                found.append(ref)
+        tract = int(image.tile.split("_")[0])
+        here = self.skymap.tract_pixel(tract, ra, dec)
+        if here is None:
+            return found
+        hx, hy = here
+
+        def distance(ref: ImageRef) -> float:  # tract pixels to the centre of the patch's inner box
+            inner, _ = self.skymap.patch_boxes(tract, int(ref.tile.split("_")[1]))
+            return math.hypot(inner.x0 + inner.nx / 2 - hx, inner.y0 + inner.ny / 2 - hy)
+
+        return sorted(found, key=distance)
 
     # --- ingest -----------------------------------------------------------------------------
 

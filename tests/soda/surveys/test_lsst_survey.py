@@ -157,10 +157,10 @@ def test_neighbours(survey: LSSTSurvey) -> None:
     ref = survey.by_id(f"ivo://{AUTHORITY}/lsst?{DEFAULT_TRACT}_{p0}_r")
     inner, _ = sky.patch_boxes(DEFAULT_TRACT, p0)
     corner = [float(v) for v in wcs.all_pix2world([[inner.x1 - 0.5, inner.y1 - 0.5]], 0)[0]]
-    near_corner = survey.neighbours(ref, *corner, radius=30 * 0.2 / 3600)
+    near_corner = survey.neighbour_fields(ref, *corner, radius=30 * 0.2 / 3600)
     assert near_corner == [f"{DEFAULT_TRACT}_{p}" for p in _patches()]
     middle = [float(v) for v in wcs.all_pix2world([[inner.x0 + 100, inner.y0 + 100]], 0)[0]]
-    assert survey.neighbours(ref, *middle, radius=20 * 0.2 / 3600) == [f"{DEFAULT_TRACT}_{p0}"]
+    assert survey.neighbour_fields(ref, *middle, radius=20 * 0.2 / 3600) == [f"{DEFAULT_TRACT}_{p0}"]
 
 
 def test_bands(survey: LSSTSurvey) -> None:
