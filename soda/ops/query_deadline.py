@@ -74,6 +74,9 @@ class QueryDeadlines:
                 self._cut(conn)
 
     def _cut(self, conn: _Connection) -> None:
+        # Recorded before the cut: the call wakes at the cut, and what it does next (the
+        # pool checking its other connections) must already know the server is silent.
+        self.last_cut = time.monotonic()
         with contextlib.suppress(OSError, ValueError):
             fd = conn.fileno()
             # A duplicate of the descriptor: shutdown acts on the socket both share, and the
@@ -81,7 +84,6 @@ class QueryDeadlines:
             with socket.socket(fileno=os.dup(fd)) as sock:
                 sock.shutdown(socket.SHUT_RDWR)
             self.cut += 1
-            self.last_cut = time.monotonic()
             log.warning("a database call passed its deadline: connection cut")
 
     def close(self) -> None:

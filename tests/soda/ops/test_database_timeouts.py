@@ -251,6 +251,7 @@ def test_requests_queued_behind_a_frozen_server_fail_together(relay):
         # One liveness check cut (1 s) and one connect timeout (1 s); without the shortcut
         # each request would check the pooled connections and connect in turn (> 10 s).
         assert elapsed < 5, (elapsed, [s for _, s in outcomes])
+        assert db.deadlines is not None and db.deadlines.cut == 1  # the other three dropped unasked
         server.flowing.set()
         time.sleep(1.1)  # the quiet period after the failure ends
         assert db.execute_sql("SELECT 3").fetchone() == (3,)
