@@ -266,6 +266,24 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def scanned_catalogue(root: Path, survey: str = "des", layout=None):  # type: ignore[no-untyped-def]
+    """The images of a folder as `cutout ingest` reads them, in a catalogue in memory."""
+    from soda.index.ingest import fits_files
+    from soda.index.scan import scan_file
+    from soda.surveys.des import DESSurvey
+    from soda.surveys.in_memory import InMemoryCatalogue
+
+    return InMemoryCatalogue(image for path in fits_files(root)
+                             for image in scan_file(path, survey, layout or DESSurvey, {}))
+
+
+def demo_survey(root: Path, authority: str = "demo.cutout"):  # type: ignore[no-untyped-def]
+    """The DES survey over the images of a demo folder."""
+    from soda.surveys.des import DESSurvey
+
+    return DESSurvey(scanned_catalogue(root), authority)
+
+
 def link_demo(data_dir: Path, demo_root: Path) -> Path:
     """Point a data dir's des survey root at the session's demo, so nothing is rebuilt."""
     (data_dir / "demo").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,50 @@
+"""HEALPix cells (nested) of footprints and circles, through astropy-healpix."""
+
+from __future__ import annotations
+
+import math
+
+import astropy.units as u
+import numpy as np
+from astropy_healpix import HEALPix
+
+from soda.index.tables import CELL_ORDER
+
+_GRID = HEALPix(nside=2**CELL_ORDER, order="nested")
+# astropy-healpix's cone search can leave out a cell the circle only grazes: widen the
+# circle by one cell size so every touched cell is in.
+_PAD = float(_GRID.pixel_resolution.to_value(u.deg))
+# A circle needing more cells than this is searched at a coarser order, as ranges.
+_MAX_CELLS = 64
+
+
+def cell_of(ra: float, dec: float) -> int:
+    return int(_GRID.lonlat_to_healpix(ra * u.deg, dec * u.deg))
+
+
+def circle_cells(ra: float, dec: float, radius: float) -> list[int]:
+    """Every cell (at CELL_ORDER) that a circle of ``radius`` degrees may touch."""
+    found = _GRID.cone_search_lonlat(ra * u.deg, dec * u.deg, min(180.0, radius + _PAD) * u.deg)
+    return sorted(int(c) for c in found)
+
+
+def circle_ranges(ra: float, dec: float, radius: float) -> list[tuple[int, int]]:
+    """The same as half-open ranges [low, high) of CELL_ORDER cells, few of them even for a
+    wide circle: a coarser order's cell is a range of nested cells at CELL_ORDER."""
+    order = CELL_ORDER
+    while True:
+        grid = HEALPix(nside=2**order, order="nested")
+        pad = float(grid.pixel_resolution.to_value(u.deg))
+        cells = grid.cone_search_lonlat(ra * u.deg, dec * u.deg, min(180.0, radius + pad) * u.deg)
+        if len(cells) <= _MAX_CELLS or order == 0:
+            break
+        order = max(0, order - max(1, math.ceil(math.log(len(cells) / _MAX_CELLS, 4))))
+    shift = 4 ** (CELL_ORDER - order)
+    ranges: list[tuple[int, int]] = []
+    for c in np.sort(cells):
+        low, high = int(c) * shift, (int(c) + 1) * shift
+        if ranges and ranges[-1][1] == low:
+            ranges[-1] = (ranges[-1][0], high)
+        else:
+            ranges.append((low, high))
+    return ranges
