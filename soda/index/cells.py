@@ -14,6 +14,7 @@ _GRID = HEALPix(nside=2**CELL_ORDER, order="nested")
 # astropy-healpix's cone search can leave out a cell the circle only grazes: widen the
 # circle by one cell size so every touched cell is in.
 _PAD = float(_GRID.pixel_resolution.to_value(u.deg))
+_RES0 = float(HEALPix(nside=1).pixel_resolution.to_value(u.deg))  # order 0: 58.6 degrees
 # A circle needing more cells than this is searched at a coarser order, as ranges.
 _MAX_CELLS = 64
 
@@ -31,7 +32,8 @@ def circle_cells(ra: float, dec: float, radius: float) -> list[int]:
 def circle_ranges(ra: float, dec: float, radius: float) -> list[tuple[int, int]]:
     """The same as half-open ranges [low, high) of CELL_ORDER cells, few of them even for a
     wide circle: a coarser order's cell is a range of nested cells at CELL_ORDER."""
-    order = CELL_ORDER
+    # Start at the order whose cells are about half the radius: a dozen or so cells.
+    order = CELL_ORDER if radius <= 0 else max(0, min(CELL_ORDER, round(math.log2(2 * _RES0 / radius))))
     while True:
         grid = HEALPix(nside=2**order, order="nested")
         pad = float(grid.pixel_resolution.to_value(u.deg))

@@ -49,11 +49,11 @@ class IndexTables:
             hdus = pw.TextField()  # JSON list, science first
             ny = pw.IntegerField()
             nx = pw.IntegerField()
-            pixel_scale = pw.FloatField()  # arcsec per pixel
+            pixel_scale = pw.DoubleField()  # arcsec per pixel
             vertices = pw.TextField()  # JSON [[ra, dec], ...] round the edge
-            ra = pw.FloatField()
-            dec = pw.FloatField()
-            radius = pw.FloatField()  # degrees, centre to farthest vertex
+            ra = pw.DoubleField()
+            dec = pw.DoubleField()
+            radius = pw.DoubleField()  # degrees, centre to farthest vertex
             extra = pw.TextField()  # JSON object
 
             class Meta:

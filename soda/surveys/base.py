@@ -71,8 +71,8 @@ def _image_hdus(hdul: fits.HDUList) -> list[int]:
 
 
 def _hdu_label(hdul: fits.HDUList, i: int) -> str:
-    name = str(hdul[i].header.get("EXTNAME", "")).strip()
-    if name and not name.isdigit() and sum(1 for h in hdul if h.name == name.upper()) == 1:
+    name = hdul[i].name.strip()
+    if i and name and not name.isdigit() and sum(1 for h in hdul if h.name == name) == 1:
         return name
     return str(i)
 
