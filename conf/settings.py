@@ -511,7 +511,9 @@ class SurveySettings(Group):
 
     factory: str = Field(description=(
         "The survey class, \"package.module:Class\" (a soda.surveys.base.Survey)."))
-    root: Path = Field(description="Its image store; a relative path is taken from data_dir.")
+    root: Path = Field(description=(
+        "Its image store, a relative path taken from data_dir: where the demo builder writes, "
+        "and what `cutout ingest --survey NAME` walks when given no path."))
     hdus: tuple[str, ...] = Field((), description=(
         "The HDUs cut identically, science first; empty: those the survey's file layout "
         "found at ingest (SCI, MSK, WGT for DESDM coadds; the image HDU otherwise)."))

@@ -145,7 +145,7 @@ def ingest(args: argparse.Namespace) -> int:
         known = ", ".join(settings.surveys) or "none"
         print(f"cutout ingest: no survey {survey!r} is configured (surveys: {known})", file=sys.stderr)
         return 1
-    paths = [Path(p) for p in args.paths]
+    paths = [Path(p) for p in args.paths] or [settings.survey_root(survey)]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         print(f"cutout ingest: no such file or folder: {', '.join(missing)}", file=sys.stderr)
@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = commands.add_parser("ingest", help="index FITS images (files or folders) for a survey; incremental")
     p.add_argument("--survey", help="the configured survey they belong to (default: the first)")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="FITS/.fits.fz files or folders of them")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="FITS/.fits.fz files or folders of them (default: the survey's root)")
     p.set_defaults(func=ingest)
 
     p = commands.add_parser("check-config", help="print the effective settings or their errors")
