@@ -33,7 +33,8 @@ def footprint(wcs: WCS, shape: tuple[int, int]) -> Footprint:
     xm, ym = (nx - 1) / 2, (ny - 1) / 2
     xs = np.array([x0, xm, x1, x1, x1, xm, x0, x0, xm])
     ys = np.array([y0, y0, y0, ym, y1, y1, y1, ym, ym])
-    ra, dec = wcs.pixel_to_world_values(xs, ys)
+    world = wcs.pixel_to_world_values(xs, ys)
+    ra, dec = np.asarray(world[wcs.wcs.lng]), np.asarray(world[wcs.wcs.lat])  # DEC--TAN may come first
     if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
         raise BadFile("its WCS puts part of the image nowhere on the sky")
     ra = np.mod(ra, 360.0)
@@ -62,7 +63,8 @@ def _image(survey: str, path: Path, hdul: fits.HDUList, found: Recognised) -> Ca
         raise BadFile(f"HDU {label}: its WCS cannot be read ({exc})") from None
     if not wcs.has_celestial or wcs.naxis != 2:
         raise BadFile(f"HDU {label} has no celestial WCS")
-    wcs = wcs.celestial
+    if wcs.wcs.lng < 0 or wcs.wcs.lat < 0:
+        raise BadFile(f"HDU {label} has no celestial WCS")
     scale = float(np.mean(proj_plane_pixel_scales(wcs))) * 3600.0
     if not (math.isfinite(scale) and scale > 0):
         raise BadFile(f"HDU {label}: its WCS has no pixel scale")
