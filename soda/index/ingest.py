@@ -144,6 +144,10 @@ def ingest(db: pw.Database, survey: str, layout: type[Survey], paths: Sequence[P
             _forget(tables, gone)
             if gone:
                 tables.File.delete().where(tables.File.id.in_(gone)).execute()
+            if report.new or report.changed or gone:
+                # Fresh statistics, so the planner keeps using the cell index.
+                for table in ("index_file", "index_image", "index_cell"):
+                    db.execute_sql(f"ANALYZE {table}")
         report.removed = len(gone)
     if progress and not files:
         progress(0, 0)
