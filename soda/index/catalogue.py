@@ -50,11 +50,12 @@ class IndexCatalogue:
         # The lookups of every request, written out (peewee's query building costs more
         # than the query). A position takes two: its cell's images by the cell index, then
         # those images by id. As one join, planners took the survey's index and scanned
-        # every image of the survey.
+        # every image of the survey; so does a survey condition beside the ids (it is
+        # tested here instead).
         columns = ", ".join(_COLUMNS)
         self._get_sql = f"SELECT {columns} FROM index_image WHERE survey = ? AND name = ?"
         self._cell_sql = "SELECT image_id FROM index_cell WHERE cell = ?"
-        self._by_id_sql = f"SELECT {columns} FROM index_image WHERE survey = ? AND id IN "
+        self._by_id_sql = f"SELECT {columns} FROM index_image WHERE id IN "
 
     @contextmanager
     def _session(self) -> Iterator[None]:
@@ -89,11 +90,11 @@ class IndexCatalogue:
             if not ids:
                 return []
             sql = self._by_id_sql.replace("?", p) + "(" + ", ".join([p] * len(ids)) + ")"
-            rows = self.db.execute_sql(sql, (survey, *ids)).fetchall()
-        images = (as_image(row) for row in rows)
-        return _nearest((i for i in images
-                         if holds(i.footprint.vertices, i.footprint.centre, i.footprint.radius, ra, dec)),
-                        ra, dec)
+            rows = self.db.execute_sql(sql, ids).fetchall()
+        # Only the images that hold the position are read in full.
+        v, c, r = _COLUMNS.index("vertices"), _COLUMNS.index("ra"), _COLUMNS.index("radius")
+        return _nearest((as_image(row) for row in rows if row[0] == survey and holds(
+            json.loads(row[v]), (row[c], row[c + 1]), row[r], ra, dec)), ra, dec)
 
     def overlapping(self, survey: str, ra: float, dec: float, radius: float) -> list[CatalogueImage]:
         return self._meeting([survey], ra, dec, radius)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import astropy.units as u
 import numpy as np
 from astropy_healpix import HEALPix
 
 from soda.index.tables import CELL_ORDER
+from soda.sky.footprint import meets_circle
+from soda.sky.sphere import separation
 
 _GRID = HEALPix(nside=2**CELL_ORDER, order="nested")
 # astropy-healpix's cone search can leave out a cell the circle only grazes: widen the
@@ -27,6 +30,19 @@ def circle_cells(ra: float, dec: float, radius: float) -> list[int]:
     """Every cell (at CELL_ORDER) that a circle of ``radius`` degrees may touch."""
     found = _GRID.cone_search_lonlat(ra * u.deg, dec * u.deg, min(180.0, radius + _PAD) * u.deg)
     return sorted(int(c) for c in found)
+
+
+def footprint_cells(vertices: Sequence[tuple[float, float]], centre: tuple[float, float],
+                    radius: float) -> list[int]:
+    """The cells a footprint may touch: those of its circle whose own circumscribed circle
+    (with a margin: cell edges are not great circles) meets the footprint."""
+    cells = np.array(circle_cells(centre[0], centre[1], radius), dtype=np.int64)
+    lon, lat = _GRID.healpix_to_lonlat(cells)
+    corners_lon, corners_lat = _GRID.boundaries_lonlat(cells, step=1)
+    ra, dec = lon.to_value(u.deg), lat.to_value(u.deg)
+    reach = separation(ra[:, None], dec[:, None], corners_lon.to_value(u.deg), corners_lat.to_value(u.deg)).max(axis=1)
+    return [int(c) for c, r, d, m in zip(cells, ra, dec, reach)
+            if meets_circle(vertices, centre, radius, float(r), float(d), 1.1 * float(m))]
 
 
 def circle_ranges(ra: float, dec: float, radius: float) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import peewee as pw
 
-from soda.index.cells import circle_cells
+from soda.index.cells import footprint_cells
 from soda.index.scan import BadFile, scan_file
 from soda.index.tables import IndexTables
 from soda.surveys.base import FITS_SUFFIXES, Survey
@@ -104,7 +104,7 @@ def _store(tables: IndexTables, file_id: int, images: Sequence[CatalogueImage]) 
             nx=image.shape[1], pixel_scale=image.pixel_scale,
             vertices=json.dumps([list(v) for v in fp.vertices]), ra=fp.centre[0], dec=fp.centre[1],
             radius=fp.radius, extra=json.dumps(dict(image.extra)))
-        cells = circle_cells(fp.centre[0], fp.centre[1], fp.radius)
+        cells = footprint_cells(fp.vertices, fp.centre, fp.radius)
         tables.Cell.insert_many([(row.id, c) for c in cells],
                                 fields=[tables.Cell.image, tables.Cell.cell]).execute()
 
