@@ -549,15 +549,32 @@ class SurveySettings(Group):
 
     factory: str = Field(description=(
         "The survey class, \"package.module:Class\" (a soda.surveys.base.Survey)."))
-    root: Path = Field(description="Its image store; a relative path is taken from data_dir.")
-    index: str = Field("index.csv", description="The tile index, relative to root.")
-    hdus: tuple[str, ...] = Field(("SCI", "MSK", "WGT"), description=(
-        "The HDUs cut identically, science first."))
+    root: Path = Field(description=(
+        "Its image store, a relative path taken from data_dir: where the demo builder writes, "
+        "and what `cutout ingest --survey NAME` walks when given no path."))
+    hdus: tuple[str, ...] = Field((), description=(
+        "The HDUs cut identically, science first; empty: those the survey's file layout "
+        "found at ingest (SCI, MSK, WGT for DESDM coadds; the image HDU otherwise)."))
+    band_map: dict[str, str] = Field(default_factory=dict, description=(
+        "Header values to band names, for `cutout ingest`: the BAND or FILTER card's whole "
+        "value or its first word -> the band (unmapped, the first word is the band; \"\" "
+        "names the band of images without either card, else 'unknown')."))
+    band_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict, description=(
+        "Band -> (low, high) wavelength in metres, for SODA BAND; bands not listed take "
+        "the common filters' ranges (ugrizy, Y, Johnson UBVRI), others 300 nm to 2.5 um."))
     demo_builder: str = Field("", description=(
-        "\"package.module:function\" that builds demo images into root at start when the "
-        "index is missing; empty: none."))
+        "\"package.module:function\" that builds demo images into root at start (when "
+        "missing); they are then ingested into the index. Empty: none."))
     rgb_bands: tuple[str, ...] = Field((), description=(
         "The colour composite's default bands as R, G, B (RGB=default)."))
+
+    @field_validator("band_ranges")
+    @classmethod
+    def _ranges(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for band, (low, high) in v.items():
+            if not 0 < low < high:
+                raise ValueError(f"band {band}: need 0 < low < high metres (got {low}, {high})")
+        return v
 
     @field_validator("factory", "demo_builder")
     @classmethod

@@ -269,6 +269,49 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def scanned_catalogue(root: Path, survey: str = "des", layout=None):  # type: ignore[no-untyped-def]
+    """The images of a folder as `cutout ingest` reads them, in a catalogue in memory."""
+    from soda.index.ingest import fits_files
+    from soda.index.scan import scan_file
+    from soda.surveys.des import DESSurvey
+    from soda.surveys.in_memory import InMemoryCatalogue
+
+    return InMemoryCatalogue(image for path in fits_files(root)
+                             for image in scan_file(path, survey, layout or DESSurvey, {}))
+
+
+def write_sky_image(path: Path, ra: float, dec: float, size: int = 64, scale: float = 1.0,
+                    rotation: float = 0.0, header: dict[str, object] | None = None) -> Path:
+    """A small FITS image with a TAN WCS centred on (ra, dec): ``scale`` arcsec per pixel,
+    rotated by ``rotation`` degrees; its pixels are a ramp (values tell positions apart)."""
+    import math
+
+    import numpy as np
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra, dec]
+    wcs.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
+    s, t = scale / 3600.0, math.radians(rotation)
+    wcs.wcs.cd = [[-s * math.cos(t), s * math.sin(t)], [s * math.sin(t), s * math.cos(t)]]
+    hdu = fits.PrimaryHDU(np.arange(size * size, dtype=np.float32).reshape(size, size),
+                          header=wcs.to_header())
+    for key, value in (header or {}).items():
+        hdu.header[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hdu.writeto(path, overwrite=True)
+    return path
+
+
+def demo_survey(root: Path, authority: str = "demo.cutout"):  # type: ignore[no-untyped-def]
+    """The DES survey over the images of a demo folder."""
+    from soda.surveys.des import DESSurvey
+
+    return DESSurvey(scanned_catalogue(root), authority)
+
+
 def link_demo(data_dir: Path, demo_root: Path) -> Path:
     """Point a data dir's des survey root at the session's demo, so nothing is rebuilt."""
     (data_dir / "demo").mkdir(parents=True, exist_ok=True)

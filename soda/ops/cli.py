@@ -1,4 +1,4 @@
-"""The ``cutout`` command: serve, worker, demo-data, check-config, config-defaults, token."""
+"""The ``cutout`` command: serve, worker, demo-data, ingest, check-config, config-defaults, token."""
 
 from __future__ import annotations
 
@@ -117,8 +117,50 @@ def demo_data(args: argparse.Namespace) -> int:
     if args.bands:
         kwargs["bands"] = tuple(args.bands.split(","))
     started = time.monotonic()
-    index = build_des_demo(out, **kwargs)  # type: ignore[arg-type]
-    print(f"demo survey in {out} (index {index}) ready after {time.monotonic() - started:.1f} s")
+    build_des_demo(out, **kwargs)  # type: ignore[arg-type]
+    print(f"demo survey in {out} ready after {time.monotonic() - started:.1f} s "
+          f"(`cutout serve` ingests it at start, or run `cutout ingest --survey des {out}`)")
+    return 0
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 40
+    filled = width * done // total if total else width
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} files")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def ingest(args: argparse.Namespace) -> int:
+    """Index the images of FITS files (or folders of them) for a survey; incremental."""
+    from soda.index.surveys import ingest_survey
+    from soda.index.tables import MIGRATIONS
+    from soda.ops.database import close_database, migrate, open_database
+
+    settings = _settings_or_exit()
+    _logging(settings)
+    survey = args.survey or next(iter(settings.surveys), None)
+    if survey not in settings.surveys:
+        known = ", ".join(settings.surveys) or "none"
+        print(f"cutout ingest: no survey {survey!r} is configured (surveys: {known})", file=sys.stderr)
+        return 1
+    paths = [Path(p) for p in args.paths] or [settings.survey_root(survey)]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        print(f"cutout ingest: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    settings.ops.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings.ops.effective_database_url)
+    try:
+        migrate(db, [("images", MIGRATIONS)])
+        report = ingest_survey(db, settings, survey, paths,
+                               progress=_progress_bar if sys.stderr.isatty() else None)
+    finally:
+        close_database(db)
+    for path, reason in report.bad:
+        print(f"bad file {path}: {reason}")
+    print(report.summary())
     return 0
 
 
@@ -247,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiles", help="comma-separated tile names (default: the demo tiles)")
     p.add_argument("--bands", help="comma-separated bands (default: g,r,i)")
     p.set_defaults(func=demo_data)
+
+    p = commands.add_parser("ingest", help="index FITS images (files or folders) for a survey; incremental")
+    p.add_argument("--survey", help="the configured survey they belong to (default: the first)")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="FITS/.fits.fz files or folders of them (default: the survey's root)")
+    p.set_defaults(func=ingest)
 
     p = commands.add_parser("check-config", help="print the effective settings or their errors")
     p.set_defaults(func=check_config)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -145,21 +144,16 @@ def redis_probe(url: str, timeout: float) -> Probe:
 
 
 def check_images(datasets: Datasets) -> None:
-    """Every survey root can be listed and its index file read."""
+    """Every survey has images in the index, and the file of one of them can be read."""
     for name, survey in datasets.surveys.items():
         try:
-            _readable(getattr(survey, "root", None), getattr(survey, "index_path", None))
+            image = survey.example()
+            if image is None:
+                raise OSError("no images in the index (run `cutout ingest`)")
+            with open(image.path, "rb") as fh:
+                fh.read(1)
         except OSError as exc:
             raise OSError(f"survey {name}: {describe(exc)}") from exc
-
-
-def _readable(root: os.PathLike[str] | None, index: os.PathLike[str] | None) -> None:
-    if root is not None:
-        with os.scandir(root) as entries:
-            next(entries, None)
-    if index is not None:
-        with open(index, "rb") as fh:
-            fh.read(1)
 
 
 def check_results(storage: ResultStore) -> None:

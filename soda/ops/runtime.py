@@ -21,6 +21,9 @@ from auth import tables as auth_tables
 from auth.expiry import delete_expired
 from conf import Settings
 from soda.cutouts import Cutouts
+from soda.index import tables as index_tables
+from soda.index.catalogue import IndexCatalogue
+from soda.index.surveys import prepare_demo_surveys
 from soda.jobs.cutout import cutout_job_kind
 from soda.ops.allowance import job_allowance
 from soda.ops.database import close_database, migrate, open_database
@@ -80,12 +83,15 @@ class Runtime:
         self.settings = settings
         ops = settings.ops
         ops.data_dir.mkdir(parents=True, exist_ok=True)
-        self.datasets = load_datasets(settings, build_demo=build_demo)
-        self.cutouts = Cutouts(self.datasets, settings, observe_cutout)
         self.db = open_database(ops.effective_database_url,
                                 connect_timeout=ops.database_connect_timeout_seconds,
                                 statement_timeout=ops.database_statement_timeout_seconds)
-        migrate(self.db, [("uws", uws_tables.MIGRATIONS), ("auth", auth_tables.MIGRATIONS)])
+        migrate(self.db, [("uws", uws_tables.MIGRATIONS), ("auth", auth_tables.MIGRATIONS),
+                          ("images", index_tables.MIGRATIONS)])
+        prepare_demo_surveys(self.db, settings, build=build_demo)
+        self.catalogue = IndexCatalogue(self.db)
+        self.datasets = load_datasets(settings, self.catalogue)
+        self.cutouts = Cutouts(self.datasets, settings, observe_cutout)
         self.storage = LocalStore(ops.results_dir)
         self.notifier: Notifier = (RedisNotifier(ops.broker_url, ops.redis_namespace)
                                    if ops.broker_url else LocalNotifier())

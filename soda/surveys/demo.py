@@ -14,9 +14,7 @@ and dropped before the next, so a builder holds one plane and its compressed byt
 
 from __future__ import annotations
 
-import csv
 import fcntl
-import io
 import json
 import logging
 import math
@@ -38,9 +36,9 @@ from soda.surveys.des import PIXEL_SCALE, tile_wcs
 
 log = logging.getLogger(__name__)
 
-INDEX = "index.csv"
-_MANIFEST = ".demo-build.json"  # the parameters the index was built from
+_MANIFEST = ".demo-build.json"  # the parameters the files were built from (written last)
 _LOCK = ".demo-build.lock"
+_ORIGIN = "cutout-service demo"
 _VERSION = 2  # bump when the generated pixels change
 
 DEFAULT_TILES = ("DES0139-4457", "DES0000+0209")
@@ -92,14 +90,6 @@ def _files(build: _Build) -> list[_File]:
         reqatt = f"r{4907 + 13 * i}p{1 + i % 2:02d}"
         files += [_File(tile, band, f"{tile}_{reqatt}_{band}.fits.fz") for band in build.bands]
     return files
-
-
-def _index_text(files: Sequence[_File]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["tilename", "band", "path"])
-    writer.writerows([f.tile, f.band, f.name] for f in files)
-    return out.getvalue()
 
 
 # --- the sky model ------------------------------------------------------------------------
@@ -342,7 +332,7 @@ def _write_file(build: _Build, file: _File, path: Path) -> None:
     primary = fits.PrimaryHDU()
     primary.header["TILENAME"] = tile
     primary.header["BAND"] = band
-    primary.header["ORIGIN"] = "cutout-service demo"
+    primary.header["ORIGIN"] = _ORIGIN
     primary.header["COMMENT"] = "Synthetic DES-like coadd tile: not real data."
     primary.writeto(path)
     cat, defects = _catalogue(build.seed, tile, size), _defects(build.seed, tile, band, size)
@@ -377,12 +367,18 @@ def _workers(build: _Build, count: int) -> int:
 
 def _up_to_date(root: Path, build: _Build, files: Sequence[_File]) -> bool:
     try:
-        index = (root / INDEX).read_text(encoding="utf-8")
         manifest = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (index == _index_text(files) and manifest == json.loads(json.dumps(asdict(build)))
+    return (manifest == json.loads(json.dumps(asdict(build)))
             and all((root / f.name).is_file() for f in files))
+
+
+def _is_demo_file(path: Path) -> bool:
+    try:
+        return fits.getheader(path, 0).get("ORIGIN") == _ORIGIN
+    except (OSError, ValueError):
+        return False
 
 
 @contextmanager
@@ -412,18 +408,24 @@ def _build(root: Path, build: _Build, files: Sequence[_File]) -> None:
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 list(pool.map(_write_into, [build] * len(files), files, [str(staging)] * len(files)))
+        (root / _MANIFEST).unlink(missing_ok=True)
+        # Demo files of an earlier build that this one does not make would be ingested with it.
+        keep = {f.name for f in files}
+        for old in root.glob("DES*.fits.fz"):
+            if old.name not in keep and _is_demo_file(old):
+                old.unlink()
         for file in files:
             os.replace(staging / file.name, root / file.name)
+        # The manifest goes last: while it is missing or stale, the build is not done.
         _replace_text(root / _MANIFEST, json.dumps(asdict(build), indent=1) + "\n")
-        # The index goes last: while it is missing or stale, the build is not done.
-        _replace_text(root / INDEX, _index_text(files))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def build_des_demo(root: Path, tiles: Sequence[str] = DEFAULT_TILES,
                    bands: Sequence[str] = DEFAULT_BANDS, size: int = 2048, seed: int = 0) -> Path:
-    """Write the demo tiles and their index into ``root``; returns the index path.
+    """Write the demo tiles into ``root`` (DESDM names and layout, for `cutout ingest`);
+    returns ``root``.
 
     Nothing is rewritten when ``root`` already holds exactly this build.
     """
@@ -441,12 +443,12 @@ def build_des_demo(root: Path, tiles: Sequence[str] = DEFAULT_TILES,
         if not _up_to_date(root, build, files):
             log.info("building %d demo images of %d px in %s", len(files), build.size, root)
             _build(root, build, files)
-    return root / INDEX
+    return root
 
 
 def ensure_demo(root: Path) -> Path:
-    """The index in ``root``; the default demo is built only when there is no index."""
-    index = Path(root) / INDEX
-    if index.exists():
-        return index
+    """``root``; the default demo is built only when no demo build is there."""
+    root = Path(root)
+    if (root / _MANIFEST).exists():
+        return root
     return build_des_demo(root)

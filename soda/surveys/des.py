@@ -37,18 +37,18 @@ a unique area that crosses RA 0 (like CROSSRA0 = 'Y' in the DES tables).
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import re
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
+from astropy.io import fits
 from astropy.wcs import WCS
 
-from soda.surveys.base import ImageRef, Survey
+from soda.surveys.base import ImageRef, Recognised, Survey
+from soda.surveys.catalogue import CatalogueImage, ImageCatalogue
 
 log = logging.getLogger(__name__)
 
@@ -226,58 +226,54 @@ def tile_wcs(name: str, shape: tuple[int, int] = (TILE_PIXELS, TILE_PIXELS)) -> 
 
 # --- the survey --------------------------------------------------------------------------
 
-def load_index(path: Path, root: Path) -> dict[tuple[str, str], Path]:
-    """The tile index (CSV: tilename,band,path relative to ``root``) as a dict."""
-    index: dict[tuple[str, str], Path] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"tilename", "band", "path"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: no column {', '.join(sorted(missing))}")
-        for line, row in enumerate(reader, start=2):
-            tile, band, rel = row["tilename"].strip(), row["band"].strip(), row["path"].strip()
-            if band not in BAND_RANGES or not is_tile(tile) or not rel:
-                raise ValueError(f"{path}:{line}: not a DES tile, band and path: {row}")
-            index[(tile, band)] = root / rel
-    return index
+# DESDM coadd file names: DES0139-4457_r4575p01_g.fits.fz (tile, processing request and
+# attempt, band).
+_DESDM_FILE = re.compile(r"^(DES\d{4}[+-]\d{4})_r(\d+)p(\d+)_([A-Za-z]+)\.fits(\.fz)?$")
+DESDM_HDUS = ("SCI", "MSK", "WGT")
 
 
 class DESSurvey(Survey):
     """DES coadd tiles: the tiling gives the tile at a position, the index gives its files."""
 
-    def __init__(self, root: Path, authority: str, index: str = "index.csv",
-                 hdus: Sequence[str] = ("SCI", "MSK", "WGT"), name: str = "des") -> None:
-        self.root = Path(root)
+    def __init__(self, catalogue: ImageCatalogue, authority: str, name: str = "des",
+                 hdus: Sequence[str] = (), band_ranges: Mapping[str, tuple[float, float]] | None = None,
+                 **_: object) -> None:
+        self.catalogue = catalogue
         self.authority = authority
         self.name = name
-        self.hdus = tuple(hdus)
-        self.bands = tuple(BAND_RANGES)
-        self.index_path = self.root / index
-        self._index: dict[tuple[str, str], Path] | None = None
-        self._warned = False
+        self.hdus = tuple(hdus)  # empty: the HDUs the ingest found (SCI, MSK, WGT)
+        self.ranges = {**BAND_RANGES, **(band_ranges or {})}
+        self.bands = tuple(self.ranges)
         self._prefix = f"ivo://{authority}/{name}?".lower()
 
-    @property
-    def index(self) -> dict[tuple[str, str], Path]:
-        """Loaded on first use and kept; a missing index reads as empty until it appears."""
-        if self._index is None:
-            if not self.index_path.exists():
-                if not self._warned:
-                    log.warning("survey %s: no tile index at %s", self.name, self.index_path)
-                    self._warned = True
-                return {}
-            self._index = load_index(self.index_path, self.root)
-        return self._index
+    @classmethod
+    def recognise(cls, path: Path, hdul: fits.HDUList,
+                  band_map: Mapping[str, str]) -> list[Recognised] | None:
+        """A DESDM coadd: the tile and band from the file name or the TILENAME and BAND
+        cards, the planes SCI (required), MSK and WGT."""
+        match = _DESDM_FILE.match(path.name)
+        primary = hdul[0].header
+        tile = match.group(1) if match else str(primary.get("TILENAME", "")).strip()
+        band = match.group(4) if match else str(primary.get("BAND", "")).strip()
+        names = {hdu.name for hdu in hdul}
+        if not tile or not band or not is_tile(tile) or "SCI" not in names:
+            return None
+        band = band_map.get(band, band)
+        extra = {"reqnum": match.group(2), "attnum": match.group(3)} if match else {}
+        return [Recognised(name=f"{tile}_{band}", field=tile, band=band,
+                           hdus=tuple(h for h in DESDM_HDUS if h in names), extra=extra)]
 
     def dataset_id(self, tile: str, band: str) -> str:
         return f"ivo://{self.authority}/{self.name}?{tile}_{band}"
 
     def _ref(self, tile: str, band: str) -> ImageRef | None:
-        path = self.index.get((tile, band))
-        if path is None:
-            return None
-        return ImageRef(dataset_id=self.dataset_id(tile, band), survey=self.name, tile=tile,
-                        band=band, path=path, hdus=self.hdus)
+        image = self.catalogue.get(self.name, f"{tile}_{band}")
+        return None if image is None else self._as_ref(image)
+
+    def _as_ref(self, image: CatalogueImage) -> ImageRef:
+        return ImageRef(dataset_id=self.dataset_id(image.field, image.band), survey=self.name,
+                        tile=image.field, band=image.band, path=image.path,
+                        hdus=self.hdus or image.hdus)
 
     def by_id(self, dataset_id: str) -> ImageRef | None:
         # The authority and the resource path of an IVOA identifier are case-insensitive.
@@ -285,6 +281,8 @@ class DESSurvey(Survey):
         if head.lower() != self._prefix:
             return None
         tile, _, band = rest.rpartition("_")
+        if not is_tile(tile):
+            return None
         return self._ref(tile, band)
 
     def at(self, ra: float, dec: float, bands: Sequence[str]) -> list[ImageRef]:
@@ -299,11 +297,12 @@ class DESSurvey(Survey):
         return self._ref(image.tile, band)
 
     def band_range(self, band: str) -> tuple[float, float]:
-        return BAND_RANGES[band]
+        return self.ranges[band]
 
     def images_per_band(self) -> dict[str, int]:
-        counts = Counter(band for _, band in self.index)
-        return {band: counts[band] for band in self.bands if counts[band]}
+        counts = self.catalogue.bands(self.name)
+        return {band: counts[band] for band in self.bands if counts.get(band)}
 
     def example(self) -> ImageRef | None:
-        return self._ref(*min(self.index)) if self.index else None
+        image = self.catalogue.first(self.name)
+        return None if image is None else self._as_ref(image)

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from conf import Settings
 from soda.surveys.base import ImageRef, Survey
+from soda.surveys.catalogue import ImageCatalogue
 
 log = logging.getLogger(__name__)
 
 
-def _load(path: str) -> Any:
+def load_object(path: str) -> Any:
+    """The object an import path "package.module:name" names."""
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def survey_class(settings: Settings, name: str) -> type[Survey]:
+    """The class of a configured survey: it serves the survey and recognises its files."""
+    cls = load_object(settings.surveys[name].factory)
+    if not (isinstance(cls, type) and issubclass(cls, Survey)):
+        raise TypeError(f"survey {name}: {settings.surveys[name].factory} is not a Survey class")
+    return cls
 
 
 class Datasets:
@@ -39,17 +47,12 @@ class Datasets:
         return None
 
 
-def load_datasets(settings: Settings, build_demo: bool = False) -> Datasets:
-    """Instantiate every ``[surveys.*]`` entry; optionally build missing demo images first."""
+def load_datasets(settings: Settings, catalogue: ImageCatalogue) -> Datasets:
+    """Instantiate every ``[surveys.*]`` entry over the image catalogue."""
     surveys: dict[str, Survey] = {}
     for name, conf in settings.surveys.items():
-        root = settings.survey_root(name)
-        if build_demo and conf.demo_builder and not (root / conf.index).exists():
-            log.info("building the demo images of survey %s in %s", name, root)
-            builder: Callable[[Path], Path] = _load(conf.demo_builder)
-            builder(root)
-        factory = _load(conf.factory)
-        surveys[name] = factory(root=root, authority=settings.soda.ivoa_authority, index=conf.index,
-                                hdus=conf.hdus, name=name)
+        surveys[name] = survey_class(settings, name)(
+            catalogue=catalogue, authority=settings.soda.ivoa_authority, name=name,
+            hdus=conf.hdus, band_ranges=conf.band_ranges)
     rgb = {name: conf.rgb_bands for name, conf in settings.surveys.items() if conf.rgb_bands}
     return Datasets(surveys, settings.soda.ivoa_authority, rgb)

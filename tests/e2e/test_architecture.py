@@ -349,7 +349,11 @@ CUT = textwrap.dedent("""
 
     root, data, tile, authority = Path(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
     settings = load_settings(environ={"CUTOUT_DATA_DIR": data})
-    cutouts = Cutouts(Datasets({"des": DESSurvey(root=root, authority=authority)}, authority), settings)
+    from soda.index.scan import scan_file
+    from soda.surveys.in_memory import InMemoryCatalogue
+    catalogue = InMemoryCatalogue(image for path in sorted(root.glob("*.fits.fz"))
+                                  for image in scan_file(path, "des", DESSurvey, {}))
+    cutouts = Cutouts(Datasets({"des": DESSurvey(catalogue, authority=authority)}, authority), settings)
     limits = cutouts.limits("someone")
     ra, dec = tile_centre(tile)
 

@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,6 +364,8 @@ def check_saved(path: Path) -> None:
     if suffix == "fits":
         with fits.open(path) as hdul:
             assert any(h.data is not None and h.data.ndim == 2 and h.data.size for h in hdul), path.name
+    elif suffix == "toml":   # a site file an example writes
+        tomllib.loads(path.read_text(encoding="utf-8"))
     elif suffix in ("png", "jpg", "jpeg"):
         with Image.open(path) as image:
             image.load()

@@ -15,11 +15,12 @@ from astropy.wcs import WCS
 from PIL import Image
 
 from conf import load_settings
-from conftest import link_demo
+from conftest import link_demo, scanned_catalogue
 from dali.errors import MultiValuedParamNotSupported, ServiceError, UsageError
 from soda.cutouts import Cutouts, CutoutLimits
 from soda.jobs.cutout import cutout_job_kind
 from soda.plan import Target
+from soda.surveys.demo import build_des_demo
 from soda.surveys.des import DESSurvey, tile_centre
 from soda.surveys.registry import Datasets, load_datasets
 from soda.ops.database import migrate, open_database
@@ -42,7 +43,7 @@ def make_cutouts(data_dir: Path, demo_root: Path, observe=None, **env: str) -> C
     link_demo(data_dir, demo_root)
     settings = load_settings(environ={"CUTOUT_DATA_DIR": str(data_dir),
                                       **{f"CUTOUT_{k.upper()}": v for k, v in env.items()}})
-    datasets = load_datasets(settings)
+    datasets = load_datasets(settings, scanned_catalogue(demo_root))
     return Cutouts(datasets, settings) if observe is None else Cutouts(datasets, settings, observe)
 
 
@@ -257,10 +258,13 @@ def test_preview_source_limit(tmp_path, demo_root):
 
 
 def test_an_unreadable_image_is_a_service_error_without_its_path(tmp_path):
-    (tmp_path / "index.csv").write_text(f"tilename,band,path\n{TILE},r,broken.fits.fz\n")
-    (tmp_path / "broken.fits.fz").write_bytes(b"not a FITS file at all" * 200)
+    # Indexed when it was whole; broken since.
+    build_des_demo(tmp_path, tiles=(TILE,), bands=("r",), size=32)
+    catalogue = scanned_catalogue(tmp_path)
+    [image] = catalogue.images
+    image.path.write_bytes(b"not a FITS file at all" * 200)
     settings = load_settings(environ={"CUTOUT_DATA_DIR": str(tmp_path)})
-    broken = Cutouts(Datasets({"des": DESSurvey(tmp_path, "demo.cutout")}, "demo.cutout"), settings)
+    broken = Cutouts(Datasets({"des": DESSurvey(catalogue, "demo.cutout")}, "demo.cutout"), settings)
     request, targets = prepare(broken, ("ID", DEMO_ID))
     with pytest.raises(ServiceError) as caught:
         broken.make(targets, request, broken.limits("alice"))

@@ -14,8 +14,10 @@ from soda.request.params import CutoutParams, parse_cutout
 from soda.request.render import RGBRequest
 from soda.sky.regions import Circle, Range
 from soda.surveys.demo import DEFAULT_BANDS, DEFAULT_TILES
-from soda.surveys.des import DESSurvey, tile_centre
+from soda.surveys.des import tile_centre
 from soda.surveys.registry import Datasets
+
+from conftest import demo_survey
 
 AUTHORITY = "demo.cutout"
 TILE, OTHER_TILE = DEFAULT_TILES  # DES0139-4457, DES0000+0209
@@ -30,7 +32,7 @@ def did(tile: str, band: str) -> str:
 
 @pytest.fixture(scope="module")
 def datasets(demo_root: Path) -> Datasets:
-    survey = DESSurvey(root=demo_root, authority=AUTHORITY)
+    survey = demo_survey(demo_root, AUTHORITY)
     return Datasets({"des": survey}, AUTHORITY, {"des": ("i", "r", "g")})
 
 
@@ -258,7 +260,7 @@ def test_rgb_outside_every_tile_keeps_its_place(datasets):
 
 
 def test_rgb_default_needs_a_configured_triplet(demo_root):
-    bare = Datasets({"des": DESSurvey(root=demo_root, authority=AUTHORITY)}, AUTHORITY)
+    bare = Datasets({"des": demo_survey(demo_root, AUTHORITY)}, AUTHORITY)
     with pytest.raises(UsageError, match="survey des has no default colour bands; give RGB=R,G,B"):
         targets(bare, ("POS", CIRCLE), rgb=RGBRequest(None))
     [explicit] = targets(bare, ("POS", CIRCLE), rgb=RGBRequest(("i", "r", "g")))

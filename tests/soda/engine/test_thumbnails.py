@@ -15,7 +15,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from PIL import Image
 
 from conf import load_settings
-from conftest import link_demo
+from conftest import link_demo, scanned_catalogue
 from dali.errors import UsageError
 from renderers import WCS_KEY
 from renderers.fits import cutout_header
@@ -121,7 +121,7 @@ def make_cutouts(data_dir: Path, demo_root: Path, **env: str) -> Cutouts:
     link_demo(data_dir, demo_root)
     settings = load_settings(environ={"CUTOUT_DATA_DIR": str(data_dir),
                                       **{f"CUTOUT_{k.upper()}": v for k, v in env.items()}})
-    return Cutouts(load_datasets(settings), settings)
+    return Cutouts(load_datasets(settings, scanned_catalogue(demo_root)), settings)
 
 
 def picture(cutouts: Cutouts, owner: str | None, *pairs: tuple[str, str]) -> tuple[np.ndarray, fits.Header]:

@@ -12,7 +12,7 @@ from soda.cutouts import Cutouts
 from soda.jobs.cutout import cutout_job_kind
 from soda.sky.regions import Polygon, Range
 from soda.surveys.registry import load_datasets
-from conftest import link_demo
+from conftest import link_demo, scanned_catalogue
 
 DID = "ivo://demo.cutout/des?DES0139-4457_r"
 
@@ -21,7 +21,7 @@ DID = "ivo://demo.cutout/des?DES0139-4457_r"
 def kind(tmp_path_factory, demo_root):  # type: ignore[no-untyped-def]
     data = link_demo(tmp_path_factory.mktemp("data"), demo_root)
     settings = load_settings(environ={"CUTOUT_DATA_DIR": str(data)})
-    return cutout_job_kind(Cutouts(load_datasets(settings), settings))
+    return cutout_job_kind(Cutouts(load_datasets(settings, scanned_catalogue(demo_root)), settings))
 
 
 @pytest.mark.parametrize("pairs", [

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from astropy.wcs import WCS
 from soda.surveys import DESSurvey, build_des_demo, ensure_demo
 from soda.surveys.demo import MASK_BADCOL, MASK_BADPIX, MASK_SATURATE
 from soda.surveys.des import tile_centre, tile_wcs
+
+from conftest import scanned_catalogue
 
 SIZE = 256
 TILES = ("DES0139-4457", "DES0000+0209")
@@ -31,26 +32,30 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def survey(demo: Path) -> DESSurvey:
-    return DESSurvey(root=demo, authority=AUTHORITY)
+    return DESSurvey(scanned_catalogue(demo), authority=AUTHORITY)
 
 
 def _index(root: Path) -> list[dict[str, str]]:
-    with open(root / "index.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    """The tiles and bands the file names say (DESDM: TILE_rREQpATT_BAND.fits.fz)."""
+    rows = []
+    for path in sorted(root.glob("*.fits.fz")):
+        tile, _, band = re.fullmatch(r"(DES\d{4}[+-]\d{4})_(r\d+p\d+)_(\w+)\.fits\.fz", path.name).groups()
+        rows.append({"tilename": tile, "band": band, "path": path.name})
+    return rows
 
 
 def _files(root: Path) -> list[Path]:
     return sorted(root.glob("*.fits.fz"))
 
 
-def test_index_lists_every_file(demo: Path) -> None:
+def test_files_are_named_as_desdm_names_them(demo: Path) -> None:
     rows = _index(demo)
     assert {(r["tilename"], r["band"]) for r in rows} == {(t, b) for t in TILES for b in BANDS}
     assert sorted(demo / r["path"] for r in rows) == _files(demo)
     for row in rows:
         assert row["path"].startswith(f"{row['tilename']}_r")
         assert row["path"].endswith(f"_{row['band']}.fits.fz")
-    # Real DES names carry a per-tile processing request/attempt: the index is a table.
+    # Real DES names carry a per-tile processing request/attempt.
     reqatt = {r["tilename"]: r["path"].split("_")[1] for r in rows}
     assert reqatt["DES0139-4457"] == "r4907p01"
     assert len(set(reqatt.values())) == len(TILES)
@@ -129,7 +134,7 @@ def test_saturated_stars_are_flagged(tmp_path: Path) -> None:
 
 def test_builds_are_deterministic(demo: Path, tmp_path: Path) -> None:
     build_des_demo(tmp_path, tiles=TILES, bands=BANDS, size=SIZE, seed=7)
-    assert (tmp_path / "index.csv").read_text() == (demo / "index.csv").read_text()
+    assert [p.name for p in _files(tmp_path)] == [p.name for p in _files(demo)]
     for a, b in zip(_files(demo), _files(tmp_path)):
         assert a.name == b.name
         with fits.open(a) as ha, fits.open(b) as hb:
@@ -146,10 +151,11 @@ def test_builds_are_deterministic(demo: Path, tmp_path: Path) -> None:
 
 def test_rebuild_is_skipped_when_up_to_date(tmp_path: Path) -> None:
     kwargs = {"tiles": TILES[:1], "bands": ("r",), "size": 64, "seed": 1}
-    index = build_des_demo(tmp_path, **kwargs)
+    assert build_des_demo(tmp_path, **kwargs) == tmp_path
+    index = tmp_path / ".demo-build.json"  # the build's manifest, written last
     image = _files(tmp_path)[0]
     stamps = (index.stat().st_mtime_ns, image.stat().st_mtime_ns, image.stat().st_ino)
-    assert build_des_demo(tmp_path, **kwargs) == index
+    assert build_des_demo(tmp_path, **kwargs) == tmp_path
     assert (index.stat().st_mtime_ns, image.stat().st_mtime_ns, image.stat().st_ino) == stamps
     # Other parameters: rebuilt.
     build_des_demo(tmp_path, **(kwargs | {"size": 80}))
@@ -162,11 +168,12 @@ def test_rebuild_is_skipped_when_up_to_date(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".demo-build-")]  # no staging left
 
 
-def test_ensure_demo_keeps_an_existing_index(tmp_path: Path) -> None:
-    index = build_des_demo(tmp_path, tiles=TILES[:1], bands=("g",), size=32)
-    before = index.stat().st_mtime_ns
-    assert ensure_demo(tmp_path) == index
-    assert index.stat().st_mtime_ns == before
+def test_ensure_demo_keeps_an_existing_build(tmp_path: Path) -> None:
+    build_des_demo(tmp_path, tiles=TILES[:1], bands=("g",), size=32)
+    image = _files(tmp_path)[0]
+    before = image.stat().st_mtime_ns
+    assert ensure_demo(tmp_path) == tmp_path
+    assert image.stat().st_mtime_ns == before
     assert [p.name for p in _files(tmp_path)] == [f"{TILES[0]}_r4907p01_g.fits.fz"]
 
 
@@ -175,7 +182,7 @@ def test_ensure_demo_keeps_an_existing_index(tmp_path: Path) -> None:
 def test_bad_arguments(tmp_path: Path, kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         build_des_demo(tmp_path, **({"size": 32} | kwargs))  # type: ignore[arg-type]
-    assert not (tmp_path / "index.csv").exists()
+    assert not _files(tmp_path)
 
 
 # --- the survey over the demo files ------------------------------------------------------
@@ -236,31 +243,14 @@ def test_survey_metadata(survey: DESSurvey) -> None:
     assert survey.bands_in(700e-9, 700e-9) == ["r", "i"]
 
 
-def test_survey_reads_a_custom_index_and_survey_name(demo: Path, tmp_path: Path) -> None:
+def test_survey_name_and_hdus_are_configurable(demo: Path, tmp_path: Path) -> None:
     rows = _index(demo)[:2]
     (tmp_path / "images").mkdir()
-    (tmp_path / "meta").mkdir()
     for r in rows:
         shutil.copy(demo / r["path"], tmp_path / "images" / r["path"])
-    (tmp_path / "meta" / "tiles.csv").write_text(
-        "tilename,band,path\n" + "".join(f"{r['tilename']},{r['band']},images/{r['path']}\n" for r in rows))
-    other = DESSurvey(tmp_path, "example.org", index="meta/tiles.csv", hdus=("SCI",), name="desdr2")
+    other = DESSurvey(scanned_catalogue(tmp_path, survey="desdr2"), "example.org", hdus=("SCI",),
+                      name="desdr2")
     ref = other.by_id(f"ivo://example.org/desdr2?{rows[0]['tilename']}_{rows[0]['band']}")
-    # Paths in the index are relative to the survey root, not to the index's folder.
     assert ref is not None and ref.path == tmp_path / "images" / rows[0]["path"] and ref.path.exists()
     assert ref.hdus == ("SCI",) and ref.survey == "desdr2"
     assert other.by_id(f"ivo://{AUTHORITY}/des?{rows[0]['tilename']}_{rows[0]['band']}") is None
-
-
-def test_a_bad_index_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "index.csv").write_text("tilename,band,path\nDES9999+9999,r,x.fits.fz\n")
-    with pytest.raises(ValueError):
-        DESSurvey(tmp_path, AUTHORITY).by_id("ivo://demo.cutout/des?DES9999+9999_r")
-
-
-def test_a_missing_index_is_empty_until_it_appears(tmp_path: Path) -> None:
-    survey = DESSurvey(tmp_path, AUTHORITY)
-    assert survey.by_id("ivo://demo.cutout/des?DES0139-4457_g") is None
-    build_des_demo(tmp_path, tiles=TILES[:1], bands=("g",), size=32)
-    assert survey.by_id("ivo://demo.cutout/des?DES0139-4457_g") is not None
-    assert os.path.exists(survey.by_id("ivo://demo.cutout/des?DES0139-4457_g").path)

@@ -234,20 +234,26 @@ def test_unwritable_results_store(embedded: httpx.Client, tmp_path: Path,
     assert up_since is not None
 
 
-def test_missing_survey_index(embedded: httpx.Client, tmp_path: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_survey_without_images(embedded: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    from soda.surveys.in_memory import InMemoryCatalogue
+
     survey = runtime(embedded).datasets.surveys["des"]
-    missing = tmp_path / "gone" / "index.csv"
-    monkeypatch.setattr(survey, "index_path", missing)
+    monkeypatch.setattr(survey, "catalogue", InMemoryCatalogue())
     available, notes, _ = availability(embedded)
     assert not available
-    assert any(n.startswith("images: survey des: ") and str(missing) in n for n in notes), notes
+    assert any(n.startswith("images: survey des: no images in the index") for n in notes), notes
 
 
-def test_missing_survey_root(embedded: httpx.Client, tmp_path: Path,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_survey_files(embedded: httpx.Client, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from soda.surveys.in_memory import InMemoryCatalogue
+
     survey = runtime(embedded).datasets.surveys["des"]
-    monkeypatch.setattr(survey, "root", tmp_path / "no-such-root")
+    moved = [dataclasses.replace(image, path=tmp_path / "no-such-root" / image.path.name)
+             for image in survey.catalogue.in_field("des", "DES0139-4457")]
+    monkeypatch.setattr(survey, "catalogue", InMemoryCatalogue(moved))
     available, notes, _ = availability(embedded)
     assert not available
     assert any(n.startswith("images: survey des: ") and "no-such-root" in n for n in notes), notes

@@ -1,0 +1,130 @@
+"""The image catalogue (``soda.surveys.catalogue.ImageCatalogue``) over the index tables.
+
+A position finds its candidate images by its HEALPix cell (an index lookup), then each
+candidate's footprint is tested exactly on the sphere; a circle by its cells' ranges.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import reduce
+from operator import or_
+from pathlib import Path
+
+import peewee as pw
+
+from soda.index.cells import cell_of, circle_ranges
+from soda.index.tables import IndexTables
+from soda.sky.footprint import distance, holds, meets_circle
+from soda.surveys.catalogue import CatalogueImage, Footprint
+
+
+_COLUMNS = ("survey", "name", "field", "band", "path", "hdus", "ny", "nx", "pixel_scale",
+            "vertices", "ra", "dec", "radius", "extra")
+
+
+def as_image(row: Sequence[object]) -> CatalogueImage:
+    """An image from a row of ``_COLUMNS``."""
+    (survey, name, field, band, path, hdus, ny, nx, scale, vertices, ra, dec, radius, extra) = row
+    return CatalogueImage(
+        survey=str(survey), name=str(name), field=str(field), band=str(band), path=Path(str(path)),
+        hdus=tuple(json.loads(str(hdus))), shape=(int(ny), int(nx)),  # type: ignore[call-overload]
+        pixel_scale=float(scale),  # type: ignore[arg-type]
+        footprint=Footprint(vertices=tuple((float(a), float(d)) for a, d in json.loads(str(vertices))),
+                            centre=(float(ra), float(dec)), radius=float(radius)),  # type: ignore[arg-type]
+        extra=json.loads(str(extra)))
+
+
+def _nearest(images: Iterable[CatalogueImage], ra: float, dec: float) -> list[CatalogueImage]:
+    return sorted(images, key=lambda i: (distance(i.footprint.centre, (ra, dec)), i.name))
+
+
+class IndexCatalogue:
+    """The ingested images of every survey, read from the service's database."""
+
+    def __init__(self, db: pw.Database) -> None:
+        self.tables = IndexTables(db)
+        self.db = db
+        # The lookups of every request, written out (peewee's query building costs more
+        # than the query). A position takes two: its cell's images by the cell index, then
+        # those images by id. As one join, planners took the survey's index and scanned
+        # every image of the survey; so does a survey condition beside the ids (it is
+        # tested here instead).
+        columns = ", ".join(_COLUMNS)
+        self._get_sql = f"SELECT {columns} FROM index_image WHERE survey = ? AND name = ?"
+        self._cell_sql = "SELECT image_id FROM index_cell WHERE cell = ?"
+        self._by_id_sql = f"SELECT {columns} FROM index_image WHERE id IN "
+
+    @contextmanager
+    def _session(self) -> Iterator[None]:
+        """One connection for a lookup (the pool's, on PostgreSQL), or the one already open."""
+        if not self.db.is_closed():
+            yield
+            return
+        self.db.connect()
+        try:
+            yield
+        finally:
+            self.db.close()
+
+    def _select(self) -> pw.ModelSelect:
+        Image = self.tables.Image
+        return Image.select(*(getattr(Image, c) for c in _COLUMNS))
+
+    def _rows(self, query: pw.ModelSelect) -> list[CatalogueImage]:
+        with self._session():
+            return [as_image(row) for row in query.tuples()]
+
+    def get(self, survey: str, name: str) -> CatalogueImage | None:
+        p = self.db.param
+        with self._session():
+            row = self.db.execute_sql(self._get_sql.replace("?", p), (survey, name)).fetchone()
+        return None if row is None else as_image(row)
+
+    def at(self, survey: str, ra: float, dec: float) -> list[CatalogueImage]:
+        p = self.db.param
+        with self._session():
+            ids = [row[0] for row in self.db.execute_sql(self._cell_sql.replace("?", p), (cell_of(ra, dec),))]
+            if not ids:
+                return []
+            sql = self._by_id_sql.replace("?", p) + "(" + ", ".join([p] * len(ids)) + ")"
+            rows = self.db.execute_sql(sql, ids).fetchall()
+        # Only the images that hold the position are read in full.
+        v, c, r = _COLUMNS.index("vertices"), _COLUMNS.index("ra"), _COLUMNS.index("radius")
+        return _nearest((as_image(row) for row in rows if row[0] == survey and holds(
+            json.loads(row[v]), (row[c], row[c + 1]), row[r], ra, dec)), ra, dec)
+
+    def overlapping(self, survey: str, ra: float, dec: float, radius: float) -> list[CatalogueImage]:
+        return self._meeting([survey], ra, dec, radius)
+
+    def _meeting(self, surveys: Sequence[str], ra: float, dec: float, radius: float) -> list[CatalogueImage]:
+        Image, Cell = self.tables.Image, self.tables.Cell
+        ranges = circle_ranges(ra, dec, radius)
+        in_cells = reduce(or_, [(Cell.cell >= low) & (Cell.cell < high) for low, high in ranges])
+        ids = Cell.select(Cell.image).where(in_cells)
+        images = self._rows(self._select().where(Image.survey.in_(list(surveys)) & Image.id.in_(ids)))
+        return _nearest((i for i in images if meets_circle(
+            i.footprint.vertices, i.footprint.centre, i.footprint.radius, ra, dec, radius)), ra, dec)
+
+    def in_field(self, survey: str, field: str) -> list[CatalogueImage]:
+        Image = self.tables.Image
+        return self._rows(self._select().where((Image.survey == survey) & (Image.field == field))
+                          .order_by(Image.band))
+
+    def bands(self, survey: str) -> Mapping[str, int]:
+        Image = self.tables.Image
+        with self._session():
+            rows = (Image.select(Image.band, pw.fn.COUNT(Image.id).alias("n"))
+                    .where(Image.survey == survey).group_by(Image.band).order_by(Image.band).tuples())
+            return {band: int(n) for band, n in rows}
+
+    def first(self, survey: str) -> CatalogueImage | None:
+        Image = self.tables.Image
+        rows = self._rows(self._select().where(Image.survey == survey).order_by(Image.name).limit(1))
+        return rows[0] if rows else None
+
+    def search(self, surveys: Sequence[str], ra: float, dec: float, radius: float,
+               limit: int) -> list[CatalogueImage]:
+        return self._meeting(surveys, ra, dec, radius)[:max(0, limit)]
