@@ -13,9 +13,9 @@ Gaussians A exp(-r^2 / 2 sigma^2) (h = 1 pixel, sigma in pixels) is at most
 sum A / (4 sigma^2). Masks are nearest-neighbour, exact wherever the mask function is
 constant within 1.5 pixels.
 
-The neighbours come from a small catalogue made by reading the generated files' headers (a
-real implementation of soda.surveys.catalogue's protocol): these tests should move onto the
-service's image index (soda/index) once it lands.
+The DES tiles are written under DESDM names and ingested into the service's image index
+(soda/index, SQLite), which names each tile's neighbours; the LSST patches' neighbours come
+from the sky map.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ from soda.surveys.lsst_skymap import DEMO
 from soda.surveys.lsst_skymap import PixelBox as TractBox
 from soda.surveys.lsst_skymap import skymap
 from soda.surveys.registry import Datasets
+from soda.index.catalogue import IndexCatalogue
+from soda.index.ingest import ingest
+from soda.index.tables import MIGRATIONS as INDEX_MIGRATIONS
+from soda.ops.database import migrate, open_database
 
 AUTHORITY = "demo.cutout"
 LIMITS = CutoutLimits(max_pixels=25_000_000, max_cutouts=None, max_preview_source=25_000_000, name="the test limit")
@@ -255,39 +259,31 @@ def _tiles_near(ra: float, dec: float, radius: float) -> list[str]:
     return sorted(t for t in found | {tile_for(ra, dec)} if t is not None)
 
 
-class IndexedDES(DESSurvey):
-    """The DES survey with an image catalogue (as it will have one through the index)."""
-
-    def __init__(self, root: Path, catalogue: FileCatalogue) -> None:
-        super().__init__(root, AUTHORITY)
-        self.catalogue = catalogue
-
-
-def _des(root: Path, tiles: Sequence[str]) -> IndexedDES:
-    rows = ["tilename,band,path"]
-    files = []
+def _des(root: Path, tiles: Sequence[str], db_path: Path) -> tuple[DESSurvey, list[str]]:
+    """The tiles written as DESDM names them, ingested into a real image index."""
     for tile in tiles:
-        path = root / tile / f"{tile}_r.fits"
-        _write(path, _grid(tile), (SIDE, SIDE))
-        rows.append(f"{tile},r,{tile}/{tile}_r.fits")
-        files.append((f"{tile}_r", tile, "r", path, ("SCI", "MSK", "WGT")))
-    (root / "index.csv").write_text("\n".join(rows) + "\n")
-    return IndexedDES(root, FileCatalogue("des", files))
+        _write(root / tile / f"{tile}_r4575p01_r.fits", _grid(tile), (SIDE, SIDE))
+    db = open_database(f"sqlite:///{db_path}")
+    migrate(db, [("images", INDEX_MIGRATIONS)])
+    report = ingest(db, "des", DESSurvey, [root])
+    assert report.bad == [] and report.images == len(tiles), report
+    return DESSurvey(catalogue=IndexCatalogue(db), authority=AUTHORITY), list(tiles)
 
 
 REGION_RADIUS = 0.12  # degrees: about 33 pixels across
 
 
 @pytest.fixture(scope="module")
-def des(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cutouts, IndexedDES]:
+def des(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cutouts, DESSurvey, list[str]]:
     tiles = _tiles_near(*_corner(), REGION_RADIUS * 1.5)
     assert FIRST in tiles and len(tiles) >= 3  # two in the first tile's row, one or two south of it
-    survey = _des(tmp_path_factory.mktemp("des-tiles"), tiles)
-    return _pipeline(tmp_path_factory.mktemp("des-data"), survey), survey
+    data = tmp_path_factory.mktemp("des-data")
+    survey, tiles = _des(tmp_path_factory.mktemp("des-tiles"), tiles, data / "index.sqlite")
+    return _pipeline(data, survey), survey, tiles
 
 
-def test_des_tile_corner_equals_one_larger_image(des: tuple[Cutouts, IndexedDES], tmp_path: Path) -> None:
-    cutouts, survey = des
+def test_des_tile_corner_equals_one_larger_image(des: tuple[Cutouts, DESSurvey, list[str]], tmp_path: Path) -> None:
+    cutouts, _, tiles = des
     circle = Circle(*_corner(), REGION_RADIUS)
     # The larger image: the first tile's grid carried 40 pixels past every edge.
     big = tmp_path / "big.fits"
@@ -321,13 +317,13 @@ def test_des_tile_corner_equals_one_larger_image(des: tuple[Cutouts, IndexedDES]
         assert hdul["MSK"].header["RESAMPLE"] == "nearest"
         sources = [head[f"SRCIMG{n}"] for n in range(1, head["NSRCIMG"] + 1)]
         assert head["MOSAIC"] is True and sources[0] == head["DATASET"] and len(sources) >= 3
-        assert {s.rpartition("?")[2] for s in sources} <= {f"{t}_r" for t in {t for t, _ in survey.index}}
+        assert {s.rpartition("?")[2] for s in sources} <= {f"{t}_r" for t in tiles}
 
 
-def test_des_seams_follow_the_nearest_tile_centre(des: tuple[Cutouts, IndexedDES]) -> None:
+def test_des_seams_follow_the_nearest_tile_centre(des: tuple[Cutouts, DESSurvey, list[str]]) -> None:
     """Off the first tile, each pixel comes from the tile whose centre is nearest: resampling
     that tile alone gives exactly the pixel's value."""
-    cutouts, survey = des
+    cutouts, survey, tiles = des
     circle = Circle(*_corner(), REGION_RADIUS)
     with _cut_fits(cutouts, circle) as hdul:
         wcs = WCS(hdul["SCI"].header)
@@ -335,7 +331,7 @@ def test_des_seams_follow_the_nearest_tile_centre(des: tuple[Cutouts, IndexedDES
         ra, dec = wcs.pixel_to_world_values(*np.meshgrid(np.arange(nx), np.arange(ny)))
         x, y = _grid(FIRST).world_to_pixel_values(ra, dec)
         mine = (x > -0.5) & (x < SIDE - 0.5) & (y > -0.5) & (y < SIDE - 0.5)
-        others = sorted(t for t, _ in survey.index if t != FIRST)
+        others = sorted(t for t in tiles if t != FIRST)
         pixels = []  # each pixel's position on every other tile, and whether it is there
         for tile in others:
             tx, ty = _grid(tile).world_to_pixel_values(ra[~mine], dec[~mine])
@@ -347,7 +343,7 @@ def test_des_seams_follow_the_nearest_tile_centre(des: tuple[Cutouts, IndexedDES
         assert len(set(nearest)) >= 2  # the seams of several tiles cross the cutout
         for k, tile in enumerate(others):  # the mask is the nearest tile's own pixel
             tx, ty, _ = pixels[k]
-            with fits.open(survey.root / tile / f"{tile}_r.fits") as tile_file:
+            with fits.open(survey.at(*tile_centre(tile), ["r"])[0].path) as tile_file:
                 iy, ix = (np.clip(np.round(v), 0, SIDE - 1).astype(int) for v in (ty, tx))
                 own = tile_file["MSK"].data[iy, ix][nearest == k]
             np.testing.assert_array_equal(hdul["MSK"].data[~mine][nearest == k], own)
@@ -356,7 +352,8 @@ def test_des_seams_follow_the_nearest_tile_centre(des: tuple[Cutouts, IndexedDES
 def test_des_edge_without_neighbour_is_clipped(tmp_path: Path) -> None:
     """SODA 1.0 §3.3: with no image past the edge, the cutout is the region's intersection
     with the first tile, as before."""
-    survey = _des(tmp_path / "tiles", [FIRST])
+    (tmp_path / "data").mkdir()
+    survey, _ = _des(tmp_path / "tiles", [FIRST], tmp_path / "data" / "index.sqlite")
     cutouts = _pipeline(tmp_path / "data", survey)
     circle = Circle(*_corner(), REGION_RADIUS)
     with _cut_fits(cutouts, circle) as hdul:
@@ -369,8 +366,8 @@ def test_des_edge_without_neighbour_is_clipped(tmp_path: Path) -> None:
             np.testing.assert_array_equal(hdul[name].data, plain.planes[[p.name for p in plain.planes].index(name)].data)
 
 
-def test_assembled_box_obeys_the_pixel_limit(des: tuple[Cutouts, IndexedDES]) -> None:
-    cutouts, _ = des
+def test_assembled_box_obeys_the_pixel_limit(des: tuple[Cutouts, DESSurvey, list[str]]) -> None:
+    cutouts, _, _ = des
     circle = Circle(*_corner(), REGION_RADIUS)
     first = cutouts.plan(cutouts.parse([("CIRCLE", f"{circle.ra} {circle.dec} {circle.radius}")]))[0].images[0]
     plain = cut(first, circle)
@@ -381,7 +378,7 @@ def test_assembled_box_obeys_the_pixel_limit(des: tuple[Cutouts, IndexedDES]) ->
         _cut_fits(cutouts, circle, tight)
 
 
-def test_surveys_name_their_neighbours(lsst: tuple[Cutouts, LSSTSurvey], des: tuple[Cutouts, IndexedDES]) -> None:
+def test_surveys_name_their_neighbours(lsst: tuple[Cutouts, LSSTSurvey], des: tuple[Cutouts, DESSurvey, list[str]]) -> None:
     """LSST by its sky map, DES through the image catalogue (Survey's default): the same band,
     never the image itself."""
     _, patches = lsst
@@ -396,7 +393,7 @@ def test_surveys_name_their_neighbours(lsst: tuple[Cutouts, LSSTSurvey], des: tu
     assert first.tile != f"{DEFAULT_TRACT}_{central_patches(sky, DEFAULT_TRACT)[0]}"
     there = [float(v) for v in sky.tract_wcs(DEFAULT_TRACT).pixel_to_world_values(inner.x1 - 5, inner.y1 - 5)]
     assert patches.neighbours(first, *there, 0.001)[0].tile == f"{DEFAULT_TRACT}_{central_patches(sky, DEFAULT_TRACT)[0]}"
-    _, tiles = des
+    _, tiles, _ = des
     [tile] = tiles.at(*_corner(), ["r"])
     near = tiles.neighbours(tile, *_corner(), 0.01)
     assert near and tile not in near and all(n.dataset_id.endswith(f"?{n.tile}_r") for n in near)
