@@ -22,7 +22,6 @@ from dali.errors import not_found
 from soda.ops.runtime import Runtime
 from soda.sky.coverage import footprint_moc, moc_fits, moc_json
 from soda.surveys.catalogue import ImageCatalogue
-from soda.web.sia import require_catalogue
 
 FORMATS = {"fits": "application/fits", "json": "application/json"}
 
@@ -63,8 +62,7 @@ def coverage_endpoint(runtime: Runtime, maps: CoverageMaps):  # type: ignore[no-
         if suffix not in FORMATS or survey not in runtime.datasets.surveys:
             known = ", ".join(f"{s}.fits, {s}.json" for s in runtime.datasets.surveys)
             raise not_found(f"no coverage map {file!r}; this service has {known or 'none'}")
-        catalogue = require_catalogue(runtime)
-        moc = await run_in_threadpool(maps.moc, catalogue, survey)
+        moc = await run_in_threadpool(maps.moc, runtime.catalogue, survey)
         body = moc_fits(moc) if suffix == "fits" else moc_json(moc)
         return Response(body, media_type=FORMATS[suffix],
                         headers={"Content-Disposition": f'inline; filename="{survey}-coverage.{suffix}"'})

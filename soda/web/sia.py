@@ -24,7 +24,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dali import votable
-from dali.errors import ServiceUnavailable
 from dali.http import ErrorFormat, public_base, read_params
 from dali.standards import DATALINK_TYPE
 from soda.ops.runtime import Runtime
@@ -42,19 +41,6 @@ OFFERED_FORMATS = frozenset({DATALINK_TYPE.lower(), "application/x-votable+xml",
 VARY = "Host, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Prefix"
 
 
-def image_catalogue(runtime: Runtime) -> ImageCatalogue | None:
-    """The runtime's image index (``soda/index``, filled by ``cutout ingest``); None while the
-    runtime holds none. The one place the SIA and coverage endpoints find the catalogue."""
-    return getattr(runtime, "catalogue", None)
-
-
-def require_catalogue(runtime: Runtime) -> ImageCatalogue:
-    catalogue = image_catalogue(runtime)
-    if catalogue is None:
-        raise ServiceUnavailable("the image index is not available in this service")
-    return catalogue
-
-
 def sia_limits(runtime: Runtime) -> SiaLimits:
     soda = runtime.settings.soda
     return SiaLimits(maxrec_default=min(soda.sia_maxrec_default, soda.sia_maxrec_limit),
@@ -68,9 +54,8 @@ class Found:
 
 
 class SiaQueryService:
-    def __init__(self, runtime: Runtime, catalogue: Callable[[], ImageCatalogue | None] | None = None) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.catalogue = catalogue or (lambda: image_catalogue(runtime))
         self.limits = sia_limits(runtime)
         self.scan_limit = runtime.settings.soda.sia_scan_limit
 
@@ -86,9 +71,7 @@ class SiaQueryService:
         return Response(body, media_type=votable.VOTABLE_TYPE, headers={"Vary": VARY})
 
     def find(self, query: SiaQuery, base: str) -> Found:
-        catalogue = self.catalogue()
-        if catalogue is None:
-            raise ServiceUnavailable("the image index is not available in this service")
+        catalogue = self.runtime.catalogue  # the image index (soda/index), read at each query
         surveys = self.runtime.datasets.surveys
         names = [s for s in surveys if not query.collections or s in query.collections]
         images, truncated = self._candidates(catalogue, query, names)

@@ -220,12 +220,18 @@ def test_bad_input_is_a_votable_error(sia, pairs, status, words):
     assert info.text.startswith(words), info.text
 
 
-def test_without_an_image_index_the_query_is_unavailable(embedded):
-    r = embedded.get("/query", params={"POS": HERE})
-    assert r.status_code == 503
-    [info] = assert_votable(r.content).iter(f"{V}INFO")
-    assert info.get("value") == "ERROR" and info.text.startswith("ServiceUnavailable:")
-    assert "ivo://ivoa.net/std/SIA#query-2.0" not in embedded.get("/capabilities").text
+def test_a_survey_with_no_images_ingested_answers_empty(tmp_path, demo_root):
+    # The des survey's root exists but holds no image: the index the runtime ingested at
+    # start has no row of it, and discovery says so rather than failing.
+    (tmp_path / "data" / "demo" / "des").mkdir(parents=True)
+    with app_client(tmp_path / "data", demo_root, identify=header_identity) as client:
+        assert client.app_state.runtime.catalogue.bands("des") == {}
+        r = query(client, ("POS", HERE))
+        assert rows(r.content) == [] and statuses(r.content) == [("OK", "before")]
+        assert rows(query(client).content) == []
+        j = client.get("/coverage/des.json")
+        assert j.status_code == 200 and MOC.from_json(j.json()).empty()
+        assert "ivo://ivoa.net/std/SIA#query-2.0" in client.get("/capabilities").text
 
 
 def _stilts(tool: str, path) -> str:  # type: ignore[no-untyped-def]
