@@ -1,7 +1,7 @@
 """SIA 2.0 /query and the coverage maps over HTTP, in-process.
 
-The catalogue is ``tests/image_catalogue.py``'s, read from the demo FITS files, injected
-where the runtime will hold the database index (``soda.web.sia.image_catalogue``).
+The catalogue is the runtime's own image index (soda/index), which ingested the demo DES
+survey when the app started.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from lxml import etree
 from mocpy import MOC
 
 from conftest import IN_CI, app_client, assert_valid, assert_votable, header_identity
-from image_catalogue import FitsCatalogue
+from soda.index.catalogue import IndexCatalogue
+from soda.index.ingest import ingest
+from soda.index.tables import MIGRATIONS
+from soda.ops.database import close_database, migrate, open_database
 from soda.sky.coverage import outside
-from soda.surveys.des import tile_centre
+from soda.surveys.des import DESSurvey, tile_centre
 
 V = "{http://www.ivoa.net/xml/VOTable/v1.3}"
 SOUTH, EQUATOR = "DES0139-4457", "DES0000+0209"
@@ -29,14 +32,9 @@ DATALINK = "application/x-votable+xml;content=datalink"
 R_BAND = "6.0e-7 6.2e-7"   # inside r only (test_band_constants checks it against the survey)
 
 
-@pytest.fixture(scope="module")
-def catalogue(demo_root):  # type: ignore[no-untyped-def]
-    return FitsCatalogue(demo_root)
-
-
 @pytest.fixture
-def sia(embedded, catalogue):  # type: ignore[no-untyped-def]
-    embedded.app_state.runtime.catalogue = catalogue
+def sia(embedded):  # type: ignore[no-untyped-def]
+    assert sum(embedded.app_state.runtime.catalogue.bands("des").values()) == 6
     return embedded
 
 
@@ -186,19 +184,17 @@ def test_maxrec_zero_is_metadata_only(sia):
     assert statuses(r.content) == [("OK", "before"), ("OVERFLOW", "after")]
 
 
-def test_maxrec_default_and_hard_limit_come_from_the_settings(tmp_path, demo_root, catalogue):
+def test_maxrec_default_and_hard_limit_come_from_the_settings(tmp_path, demo_root):
     with app_client(tmp_path / "data", demo_root, identify=header_identity, CUTOUT_SIA_MAXREC_DEFAULT="4",
                     CUTOUT_SIA_MAXREC_LIMIT="5", CUTOUT_SIA_SCAN_LIMIT="100") as client:
-        client.app_state.runtime.catalogue = catalogue
         assert len(rows(query(client).content)) == 4
         r = query(client, ("MAXREC", "1000"))
         assert len(rows(r.content)) == 5 and ("OVERFLOW", "after") in statuses(r.content)
 
 
-def test_a_scan_that_reached_its_limit_is_an_overflow(tmp_path, demo_root, catalogue):
+def test_a_scan_that_reached_its_limit_is_an_overflow(tmp_path, demo_root):
     with app_client(tmp_path / "data", demo_root, identify=header_identity,
                     CUTOUT_SIA_SCAN_LIMIT="3") as client:
-        client.app_state.runtime.catalogue = catalogue
         r = query(client, ("BAND", R_BAND))
         assert len(rows(r.content)) <= 3 and ("OVERFLOW", "after") in statuses(r.content)
 
@@ -287,12 +283,18 @@ def test_coverage_fits_and_json(sia):
     assert MOC.from_json(j.json()) == moc
 
 
-def test_coverage_follows_the_catalogue(sia, catalogue, demo_root):
+def test_coverage_follows_the_catalogue(sia, demo_root, tmp_path):
     whole = MOC.from_fits(BytesIO(sia.get("/coverage/des.fits").content))
-    fewer = FitsCatalogue(demo_root)
-    fewer.images = [i for i in fewer.images if i.field == SOUTH]
-    sia.app_state.runtime.catalogue = fewer
-    smaller = MOC.from_fits(BytesIO(sia.get("/coverage/des.fits").content))
+    # An index of the southern tile's files only, filled by the real ingest.
+    fewer = open_database(f"sqlite:///{tmp_path / 'fewer.sqlite'}")
+    migrate(fewer, [("images", MIGRATIONS)])
+    report = ingest(fewer, "des", DESSurvey, sorted(demo_root.glob(f"{SOUTH}_*.fits.fz")))
+    assert report.images == 3
+    sia.app_state.runtime.catalogue = IndexCatalogue(fewer)
+    try:
+        smaller = MOC.from_fits(BytesIO(sia.get("/coverage/des.fits").content))
+    finally:
+        close_database(fewer)
     assert smaller != whole and outside(smaller, *tile_centre(EQUATOR)) and not outside(smaller, RA, DEC)
 
 
