@@ -3,7 +3,7 @@ other ObsCore constraints, answered as DataLink-enabled ObsCore rows (``obscore.
 
 Candidates come from the image catalogue (``ImageCatalogue.search``) by the circle
 covering each POS value, or by dataset ID, or the whole sky; each is then tested against
-every constraint exactly (``soda.sky.overlap`` for POS). Values of one parameter OR, and
+every constraint exactly (``soda.sky.footprint.meets`` for POS). Values of one parameter OR, and
 parameters AND (SIA 2.0 §2.1). A constraint on a column that is null for an image (TIME
 on a coadd: ObsCore has no time for it) does not match it, as the same condition on the
 ObsCore table would not (SIA 2.0 §2.1 defines the parameters as constraints on ObsCore).
@@ -28,7 +28,7 @@ from dali.http import ErrorFormat, public_base, read_params
 from dali.standards import DATALINK_TYPE
 from soda.ops.runtime import Runtime
 from soda.request.sia import SiaLimits, SiaQuery, parse_sia
-from soda.sky.overlap import covering_circle, meets
+from soda.sky.footprint import covering_circle, meets
 from soda.surveys.catalogue import CatalogueImage, ImageCatalogue
 from soda.web.obscore import ObsRow, answer, obs_row
 
