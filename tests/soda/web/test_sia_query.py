@@ -302,3 +302,35 @@ def test_coverage_follows_the_catalogue(sia, demo_root, tmp_path):
 def test_unknown_coverage_maps_are_labelled_404s(sia, path):
     r = sia.get(path)
     assert r.status_code == 404 and r.text.startswith("UsageError: no coverage map")
+
+
+class Recording:
+    """The runtime's index, counting the searches asked of it."""
+
+    def __init__(self, catalogue) -> None:  # type: ignore[no-untyped-def]
+        self.catalogue, self.searches = catalogue, 0
+
+    def search(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.searches += 1
+        return self.catalogue.search(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.catalogue, name)
+
+
+def test_positions_outside_the_coverage_map_search_no_index(sia):
+    recording = Recording(sia.app_state.runtime.catalogue)
+    sia.app_state.runtime.catalogue = recording
+    assert names(query(sia, ("POS", HERE)).content) == [f"{SOUTH}_g", f"{SOUTH}_i", f"{SOUTH}_r"]
+    made = recording.searches  # the map, once, then the position's lookup
+    assert made == 2
+    for pos in ("CIRCLE 180 0 1", "RANGE 100 101 10 11", "POLYGON 200 -30 201 -30 201 -29"):
+        r = query(sia, ("POS", pos))
+        assert rows(r.content) == [] and statuses(r.content) == [("OK", "before")]
+    assert recording.searches == made
+    # One POS value inside the survey is enough for it to be searched.
+    assert len(names(query(sia, ("POS", "CIRCLE 180 0 1"), ("POS", WRAP)).content)) == 3
+    assert recording.searches == made + 1
+    # Beside the tile but within a cell of the map: searched, and the exact test says no.
+    half = 1024 * 0.263 / 3600 / 2
+    assert names(query(sia, ("POS", f"CIRCLE 0.0131 {tile_centre(EQUATOR)[1] + half + 0.004} 0.003")).content) == []
