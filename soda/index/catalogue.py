@@ -56,6 +56,12 @@ class IndexCatalogue:
         self._get_sql = f"SELECT {columns} FROM index_image WHERE survey = ? AND name = ?"
         self._cell_sql = "SELECT image_id FROM index_cell WHERE cell = ?"
         self._by_id_sql = f"SELECT {columns} FROM index_image WHERE id IN "
+        # An ingest adds or removes files (their count and largest id change; ids are not
+        # reused while a larger one remains) or changes one (its size or mtime, which is
+        # how the ingest told it changed): the remainder keeps the sum within 64 bits.
+        self._version_sql = ("SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(size), 0), "
+                             "COALESCE(SUM(mtime_ns % 1000000007), 0) FROM index_file WHERE survey = ?")
+        self._images_sql = "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM index_image WHERE survey = ?"
 
     @contextmanager
     def _session(self) -> Iterator[None]:
@@ -119,6 +125,13 @@ class IndexCatalogue:
             rows = (Image.select(Image.band, pw.fn.COUNT(Image.id).alias("n"))
                     .where(Image.survey == survey).group_by(Image.band).order_by(Image.band).tuples())
             return {band: int(n) for band, n in rows}
+
+    def version(self, survey: str) -> str:
+        p = self.db.param
+        with self._session():
+            files = self.db.execute_sql(self._version_sql.replace("?", p), (survey,)).fetchone()
+            images = self.db.execute_sql(self._images_sql.replace("?", p), (survey,)).fetchone()
+        return ":".join(str(int(v)) for v in (*files, *images))
 
     def first(self, survey: str) -> CatalogueImage | None:
         Image = self.tables.Image

@@ -42,6 +42,23 @@ def outside(survey_moc: MOC, ra: float, dec: float) -> bool:
     return not bool(inside[0])
 
 
+# A cone wider than this is not tested against a coverage map (its MOC at a fine order
+# costs more than the index lookup it would spare).
+MAX_CONE_DEGREES = 10.0
+
+
+def misses(survey_moc: MOC, ra: float, dec: float, radius: float) -> bool:
+    """Whether the circle (degrees) lies wholly outside every image the MOC was made from
+    (never true for a circle meeting one); False for circles wider than MAX_CONE_DEGREES."""
+    if survey_moc.empty():
+        return True
+    if radius > MAX_CONE_DEGREES:
+        return False
+    cone = MOC.from_cone(lon=ra * u.deg, lat=dec * u.deg, radius=max(radius, 1e-9) * u.deg,
+                         max_depth=survey_moc.max_order)
+    return bool(survey_moc.intersection(cone).empty())
+
+
 def moc_fits(moc: MOC) -> bytes:
     """MOC 2.0 §4.3: the FITS serialisation, a binary table of NUNIQ cells (the ordering
     MOC 1.x readers know too; MOCORDER beside MOCORD_S for them)."""

@@ -58,6 +58,10 @@ class ImageCatalogue(Protocol):
     def bands(self, survey: str) -> Mapping[str, int]:
         """How many images each band holds."""
 
+    def version(self, survey: str) -> str:
+        """Changes whenever the survey's images do (an ingest that added, removed or changed
+        a file); cheap, for caches of what is made from them."""
+
     def first(self, survey: str) -> CatalogueImage | None:
         """One image of the survey (the first by name), for examples."""
 

@@ -38,6 +38,10 @@ class InMemoryCatalogue:
     def bands(self, survey: str) -> Mapping[str, int]:
         return dict(Counter(image.band for image in self._of(survey)))
 
+    def version(self, survey: str) -> str:
+        """The survey's images themselves, hashed (the list may be changed in place)."""
+        return str(hash(tuple((i.name, i.field, i.band, str(i.path), i.footprint) for i in self._of(survey))))
+
     def first(self, survey: str) -> CatalogueImage | None:
         return min(self._of(survey), key=lambda i: i.name, default=None)
 

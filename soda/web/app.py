@@ -68,15 +68,16 @@ def create_app(settings: Settings | None = None,
             access.close()
 
     links = Links(runtime.datasets, settings.ops.trust_forwarded_headers, link_access(runtime))
+    coverage_maps = CoverageMaps(settings.soda.coverage_max_order)  # shared by /query
     routes: list[BaseRoute] = [
         Route("/", index_endpoint(runtime), methods=["GET"]),
         Route("/sync", sync_endpoint(runtime.cutouts, identify, runtime.pool), methods=["GET", "POST"]),
         DaliRoute("/links", _identified(links.links, identify), methods=["GET", "POST"],
                   errors=datalink.ERRORS),
-        DaliRoute("/query", _guarded(SiaQueryService(runtime).query, identify), methods=["GET", "POST"],
+        DaliRoute("/query", _guarded(SiaQueryService(runtime, coverage_maps).query, identify), methods=["GET", "POST"],
                   errors=sia.ERRORS),
         Route("/coverage/{file}", _guarded(coverage_endpoint(
-            runtime, CoverageMaps(settings.soda.coverage_max_order)), identify), methods=["GET"]),
+            runtime, coverage_maps), identify), methods=["GET"]),
         Route("/files", _guarded(links.files, identify, anonymous=settings.limits.anonymous_files),
               methods=["GET"]),
         Route("/capabilities", capabilities_endpoint(runtime), methods=["GET"]),

@@ -2,16 +2,13 @@
 
 A survey's MOC is made from the footprints of its images in the catalogue, one per field
 (the bands of a field share one pixel grid), at ``coverage_max_order``, and kept until the
-catalogue changes. The image catalogue protocol has no version, so the key is what it
-answers cheaply: the count of images per band (``ImageCatalogue.bands``). A re-ingested
-image with the same counts but another footprint keeps the old map until the process
-restarts.
+catalogue changes: it is made again when the survey's ``ImageCatalogue.version`` differs
+from the one it was made at (an ingest that added, removed or changed a file).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 
 from mocpy import MOC
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +19,6 @@ from dali.errors import not_found
 from soda.ops.runtime import Runtime
 from soda.sky.coverage import footprint_moc, moc_fits, moc_json
 from soda.surveys.catalogue import ImageCatalogue
-from soda.web.sia import require_catalogue
 
 FORMATS = {"fits": "application/fits", "json": "application/json"}
 
@@ -30,17 +26,17 @@ FORMATS = {"fits": "application/fits", "json": "application/json"}
 class CoverageMaps:
     def __init__(self, max_order: int) -> None:
         self.max_order = max_order
-        self._maps: dict[str, tuple[tuple[tuple[str, int], ...], MOC]] = {}
+        self._maps: dict[str, tuple[str, MOC]] = {}
         self._lock = threading.Lock()
 
     def moc(self, catalogue: ImageCatalogue, survey: str) -> MOC:
-        """The survey's MOC, made again when its images per band have changed."""
-        key = _key(catalogue.bands(survey))
+        """The survey's MOC, made again when the catalogue's version of it has changed."""
+        key = catalogue.version(survey)
         with self._lock:
             cached = self._maps.get(survey)
         if cached is not None and cached[0] == key:
             return cached[1]
-        total = sum(count for _, count in key)
+        total = sum(catalogue.bands(survey).values())
         fields: dict[str, tuple[tuple[float, float], ...]] = {}
         if total:
             # The whole sky: a circle of 180 degrees about the pole.
@@ -52,10 +48,6 @@ class CoverageMaps:
         return moc
 
 
-def _key(bands: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
-    return tuple(sorted((str(b), int(n)) for b, n in bands.items()))
-
-
 def coverage_endpoint(runtime: Runtime, maps: CoverageMaps):  # type: ignore[no-untyped-def]
     async def coverage(request: Request) -> Response:
         file = request.path_params["file"]
@@ -63,8 +55,7 @@ def coverage_endpoint(runtime: Runtime, maps: CoverageMaps):  # type: ignore[no-
         if suffix not in FORMATS or survey not in runtime.datasets.surveys:
             known = ", ".join(f"{s}.fits, {s}.json" for s in runtime.datasets.surveys)
             raise not_found(f"no coverage map {file!r}; this service has {known or 'none'}")
-        catalogue = require_catalogue(runtime)
-        moc = await run_in_threadpool(maps.moc, catalogue, survey)
+        moc = await run_in_threadpool(maps.moc, runtime.catalogue, survey)
         body = moc_fits(moc) if suffix == "fits" else moc_json(moc)
         return Response(body, media_type=FORMATS[suffix],
                         headers={"Content-Disposition": f'inline; filename="{survey}-coverage.{suffix}"'})

@@ -26,7 +26,6 @@ from soda.engine.cutout import ImageUnreadable
 from soda.engine.footprint import footprint
 from soda.ops.runtime import Runtime
 from soda.surveys.base import Survey
-from soda.web.sia import image_catalogue
 from soda.web.vosi import VARY
 
 log = logging.getLogger(__name__)
@@ -69,11 +68,10 @@ def endpoints(runtime: Runtime) -> list[Entry]:
     entries = [Entry("/sync", "SODA 1.0 cutouts, answered at once (GET or POST)")]
     entries += [Entry(path, f"UWS 1.1 job list: {kind.description}")
                 for path, kind in runtime.mounts.items()]
-    if image_catalogue(runtime) is not None:  # discovery answers from the image index
-        entries += [Entry("/query", "SIA 2.0: find images by position, band, survey (POS=CIRCLE ra dec r)")]
-        entries += [Entry(f"/coverage/{name}.fits", f"the sky the {name} images cover: a MOC (FITS; "
-                                                    f"also /coverage/{name}.json)")
-                    for name in runtime.datasets.surveys]
+    entries += [Entry("/query", "SIA 2.0: find images by position, band, survey (POS=CIRCLE ra dec r)")]
+    entries += [Entry(f"/coverage/{name}.fits", f"the sky the {name} images cover: a MOC (FITS; "
+                                                f"also /coverage/{name}.json)")
+                for name in runtime.datasets.surveys]
     entries += [Entry("/links", "DataLink 1.1: the links of a dataset (ID=...)"),
                 Entry("/capabilities", "VOSI 1.1 capabilities: what this service offers, for clients"),
                 Entry("/availability", "VOSI 1.1 availability: is it up"),

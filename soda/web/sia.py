@@ -3,7 +3,9 @@ other ObsCore constraints, answered as DataLink-enabled ObsCore rows (``obscore.
 
 Candidates come from the image catalogue (``ImageCatalogue.search``) by the circle
 covering each POS value, or by dataset ID, or the whole sky; each is then tested against
-every constraint exactly (``soda.sky.overlap`` for POS). Values of one parameter OR, and
+every constraint exactly (``soda.sky.footprint.meets`` for POS). A survey whose coverage
+map (``coverage.py``) every POS value's covering circle misses is not searched at all: the
+answer "outside the survey" costs no index lookup once its map is made. Values of one parameter OR, and
 parameters AND (SIA 2.0 §2.1). A constraint on a column that is null for an image (TIME
 on a coadd: ObsCore has no time for it) does not match it, as the same condition on the
 ObsCore table would not (SIA 2.0 §2.1 defines the parameters as constraints on ObsCore).
@@ -24,13 +26,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dali import votable
-from dali.errors import ServiceUnavailable
 from dali.http import ErrorFormat, public_base, read_params
 from dali.standards import DATALINK_TYPE
 from soda.ops.runtime import Runtime
 from soda.request.sia import SiaLimits, SiaQuery, parse_sia
-from soda.sky.overlap import covering_circle, meets
+from soda.sky.coverage import misses
+from soda.sky.footprint import covering_circle, meets
+from soda.sky.regions import Circle
 from soda.surveys.catalogue import CatalogueImage, ImageCatalogue
+from soda.web.coverage import CoverageMaps
 from soda.web.obscore import ObsRow, answer, obs_row
 
 # DALI §4.2, §4.4.2: a VOTable service answers errors as a VOTable with QUERY_STATUS=ERROR.
@@ -40,19 +44,6 @@ ERRORS = ErrorFormat(votable.VOTABLE_TYPE, lambda error: votable.error_document(
 OFFERED_FORMATS = frozenset({DATALINK_TYPE.lower(), "application/x-votable+xml", "application/fits",
                              "image/fits", "image/png", "image/jpeg"})
 VARY = "Host, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Prefix"
-
-
-def image_catalogue(runtime: Runtime) -> ImageCatalogue | None:
-    """The runtime's image index (``soda/index``, filled by ``cutout ingest``); None while the
-    runtime holds none. The one place the SIA and coverage endpoints find the catalogue."""
-    return getattr(runtime, "catalogue", None)
-
-
-def require_catalogue(runtime: Runtime) -> ImageCatalogue:
-    catalogue = image_catalogue(runtime)
-    if catalogue is None:
-        raise ServiceUnavailable("the image index is not available in this service")
-    return catalogue
 
 
 def sia_limits(runtime: Runtime) -> SiaLimits:
@@ -68,9 +59,9 @@ class Found:
 
 
 class SiaQueryService:
-    def __init__(self, runtime: Runtime, catalogue: Callable[[], ImageCatalogue | None] | None = None) -> None:
+    def __init__(self, runtime: Runtime, maps: CoverageMaps) -> None:
         self.runtime = runtime
-        self.catalogue = catalogue or (lambda: image_catalogue(runtime))
+        self.maps = maps
         self.limits = sia_limits(runtime)
         self.scan_limit = runtime.settings.soda.sia_scan_limit
 
@@ -86,12 +77,16 @@ class SiaQueryService:
         return Response(body, media_type=votable.VOTABLE_TYPE, headers={"Vary": VARY})
 
     def find(self, query: SiaQuery, base: str) -> Found:
-        catalogue = self.catalogue()
-        if catalogue is None:
-            raise ServiceUnavailable("the image index is not available in this service")
+        catalogue = self.runtime.catalogue  # the image index (soda/index), read at each query
         surveys = self.runtime.datasets.surveys
         names = [s for s in surveys if not query.collections or s in query.collections]
-        images, truncated = self._candidates(catalogue, query, names)
+        circles = [covering_circle(s) for s in query.shapes]
+        if circles:  # only the POS values that meet a survey's map, in the surveys they meet
+            hit = {(n, k) for n in names for k, c in enumerate(circles)
+                   if not misses(self.maps.moc(catalogue, n), c.ra, c.dec, c.radius)}
+            names = [n for n in names if any((n, k) in hit for k in range(len(circles)))]
+            circles = [c for k, c in enumerate(circles) if any((n, k) in hit for n in names)]
+        images, truncated = self._candidates(catalogue, query, names, circles)
         authority = self.runtime.settings.soda.ivoa_authority
         rows: list[ObsRow] = []
         for image in sorted(images.values(), key=lambda i: (i.survey, i.name)):
@@ -103,8 +98,8 @@ class SiaQueryService:
         overflow = truncated or len(rows) > query.maxrec
         return Found(rows[:query.maxrec], overflow)
 
-    def _candidates(self, catalogue: ImageCatalogue, query: SiaQuery,
-                    surveys: Sequence[str]) -> tuple[dict[tuple[str, str], CatalogueImage], bool]:
+    def _candidates(self, catalogue: ImageCatalogue, query: SiaQuery, surveys: Sequence[str],
+                    circles: Sequence[Circle]) -> tuple[dict[tuple[str, str], CatalogueImage], bool]:
         found: dict[tuple[str, str], CatalogueImage] = {}
         if not surveys:
             return found, False
@@ -116,9 +111,8 @@ class SiaQueryService:
                     if image is not None:
                         found[(image.survey, image.name)] = image
             return found, False
-        circles = [covering_circle(s) for s in query.shapes] or [None]
         truncated = False
-        for circle in circles:
+        for circle in circles or [None]:
             ra, dec, radius = (0.0, 90.0, 180.0) if circle is None else (circle.ra, circle.dec, circle.radius)
             hits = catalogue.search(list(surveys), ra, dec, radius, self.scan_limit)
             truncated |= len(hits) >= self.scan_limit

@@ -28,7 +28,6 @@ from dali.votable import VOTABLE_TYPE
 from soda.ops.health import Check, UpSince, now_in_seconds
 from soda.ops.runtime import Runtime
 from soda.web.obscore import SIA_QUERY
-from soda.web.sia import image_catalogue
 from uws.kinds import JobKind
 
 VOSI_CAPABILITIES_NS = "http://www.ivoa.net/xml/VOSICapabilities/v1.0"
@@ -46,7 +45,7 @@ VARY = "Host, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Prefix"
 
 def capabilities_document(base: str, mounts: Mapping[str, JobKind], *, sia: bool = False) -> bytes:
     """VOSI §3.1 capabilities of a service whose public root is ``base`` (no trailing slash);
-    ``sia``: the SIA 2.0 query is offered (the runtime holds an image index)."""
+    ``sia``: the SIA 2.0 query is offered (the service's own: its runtime always holds the image index)."""
     root = etree.Element(f"{{{VOSI_CAPABILITIES_NS}}}capabilities",
                          nsmap={"vosi": VOSI_CAPABILITIES_NS, "vs": VS_NS, "xsi": XSI_NS})
     # VOSI §4: use="full" and no securityMethod: anyone may read these two.
@@ -170,8 +169,7 @@ def capabilities_endpoint(runtime: Runtime) -> Endpoint:
     async def capabilities(request: Request) -> Response:
         if not_modified_since(request, modified):
             return Response(status_code=304, headers=headers)
-        body = capabilities_document(public_base(request, trust), runtime.mounts,
-                                     sia=image_catalogue(runtime) is not None)
+        body = capabilities_document(public_base(request, trust), runtime.mounts, sia=True)
         response = xml_response(body)
         response.headers.update(headers)
         return response

@@ -1,13 +1,11 @@
 """pyvo's SIA 2.0 client finds the demo images and follows their DataLink to a SODA cutout.
 
-Two servers: the app in-process under uvicorn with the catalogue read from the demo files
-(``tests/image_catalogue.py``), and a real ``cutout serve``, which answers SIA once its
-runtime holds the image index (soda/index); until then that test is an expected failure.
+Two servers, both answering from the image index their runtime filled with the demo DES
+survey at start (soda/index): the app in-process under uvicorn, and a real ``cutout serve``.
 """
 
 from __future__ import annotations
 
-import inspect
 import io
 import threading
 import time
@@ -20,13 +18,10 @@ from astropy.io import fits
 from pyvo.dal.sia2 import SIA2Service, search
 
 from conftest import FAST_TIMINGS, base_env, free_port, link_demo, start_server
-from image_catalogue import FitsCatalogue
-from soda.ops.runtime import Runtime
 from soda.surveys.des import tile_centre
 
 TILE = "DES0139-4457"
 RA0, DEC0 = tile_centre(TILE)
-RUNTIME_HAS_INDEX = "self.catalogue" in inspect.getsource(Runtime)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,6 @@ def in_process(tmp_path_factory, demo_root) -> Iterator[str]:  # type: ignore[no
     data = tmp_path_factory.mktemp("sia-pyvo") / "data"
     link_demo(data, demo_root)
     app = create_app(load_settings(environ={**FAST_TIMINGS, "CUTOUT_DATA_DIR": str(data)}), build_demo=False)
-    app.state.runtime.catalogue = FitsCatalogue(demo_root)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -83,7 +77,6 @@ def served(tmp_path_factory, demo_root) -> Iterator[str]:  # type: ignore[no-unt
     proc.stop()
 
 
-@pytest.mark.xfail(not RUNTIME_HAS_INDEX, strict=True, reason="needs the image index in the runtime")
 def test_pyvo_against_cutout_serve(served):
     assert httpx.get(served + "/query", params={"MAXREC": "0"}).status_code == 200
     _finds_and_cuts(served)

@@ -12,7 +12,7 @@ from astropy.io import fits
 from mocpy import MOC
 
 from soda.sky.coverage import footprint_moc, moc_fits, moc_json, outside
-from soda.sky.overlap import meets
+from soda.sky.footprint import meets
 from soda.sky.regions import Circle
 
 # A 1-degree square across RA 0, and a small one far away.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from soda.sky.overlap import closed, covering_circle, meets
+from soda.sky.footprint import closed, covering_circle, meets
 from soda.sky.regions import Circle, Polygon, Range
 from soda.sky.sphere import separation
 

@@ -1,7 +1,7 @@
 """SIA 2.0 /query and the coverage maps over HTTP, in-process.
 
-The catalogue is ``tests/image_catalogue.py``'s, read from the demo FITS files, injected
-where the runtime will hold the database index (``soda.web.sia.image_catalogue``).
+The catalogue is the runtime's own image index (soda/index), which ingested the demo DES
+survey when the app started.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from lxml import etree
 from mocpy import MOC
 
 from conftest import IN_CI, app_client, assert_valid, assert_votable, header_identity
-from image_catalogue import FitsCatalogue
+from soda.index.catalogue import IndexCatalogue
+from soda.index.ingest import ingest
+from soda.index.tables import MIGRATIONS
+from soda.ops.database import close_database, migrate, open_database
 from soda.sky.coverage import outside
-from soda.surveys.des import tile_centre
+from soda.surveys.des import DESSurvey, tile_centre
 
 V = "{http://www.ivoa.net/xml/VOTable/v1.3}"
 SOUTH, EQUATOR = "DES0139-4457", "DES0000+0209"
@@ -29,14 +32,9 @@ DATALINK = "application/x-votable+xml;content=datalink"
 R_BAND = "6.0e-7 6.2e-7"   # inside r only (test_band_constants checks it against the survey)
 
 
-@pytest.fixture(scope="module")
-def catalogue(demo_root):  # type: ignore[no-untyped-def]
-    return FitsCatalogue(demo_root)
-
-
 @pytest.fixture
-def sia(embedded, catalogue):  # type: ignore[no-untyped-def]
-    embedded.app_state.runtime.catalogue = catalogue
+def sia(embedded):  # type: ignore[no-untyped-def]
+    assert sum(embedded.app_state.runtime.catalogue.bands("des").values()) == 6
     return embedded
 
 
@@ -186,19 +184,17 @@ def test_maxrec_zero_is_metadata_only(sia):
     assert statuses(r.content) == [("OK", "before"), ("OVERFLOW", "after")]
 
 
-def test_maxrec_default_and_hard_limit_come_from_the_settings(tmp_path, demo_root, catalogue):
+def test_maxrec_default_and_hard_limit_come_from_the_settings(tmp_path, demo_root):
     with app_client(tmp_path / "data", demo_root, identify=header_identity, CUTOUT_SIA_MAXREC_DEFAULT="4",
                     CUTOUT_SIA_MAXREC_LIMIT="5", CUTOUT_SIA_SCAN_LIMIT="100") as client:
-        client.app_state.runtime.catalogue = catalogue
         assert len(rows(query(client).content)) == 4
         r = query(client, ("MAXREC", "1000"))
         assert len(rows(r.content)) == 5 and ("OVERFLOW", "after") in statuses(r.content)
 
 
-def test_a_scan_that_reached_its_limit_is_an_overflow(tmp_path, demo_root, catalogue):
+def test_a_scan_that_reached_its_limit_is_an_overflow(tmp_path, demo_root):
     with app_client(tmp_path / "data", demo_root, identify=header_identity,
                     CUTOUT_SIA_SCAN_LIMIT="3") as client:
-        client.app_state.runtime.catalogue = catalogue
         r = query(client, ("BAND", R_BAND))
         assert len(rows(r.content)) <= 3 and ("OVERFLOW", "after") in statuses(r.content)
 
@@ -220,12 +216,18 @@ def test_bad_input_is_a_votable_error(sia, pairs, status, words):
     assert info.text.startswith(words), info.text
 
 
-def test_without_an_image_index_the_query_is_unavailable(embedded):
-    r = embedded.get("/query", params={"POS": HERE})
-    assert r.status_code == 503
-    [info] = assert_votable(r.content).iter(f"{V}INFO")
-    assert info.get("value") == "ERROR" and info.text.startswith("ServiceUnavailable:")
-    assert "ivo://ivoa.net/std/SIA#query-2.0" not in embedded.get("/capabilities").text
+def test_a_survey_with_no_images_ingested_answers_empty(tmp_path, demo_root):
+    # The des survey's root exists but holds no image: the index the runtime ingested at
+    # start has no row of it, and discovery says so rather than failing.
+    (tmp_path / "data" / "demo" / "des").mkdir(parents=True)
+    with app_client(tmp_path / "data", demo_root, identify=header_identity) as client:
+        assert client.app_state.runtime.catalogue.bands("des") == {}
+        r = query(client, ("POS", HERE))
+        assert rows(r.content) == [] and statuses(r.content) == [("OK", "before")]
+        assert rows(query(client).content) == []
+        j = client.get("/coverage/des.json")
+        assert j.status_code == 200 and MOC.from_json(j.json()).empty()
+        assert "ivo://ivoa.net/std/SIA#query-2.0" in client.get("/capabilities").text
 
 
 def _stilts(tool: str, path) -> str:  # type: ignore[no-untyped-def]
@@ -281,12 +283,18 @@ def test_coverage_fits_and_json(sia):
     assert MOC.from_json(j.json()) == moc
 
 
-def test_coverage_follows_the_catalogue(sia, catalogue, demo_root):
+def test_coverage_follows_the_catalogue(sia, demo_root, tmp_path):
     whole = MOC.from_fits(BytesIO(sia.get("/coverage/des.fits").content))
-    fewer = FitsCatalogue(demo_root)
-    fewer.images = [i for i in fewer.images if i.field == SOUTH]
-    sia.app_state.runtime.catalogue = fewer
-    smaller = MOC.from_fits(BytesIO(sia.get("/coverage/des.fits").content))
+    # An index of the southern tile's files only, filled by the real ingest.
+    fewer = open_database(f"sqlite:///{tmp_path / 'fewer.sqlite'}")
+    migrate(fewer, [("images", MIGRATIONS)])
+    report = ingest(fewer, "des", DESSurvey, sorted(demo_root.glob(f"{SOUTH}_*.fits.fz")))
+    assert report.images == 3
+    sia.app_state.runtime.catalogue = IndexCatalogue(fewer)
+    try:
+        smaller = MOC.from_fits(BytesIO(sia.get("/coverage/des.fits").content))
+    finally:
+        close_database(fewer)
     assert smaller != whole and outside(smaller, *tile_centre(EQUATOR)) and not outside(smaller, RA, DEC)
 
 
@@ -294,3 +302,35 @@ def test_coverage_follows_the_catalogue(sia, catalogue, demo_root):
 def test_unknown_coverage_maps_are_labelled_404s(sia, path):
     r = sia.get(path)
     assert r.status_code == 404 and r.text.startswith("UsageError: no coverage map")
+
+
+class Recording:
+    """The runtime's index, counting the searches asked of it."""
+
+    def __init__(self, catalogue) -> None:  # type: ignore[no-untyped-def]
+        self.catalogue, self.searches = catalogue, 0
+
+    def search(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.searches += 1
+        return self.catalogue.search(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.catalogue, name)
+
+
+def test_positions_outside_the_coverage_map_search_no_index(sia):
+    recording = Recording(sia.app_state.runtime.catalogue)
+    sia.app_state.runtime.catalogue = recording
+    assert names(query(sia, ("POS", HERE)).content) == [f"{SOUTH}_g", f"{SOUTH}_i", f"{SOUTH}_r"]
+    made = recording.searches  # the map, once, then the position's lookup
+    assert made == 2
+    for pos in ("CIRCLE 180 0 1", "RANGE 100 101 10 11", "POLYGON 200 -30 201 -30 201 -29"):
+        r = query(sia, ("POS", pos))
+        assert rows(r.content) == [] and statuses(r.content) == [("OK", "before")]
+    assert recording.searches == made
+    # One POS value inside the survey is enough for it to be searched.
+    assert len(names(query(sia, ("POS", "CIRCLE 180 0 1"), ("POS", WRAP)).content)) == 3
+    assert recording.searches == made + 1
+    # Beside the tile but within a cell of the map: searched, and the exact test says no.
+    half = 1024 * 0.263 / 3600 / 2
+    assert names(query(sia, ("POS", f"CIRCLE 0.0131 {tile_centre(EQUATOR)[1] + half + 0.004} 0.003")).content) == []
