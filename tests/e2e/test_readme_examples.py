@@ -355,6 +355,10 @@ def expected_answer(args: list[str]) -> tuple[int, str]:
         return 200, "text/xml"
     if path in ("/whoami", "/usage", "/tokens"):
         return 200, "application/json"
+    if path == "/query":
+        return 200, "application/x-votable+xml"
+    if path.startswith("/coverage/"):
+        return 200, "application/fits" if path.endswith(".fits") else "application/json"
     raise AssertionError(f"no expectation for {method} {path}: add one to this test")
 
 
@@ -363,7 +367,16 @@ def check_saved(path: Path) -> None:
     suffix = path.name.lower().rsplit(".", 1)[-1]
     if suffix == "fits":
         with fits.open(path) as hdul:
-            assert any(h.data is not None and h.data.ndim == 2 and h.data.size for h in hdul), path.name
+            if "MOCVERS" in hdul[-1].header:  # a coverage map (MOC 2.0): its HEALPix cells
+                assert hdul[-1].header["ORDERING"] == "NUNIQ" and len(hdul[-1].data), path.name
+            else:
+                assert any(h.data is not None and h.data.ndim == 2 and h.data.size for h in hdul), path.name
+    elif suffix == "xml":   # an SIA answer: a VOTable with its rows, QUERY_STATUS OK
+        doc = etree.parse(str(path)).getroot()
+        ns = {"v": doc.nsmap[None]}
+        status = doc.find(".//v:RESOURCE[@type='results']/v:INFO[@name='QUERY_STATUS']", ns)
+        assert status is not None and status.get("value") == "OK", path.name
+        assert doc.findall(".//v:TABLEDATA/v:TR", ns), f"{path.name}: no rows"
     elif suffix == "toml":   # a site file an example writes
         tomllib.loads(path.read_text(encoding="utf-8"))
     elif suffix in ("png", "jpg", "jpeg"):
