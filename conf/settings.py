@@ -567,6 +567,10 @@ class SurveySettings(Group):
         "missing); they are then ingested into the index. Empty: none."))
     rgb_bands: tuple[str, ...] = Field((), description=(
         "The colour composite's default bands as R, G, B (RGB=default)."))
+    options: dict[str, str] = Field(default_factory=dict, description=(
+        "Further keyword arguments of the survey class, e.g. skymap = \"demo\" for "
+        "soda.surveys.lsst:LSSTSurvey (the sky map its patches were cut on: dc2, "
+        "hsc_rings_120 or demo)."))
 
     @field_validator("band_ranges")
     @classmethod
@@ -587,7 +591,10 @@ class SurveySettings(Group):
 def _default_surveys() -> dict[str, SurveySettings]:
     return {"des": SurveySettings(factory="soda.surveys.des:DESSurvey", root=Path("demo/des"),
                                   demo_builder="soda.surveys.demo:ensure_demo",
-                                  rgb_bands=("i", "r", "g"))}
+                                  rgb_bands=("i", "r", "g")),
+            "lsst": SurveySettings(factory="soda.surveys.lsst:LSSTSurvey", root=Path("demo/lsst"),
+                                   demo_builder="soda.surveys.lsst_demo:ensure_lsst_demo",
+                                   rgb_bands=("i", "r", "g"), options={"skymap": "demo"})}
 
 
 class Settings(Group):

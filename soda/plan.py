@@ -7,8 +7,9 @@ BAND values are four results), in this order, the last varying fastest:
     where (ID × position, or position)  ×  band selector  ×  TIME
 
 - where: with ID, each ID × each position (POS, CIRCLE, RANGE, POLYGON; none: the whole
-  image); without ID, each position, served by the default survey's image whose tile
-  holds the position's centre.
+  image); without ID, each position, served by the first configured survey (in the
+  settings' order) with an image at the position's centre, and by that survey's image
+  whose tile or patch holds the centre; where no survey has one, the first survey says so.
 - band selector: each FILTER name, then each BAND interval, in request order. FILTER (our
   band-name extension) selects bands as BAND does, so each name is a combination of its
   own, like each BAND value. Without FILTER or BAND: with ID, the ID's image; without
@@ -147,7 +148,7 @@ def plan(params: CutoutParams, datasets: Datasets, rgb: RGBRequest | None = None
     elif params.ids:
         combos = _plan_ids(params, datasets)
     else:
-        combos = _plan_positions(params, _default_survey(datasets))
+        combos = _plan_positions(params, datasets)
     return _named(_times(_polarised(combos, params), params))
 
 
@@ -252,10 +253,16 @@ def _position(shape: Shape) -> tuple[float, float]:
     return position
 
 
-def _here(survey: Survey, shape: Shape) -> dict[str, ImageRef]:
-    """The survey's images at the position, by band, in the survey's band order."""
+def _here(datasets: Datasets, shape: Shape) -> tuple[Survey, dict[str, ImageRef]]:
+    """The survey that serves a position, and its images there by band (in the survey's
+    band order): the first configured survey with an image at the position's centre; the
+    default survey (with none) when no survey has one."""
     ra, dec = _position(shape)
-    return {image.band: image for image in survey.at(ra, dec, survey.bands)}
+    for survey in datasets.surveys.values():
+        here = {image.band: image for image in survey.at(ra, dec, survey.bands)}
+        if here:
+            return survey, here
+    return _default_survey(datasets), {}
 
 
 def _missing(survey: Survey, shape: Shape, selector: _Band) -> str:
@@ -274,11 +281,11 @@ def _served(k: int, shape: Shape, images: Sequence[ImageRef], number: int | None
     return _Combo(_join(f"{k:02d}", label), shape, tuple(images), band=number)
 
 
-def _plan_positions(params: CutoutParams, survey: Survey) -> list[_Combo]:
-    selectors = _selectors(params, survey)
+def _plan_positions(params: CutoutParams, datasets: Datasets) -> list[_Combo]:
     combos = []
     for k, shape in enumerate(params.shapes, start=1):
-        here = _here(survey, shape)
+        survey, here = _here(datasets, shape)
+        selectors = _selectors(params, survey)
         if not selectors:  # the bands that exist here, one combination each
             combos += [_served(k, shape, [image], None) for image in here.values()]
             if not here:
@@ -332,11 +339,10 @@ def _plan_rgb(params: CutoutParams, datasets: Datasets, rgb: RGBRequest) -> list
             for j, shape in enumerate(shapes, start=1):
                 combos.append(_colour(_join(_where(i, j, single), image.tile), shape, images, bands, image.tile))
         return combos
-    survey = _default_survey(datasets)
-    bands = _triplet(rgb, survey, datasets)
     for k, shape in enumerate(params.shapes, start=1):
-        ra, dec = _position(shape)
-        found = {image.band: image for image in survey.at(ra, dec, bands)}
+        survey, here = _here(datasets, shape)
+        bands = _triplet(rgb, survey, datasets)
+        found = {band: here[band] for band in bands if band in here}
         if not found:
             combos.append(_Combo(f"{k:02d}_{''.join(bands)}", shape,
                                  problem=f"no {survey.name} image holds {shape.dali()}"))

@@ -261,12 +261,20 @@ DEMO_SIZE = 1024  # pixels on a side: small, fast to build, real DES geometry an
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo survey, built once per test session."""
+    """The des demo survey, built once per test session, with the default lsst demo next to
+    it (``lsst_demo_root``): the shipped defaults serve both."""
     from soda.surveys.demo import build_des_demo
+    from soda.surveys.lsst_demo import ensure_lsst_demo
 
     root = tmp_path_factory.mktemp("demo") / "des"
     build_des_demo(root, size=DEMO_SIZE)
+    ensure_lsst_demo(lsst_demo_root(root))
     return root
+
+
+def lsst_demo_root(demo_root: Path) -> Path:
+    """The session's lsst demo (the default one), next to the des demo."""
+    return demo_root.parent / "lsst"
 
 
 def scanned_catalogue(root: Path, survey: str = "des", layout=None):  # type: ignore[no-untyped-def]
@@ -313,11 +321,13 @@ def demo_survey(root: Path, authority: str = "demo.cutout"):  # type: ignore[no-
 
 
 def link_demo(data_dir: Path, demo_root: Path) -> Path:
-    """Point a data dir's des survey root at the session's demo, so nothing is rebuilt."""
+    """Point a data dir's des and lsst survey roots at the session's demos, so nothing is
+    rebuilt."""
     (data_dir / "demo").mkdir(parents=True, exist_ok=True)
-    link = data_dir / "demo" / "des"
-    if not link.exists():
-        link.symlink_to(demo_root, target_is_directory=True)
+    for name, target in (("des", demo_root), ("lsst", lsst_demo_root(demo_root))):
+        link = data_dir / "demo" / name
+        if not link.exists() and target.exists():
+            link.symlink_to(target, target_is_directory=True)
     return data_dir
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from astropy.io import fits
 
-from soda.surveys.base import ImageRef, Survey
+from soda.surveys.base import ImageRef, Recognised, Survey
 from soda.surveys.catalogue import ImageCatalogue
-from soda.surveys.lsst_skymap import DC2, PixelBox, SkyMapConfig, skymap
+from soda.surveys.lsst_skymap import DC2, DEMO, HSC_RINGS_120, PixelBox, SkyMapConfig
+from soda.surveys.lsst_skymap import skymap as make_skymap
 
 HDUS = ("IMAGE", "MASK", "VARIANCE")
 
@@ -36,22 +36,14 @@ BAND_RANGES: dict[str, tuple[float, float]] = {
     "y": (948e-9, 1060e-9),
 }
 
+# Sky maps by the name a survey's settings give (``options = {skymap = "..."}``).
+SKYMAPS: dict[str, SkyMapConfig] = {"dc2": DC2, "hsc_rings_120": HSC_RINGS_120, "demo": DEMO}
+
 _NAME = re.compile(r"^(\d+)_(\d+)_([ugrizy])$")
 # deepCoadd_<tract>_<patch>_<band>_..._<run>.fits, the file datastore's default template;
 # other coadd dataset types (deepCoadd_calexp, goodSeeingCoadd...) are named alike.
 _FILE = re.compile(r"^(?P<type>[A-Za-z]*Coadd(?:_calexp)?)_(?P<tract>\d+)_(?P<patch>\d+)_"
                    r"(?P<band>[ugrizy])_.*\.fits(?:\.fz|\.gz)?$")
-
-
-@dataclass(frozen=True)
-class Recognised:
-    """What a layout recogniser makes of one file."""
-
-    name: str  # the dataset ID's query part: "<tract>_<patch>_<band>"
-    field: str  # "<tract>_<patch>"
-    band: str
-    hdus: tuple[str, ...]
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 def parse_name(name: str) -> tuple[int, int, str] | None:
@@ -72,16 +64,25 @@ def _card(headers: Sequence[fits.Header], key: str) -> object | None:
 class LSSTSurvey(Survey):
     """LSST deepCoadd patches: the sky map finds the patch, the catalogue its files."""
 
-    def __init__(self, root: Path, authority: str, catalogue: ImageCatalogue | None = None,
-                 index: str = "", hdus: Sequence[str] = HDUS, name: str = "lsst",
-                 skymap_config: SkyMapConfig = DC2) -> None:
-        self.root = Path(root)
+    def __init__(self, catalogue: ImageCatalogue | None = None, *, authority: str, name: str = "lsst",
+                 hdus: Sequence[str] = (), band_ranges: Mapping[str, tuple[float, float]] | None = None,
+                 root: Path | None = None, skymap: str = "dc2", skymap_config: SkyMapConfig | None = None,
+                 **_: object) -> None:
+        """``skymap`` names the sky map the patches were cut on (a key of SKYMAPS; the demo's
+        is "demo"); ``skymap_config`` gives one directly. ``hdus`` empty: those the ingest
+        found (IMAGE, MASK, VARIANCE)."""
+        if skymap_config is None:
+            if skymap not in SKYMAPS:
+                raise ValueError(f"survey {name}: unknown sky map {skymap!r} (known: {', '.join(SKYMAPS)})")
+            skymap_config = SKYMAPS[skymap]
+        self.root = Path(root) if root is not None else None
         self.authority = authority
         self.name = name
         self.hdus = tuple(hdus)
-        self.bands = tuple(BAND_RANGES)
+        self.ranges = {**BAND_RANGES, **(band_ranges or {})}
+        self.bands = tuple(self.ranges)
         self.catalogue = catalogue
-        self.skymap = skymap(skymap_config)
+        self.skymap = make_skymap(skymap_config)
         self._prefix = f"ivo://{authority}/{name}?".lower()
 
     # --- names and files ------------------------------------------------------------------
@@ -97,7 +98,7 @@ class LSSTSurvey(Survey):
             return None
         return ImageRef(dataset_id=self.dataset_id(tract, patch, band), survey=self.name,
                         tile=f"{tract}_{patch}", band=band, path=image.path,
-                        hdus=image.hdus or self.hdus)
+                        hdus=self.hdus or image.hdus or HDUS)
 
     def by_id(self, dataset_id: str) -> ImageRef | None:
         # The authority and the resource path of an IVOA identifier are case-insensitive.
@@ -125,7 +126,7 @@ class LSSTSurvey(Survey):
         return self._ref(*parsed) if parsed else None
 
     def band_range(self, band: str) -> tuple[float, float]:
-        return BAND_RANGES[band]
+        return self.ranges[band]
 
     def images_per_band(self) -> dict[str, int] | None:
         if self.catalogue is None:
@@ -187,9 +188,11 @@ class LSSTSurvey(Survey):
     # --- ingest -----------------------------------------------------------------------------
 
     @classmethod
-    def recognise(cls, path: Path, hdul: fits.HDUList) -> Recognised | None:
+    def recognise(cls, path: Path, hdul: fits.HDUList,
+                  band_map: Mapping[str, str] | None = None) -> list[Recognised] | None:
         """What an LSST coadd file holds, from its TRACT/PATCH/BAND cards or else its Butler
-        file name; None when it is not one (no IMAGE plane, or no tract, patch and band)."""
+        file name; None when it is not one (no IMAGE plane, or no tract, patch and band).
+        ``band_map`` renames a header's band before it is checked against ugrizy."""
         names = [hdu.name for hdu in hdul]
         if "IMAGE" not in names:
             return None
@@ -202,7 +205,8 @@ class LSSTSurvey(Survey):
             tract, patch = int(str(tract)), int(str(patch))
         except ValueError:
             return None
-        band = str(band)
+        band = str(band).strip()
+        band = (band_map or {}).get(band, band)
         if band not in BAND_RANGES or tract < 0 or patch < 0:
             return None
         extra = {"tract": str(tract), "patch": str(patch)}
@@ -212,5 +216,5 @@ class LSSTSurvey(Survey):
         if match:
             extra["dataset_type"] = match["type"]
         hdus = tuple(h for h in HDUS if h in names)
-        return Recognised(name=f"{tract}_{patch}_{band}", field=f"{tract}_{patch}", band=band,
-                          hdus=hdus, extra=extra)
+        return [Recognised(name=f"{tract}_{patch}_{band}", field=f"{tract}_{patch}", band=band,
+                           hdus=hdus, extra=extra)]

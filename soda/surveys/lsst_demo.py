@@ -364,3 +364,13 @@ def demo_files(root: Path) -> list[DemoFile]:
     """The files a built demo holds, from its manifest."""
     content = json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
     return [DemoFile(**f) for f in content["files"]]
+
+
+def ensure_lsst_demo(root: Path) -> Path:
+    """``root``; the default LSST demo (2 x 2 patches of tract 4849 in g, r, i, on the DEMO
+    sky map) is built only when no demo build is there. The survey serving it needs
+    ``skymap = "demo"`` (the default configuration's lsst survey has it)."""
+    root = Path(root)
+    if not (root / MANIFEST).exists():
+        build_lsst_demo(root)
+    return root

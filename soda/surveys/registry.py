@@ -53,6 +53,6 @@ def load_datasets(settings: Settings, catalogue: ImageCatalogue) -> Datasets:
     for name, conf in settings.surveys.items():
         surveys[name] = survey_class(settings, name)(
             catalogue=catalogue, authority=settings.soda.ivoa_authority, name=name,
-            hdus=conf.hdus, band_ranges=conf.band_ranges)
+            hdus=conf.hdus, band_ranges=conf.band_ranges, **conf.options)
     rgb = {name: conf.rgb_bands for name, conf in settings.surveys.items() if conf.rgb_bands}
     return Datasets(surveys, settings.soda.ivoa_authority, rgb)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conf import load_settings
 from conf.reference import reference_toml
-from conf.settings import GROUPS, Settings
+from conf.settings import GROUPS, Settings, SurveySettings
 from conftest import ROOT
 
 COMMITTED = ROOT / "conf" / "defaults.toml"
@@ -39,7 +39,9 @@ def test_reference_names_every_setting_in_its_table() -> None:
     for group, model in GROUPS.items():
         secrets = {name for name in model.model_fields if name.endswith("secret")}
         assert set(tables[group]) == set(model.model_fields) - secrets, group
-    assert set(tables["surveys"]) == {"des"}
+    assert set(tables["surveys"]) == {"des", "lsst"}
+    for table in tables["surveys"].values():
+        assert set(table) == set(SurveySettings.model_fields)
     for name in ("session_secret", "oidc_client_secret"):
         assert f"# {name}: set CUTOUT_{name.upper()} in the environment" in reference_toml()
 

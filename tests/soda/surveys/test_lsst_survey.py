@@ -1,25 +1,22 @@
-"""LSSTSurvey over the demo coadds, and the Butler layout recogniser.
-
-The catalogue here is a small real implementation of soda.surveys.catalogue's protocol,
-built by reading the demo files' headers (through the recogniser) and their WCS; these
-tests should move onto the service's image index once it exists.
-"""
+"""LSSTSurvey over the demo coadds, ingested into the image index; the Butler layout
+recogniser."""
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.wcs import WCS
 
-from soda.surveys.catalogue import CatalogueImage, Footprint
-from soda.surveys.lsst import BAND_RANGES, LSSTSurvey, Recognised
+from soda.index.catalogue import IndexCatalogue
+from soda.index.ingest import ingest
+from soda.index.tables import MIGRATIONS
+from soda.ops.database import close_database, migrate, open_database
+from soda.surveys.base import Recognised
+from soda.surveys.lsst import BAND_RANGES, LSSTSurvey
 from soda.surveys.lsst_demo import DEFAULT_TRACT, build_lsst_demo, central_patches
 from soda.surveys.lsst_skymap import DEMO, skymap
 
@@ -28,83 +25,35 @@ SURVEY = "lsst"
 BANDS = ("g", "r", "i")
 
 
-def _separation(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    l1, b1, l2, b2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    c = math.sin(b1) * math.sin(b2) + math.cos(b1) * math.cos(b2) * math.cos(l2 - l1)
-    return math.degrees(math.acos(max(-1.0, min(1.0, c))))
-
-
-class HeaderCatalogue:
-    """The images of files, known from their headers alone."""
-
-    def __init__(self, survey: str, paths: Sequence[Path]) -> None:
-        self.images: list[CatalogueImage] = []
-        for path in paths:
-            with fits.open(path) as hdul:
-                found = LSSTSurvey.recognise(path, hdul)
-                if found is None:
-                    continue
-                header = hdul[found.hdus[0]].header
-                wcs = WCS(header)
-                ny, nx = header["NAXIS2"], header["NAXIS1"]
-                xs = [0, (nx - 1) / 2, nx - 1, nx - 1, nx - 1, (nx - 1) / 2, 0, 0]
-                ys = [0, 0, 0, (ny - 1) / 2, ny - 1, ny - 1, ny - 1, (ny - 1) / 2]
-                vertices = tuple((float(r), float(d)) for r, d in wcs.all_pix2world(np.c_[xs, ys], 0))
-                ra, dec = (float(v) for v in wcs.all_pix2world([[(nx - 1) / 2, (ny - 1) / 2]], 0)[0])
-                radius = max(_separation(ra, dec, *v) for v in vertices)
-                self.images.append(CatalogueImage(
-                    survey=survey, name=found.name, field=found.field, band=found.band,
-                    path=path, hdus=found.hdus, shape=(ny, nx), pixel_scale=0.2,
-                    footprint=Footprint(vertices, (ra, dec), radius), extra=dict(found.extra)))
-        self.images.sort(key=lambda i: i.name)
-
-    def _ours(self, survey: str) -> list[CatalogueImage]:
-        return [i for i in self.images if i.survey == survey]
-
-    def get(self, survey: str, name: str) -> CatalogueImage | None:
-        return next((i for i in self._ours(survey) if i.name == name), None)
-
-    def overlapping(self, survey: str, ra: float, dec: float, radius: float) -> list[CatalogueImage]:
-        near = [(_separation(ra, dec, *i.footprint.centre), i) for i in self._ours(survey)]
-        return [i for d, i in sorted(near, key=lambda p: p[0]) if d <= i.footprint.radius + radius]
-
-    def at(self, survey: str, ra: float, dec: float) -> list[CatalogueImage]:
-        return self.overlapping(survey, ra, dec, 0.0)
-
-    def in_field(self, survey: str, field: str) -> list[CatalogueImage]:
-        return [i for i in self._ours(survey) if i.field == field]
-
-    def bands(self, survey: str) -> Mapping[str, int]:
-        return Counter(i.band for i in self._ours(survey))
-
-    def first(self, survey: str) -> CatalogueImage | None:
-        return next(iter(self._ours(survey)), None)
-
-    def search(self, surveys: Sequence[str], ra: float, dec: float, radius: float,
-               limit: int) -> list[CatalogueImage]:
-        return [i for s in surveys for i in self.overlapping(s, ra, dec, radius)][:limit]
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("lsst-survey")
-    build_lsst_demo(root, bands=BANDS, seed=1)
-    return root
+    build_lsst_demo(root / "repo", bands=BANDS, seed=1)
+    return root / "repo"
 
 
 @pytest.fixture(scope="module")
-def survey(demo: Path) -> LSSTSurvey:
-    catalogue = HeaderCatalogue(SURVEY, sorted(demo.rglob("*.fits")))
-    return LSSTSurvey(root=demo, authority=AUTHORITY, catalogue=catalogue, skymap_config=DEMO)
+def catalogue(demo: Path) -> Iterator[IndexCatalogue]:
+    database = open_database(f"sqlite:///{demo.parent / 'index.sqlite'}")
+    migrate(database, [("images", MIGRATIONS)])
+    report = ingest(database, SURVEY, LSSTSurvey, [demo])
+    assert report.bad == [] and report.images == 12
+    yield IndexCatalogue(database)
+    close_database(database)
+
+
+@pytest.fixture(scope="module")
+def survey(catalogue: IndexCatalogue) -> LSSTSurvey:
+    return LSSTSurvey(catalogue=catalogue, authority=AUTHORITY, name=SURVEY, skymap="demo")
 
 
 def _patches() -> tuple[int, ...]:
     return central_patches(skymap(DEMO), DEFAULT_TRACT)
 
 
-def test_catalogue_holds_every_demo_file(survey: LSSTSurvey) -> None:
+def test_the_index_holds_every_demo_file(survey: LSSTSurvey, catalogue: IndexCatalogue) -> None:
     assert survey.images_per_band() == {"g": 4, "r": 4, "i": 4}
-    names = {i.name for i in survey.catalogue.images}
+    names = {i.name for p in _patches() for i in catalogue.in_field(SURVEY, f"{DEFAULT_TRACT}_{p}")}
     assert names == {f"{DEFAULT_TRACT}_{p}_{b}" for p in _patches() for b in BANDS}
 
 
@@ -175,8 +124,9 @@ def test_bands(survey: LSSTSurvey) -> None:
 def test_recognise_by_cards_and_by_name(demo: Path, tmp_path: Path) -> None:
     path = next(demo.rglob("*.fits"))
     with fits.open(path) as hdul:
-        found = LSSTSurvey.recognise(path, hdul)
-        assert isinstance(found, Recognised)
+        recognised = LSSTSurvey.recognise(path, hdul, {})
+        assert recognised is not None and len(recognised) == 1
+        found = recognised[0]
         tract, patch, band = (hdul[0].header[k] for k in ("TRACT", "PATCH", "BAND"))
         assert found.name == f"{tract}_{patch}_{band}" and found.field == f"{tract}_{patch}"
         assert found.hdus == ("IMAGE", "MASK", "VARIANCE")
@@ -184,21 +134,31 @@ def test_recognise_by_cards_and_by_name(demo: Path, tmp_path: Path) -> None:
         # Without the cards, the Butler file name still tells.
         bare = fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(data=h.data, name=h.name)
                                                    for h in hdul[1:]])
-    assert LSSTSurvey.recognise(path, bare) == Recognised(
+    assert LSSTSurvey.recognise(path, bare, {}) == [Recognised(
         found.name, found.field, found.band, found.hdus,
-        {"tract": str(tract), "patch": str(patch), "dataset_type": "deepCoadd"})
+        {"tract": str(tract), "patch": str(patch), "dataset_type": "deepCoadd"})]
+    # A band map renames the header's band before it is checked.
+    cards = fits.PrimaryHDU(header=fits.Header([("TRACT", tract), ("PATCH", patch), ("BAND", "HSC-R")]))
+    hsc = fits.HDUList([cards] + [fits.ImageHDU(data=h.data, name=h.name) for h in bare[1:]])
+    assert LSSTSurvey.recognise(tmp_path / "calexp.fits", hsc, {}) is None
+    assert LSSTSurvey.recognise(tmp_path / "calexp.fits", hsc, {"HSC-R": "r"})[0].name == f"{tract}_{patch}_r"
     # Neither cards nor a Butler name: not an LSST coadd.
-    assert LSSTSurvey.recognise(tmp_path / "image.fits", bare) is None
+    assert LSSTSurvey.recognise(tmp_path / "image.fits", bare, {}) is None
     # A DES tile is not one either, whatever its name.
     des = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 2)), name="SCI")])
-    assert LSSTSurvey.recognise(tmp_path / "deepCoadd_1_2_r_x.fits", des) is None
+    assert LSSTSurvey.recognise(tmp_path / "deepCoadd_1_2_r_x.fits", des, {}) is None
     # A band LSST does not have.
-    assert LSSTSurvey.recognise(tmp_path / "deepCoadd_1_2_Y_x.fits", bare) is None
+    assert LSSTSurvey.recognise(tmp_path / "deepCoadd_1_2_Y_x.fits", bare, {}) is None
 
 
-def test_no_catalogue_means_no_images(demo: Path) -> None:
-    empty = LSSTSurvey(root=demo, authority=AUTHORITY)
+def test_no_catalogue_means_no_images() -> None:
+    empty = LSSTSurvey(authority=AUTHORITY, skymap="demo")
     assert empty.at(53.83, -29.0, ["r"]) == []
     assert empty.by_id(f"ivo://{AUTHORITY}/lsst?{DEFAULT_TRACT}_1_r") is None
     assert empty.images_per_band() == {} and empty.example() is None
     assert set(BAND_RANGES) == set(empty.bands)
+
+
+def test_unknown_sky_map_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown sky map 'rings'"):
+        LSSTSurvey(authority=AUTHORITY, skymap="rings")

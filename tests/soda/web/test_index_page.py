@@ -61,10 +61,16 @@ def test_page_names_the_surveys_bands_images_and_authority(root: dict) -> None: 
     assert "DES" in [h.text_content() for h in doc.iter("h3")]
     assert "ivo://demo.cutout/des?<image>" in text and "demo.cutout" in text
     assert "6 images" in text    # the demo: two tiles in g, r, i
-    [bands] = [t for t in doc.iter("table") if t.find("caption") is not None]
-    rows = [[td.text_content() for td in tr.findall("td")] for tr in bands.iter("tr")][1:]
+    assert [h.text_content() for h in doc.iter("h3")][:2] == ["DES", "LSST"]   # as configured
+    assert "ivo://demo.cutout/lsst?<image>" in text
+    assert "12 images" in text   # the lsst demo: 2 x 2 patches in g, r, i
+    des, lsst = [t for t in doc.iter("table") if t.find("caption") is not None]
+    rows = [[td.text_content() for td in tr.findall("td")] for tr in des.iter("tr")][1:]
     assert [(band, images) for band, _, images in rows] == [("g", "2"), ("r", "2"), ("i", "2")]
     assert rows[1][1] == "542 to 710"   # DES r, nm
+    rows = [[td.text_content() for td in tr.findall("td")] for tr in lsst.iter("tr")][1:]
+    assert [(band, images) for band, _, images in rows] == [("g", "4"), ("r", "4"), ("i", "4")]
+    assert rows[1][1] == "552 to 691"   # LSST r, nm
 
 
 def test_page_links_the_endpoints_and_login_only_where_configured(root: dict) -> None:  # type: ignore[type-arg]
