@@ -13,20 +13,20 @@ Gaussians A exp(-r^2 / 2 sigma^2) (h = 1 pixel, sigma in pixels) is at most
 sum A / (4 sigma^2). Masks are nearest-neighbour, exact wherever the mask function is
 constant within 1.5 pixels.
 
-The DES tiles are written under DESDM names and ingested into the service's image index
-(soda/index, SQLite), which names each tile's neighbours; the LSST patches' neighbours come
-from the sky map.
+The DES tiles (written under DESDM names) and the LSST patches are ingested into the
+service's image index (soda/index, SQLite); DES finds a tile's neighbours through it, LSST
+through its sky map.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import peewee as pw
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
@@ -40,7 +40,6 @@ from soda.engine.pixels import shifted
 from soda.sky.regions import Circle
 from soda.sky.sphere import separation
 from soda.surveys.base import ImageRef
-from soda.surveys.catalogue import CatalogueImage, Footprint
 from soda.surveys.des import DESSurvey, tile_centre, tile_for, tile_wcs, unique_area
 from soda.surveys.lsst import LSSTSurvey
 from soda.surveys.lsst_demo import DEFAULT_TRACT, build_lsst_demo, central_patches, tract_pixels
@@ -57,51 +56,11 @@ AUTHORITY = "demo.cutout"
 LIMITS = CutoutLimits(max_pixels=25_000_000, max_cutouts=None, max_preview_source=25_000_000, name="the test limit")
 
 
-class FileCatalogue:
-    """The images of files, known from their headers: footprints from the WCS of the first HDU."""
-
-    def __init__(self, survey: str, files: Sequence[tuple[str, str, str, Path, tuple[str, ...]]]) -> None:
-        self.images: list[CatalogueImage] = []
-        for name, field, band, path, hdus in files:
-            header = fits.getheader(path, hdus[0])
-            wcs = WCS(header)
-            ny, nx = header["NAXIS2"], header["NAXIS1"]
-            xs = [-0.5, nx / 2, nx - 0.5, nx - 0.5, nx - 0.5, nx / 2, -0.5, -0.5]
-            ys = [-0.5, -0.5, -0.5, ny / 2, ny - 0.5, ny - 0.5, ny - 0.5, ny / 2]
-            vertices = tuple((float(r), float(d)) for r, d in zip(*wcs.pixel_to_world_values(xs, ys)))
-            ra, dec = (float(v) for v in wcs.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2))
-            radius = max(float(separation(ra, dec, *v)) for v in vertices)
-            self.images.append(CatalogueImage(
-                survey=survey, name=name, field=field, band=band, path=path, hdus=hdus, shape=(ny, nx),
-                pixel_scale=float(abs(wcs.pixel_scale_matrix[0, 0]) * 3600),
-                footprint=Footprint(vertices, (ra, dec), radius)))
-        self.images.sort(key=lambda i: i.name)
-
-    def _ours(self, survey: str) -> list[CatalogueImage]:
-        return [i for i in self.images if i.survey == survey]
-
-    def get(self, survey: str, name: str) -> CatalogueImage | None:
-        return next((i for i in self._ours(survey) if i.name == name), None)
-
-    def overlapping(self, survey: str, ra: float, dec: float, radius: float) -> list[CatalogueImage]:
-        near = [(float(separation(ra, dec, *i.footprint.centre)), i) for i in self._ours(survey)]
-        return [i for d, i in sorted(near, key=lambda p: p[0]) if d <= i.footprint.radius + radius]
-
-    def at(self, survey: str, ra: float, dec: float) -> list[CatalogueImage]:
-        return self.overlapping(survey, ra, dec, 0.0)
-
-    def in_field(self, survey: str, field: str) -> list[CatalogueImage]:
-        return [i for i in self._ours(survey) if i.field == field]
-
-    def bands(self, survey: str) -> Mapping[str, int]:
-        return Counter(i.band for i in self._ours(survey))
-
-    def first(self, survey: str) -> CatalogueImage | None:
-        return next(iter(self._ours(survey)), None)
-
-    def search(self, surveys: Sequence[str], ra: float, dec: float, radius: float,
-               limit: int) -> list[CatalogueImage]:
-        return [i for s in surveys for i in self.overlapping(s, ra, dec, radius)][:limit]
+def _index(path: Path) -> pw.Database:
+    """An empty image index (the service's, on SQLite)."""
+    db = open_database(f"sqlite:///{path}")
+    migrate(db, [("images", INDEX_MIGRATIONS)])
+    return db
 
 
 def _pipeline(tmp: Path, survey: object) -> Cutouts:
@@ -127,15 +86,12 @@ LSST_SEED = 2
 def lsst(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cutouts, LSSTSurvey]:
     root = tmp_path_factory.mktemp("lsst-mosaic")
     build_lsst_demo(root, bands=("r",), seed=LSST_SEED)
-    files = []
-    for path in sorted(root.rglob("*.fits")):
-        with fits.open(path) as hdul:
-            found = LSSTSurvey.recognise(path, hdul)
-        assert found is not None
-        files.append((found.name, found.field, found.band, path, found.hdus))
-    survey = LSSTSurvey(root=root, authority=AUTHORITY, catalogue=FileCatalogue("lsst", files),
-                        skymap_config=DEMO)
-    return _pipeline(tmp_path_factory.mktemp("lsst-data"), survey), survey
+    data = tmp_path_factory.mktemp("lsst-data")
+    db = _index(data / "index.sqlite")
+    report = ingest(db, "lsst", LSSTSurvey, [root])
+    assert report.bad == [] and report.images == 4, report
+    survey = LSSTSurvey(catalogue=IndexCatalogue(db), authority=AUTHORITY, root=root, skymap="demo")
+    return _pipeline(data, survey), survey
 
 
 def test_lsst_patch_corner_equals_the_tract_pixels(lsst: tuple[Cutouts, LSSTSurvey]) -> None:
@@ -263,8 +219,7 @@ def _des(root: Path, tiles: Sequence[str], db_path: Path) -> tuple[DESSurvey, li
     """The tiles written as DESDM names them, ingested into a real image index."""
     for tile in tiles:
         _write(root / tile / f"{tile}_r4575p01_r.fits", _grid(tile), (SIDE, SIDE))
-    db = open_database(f"sqlite:///{db_path}")
-    migrate(db, [("images", INDEX_MIGRATIONS)])
+    db = _index(db_path)
     report = ingest(db, "des", DESSurvey, [root])
     assert report.bad == [] and report.images == len(tiles), report
     return DESSurvey(catalogue=IndexCatalogue(db), authority=AUTHORITY), list(tiles)
