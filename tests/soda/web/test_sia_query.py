@@ -137,7 +137,9 @@ def test_the_position_across_ra_zero_and_the_other_shapes(sia):
 
 
 def test_no_position_finds_every_image(sia):
-    assert len(names(query(sia).content)) == 6
+    # The shipped demo surveys: des (2 tiles x 3 bands) and lsst (4 patches x 3 bands).
+    found = names(query(sia).content)
+    assert len(found) == 18 and sum(n.startswith("DES") for n in found) == 6
 
 
 @pytest.mark.parametrize("pairs, expected", [
@@ -173,8 +175,8 @@ def test_unknown_parameters_are_ignored(sia):
 def test_maxrec_truncates_with_overflow_after_the_table(sia):
     r = query(sia, ("MAXREC", "2"))
     assert len(rows(r.content)) == 2 and statuses(r.content) == [("OK", "before"), ("OVERFLOW", "after")]
-    r = query(sia, ("MAXREC", "6"))
-    assert len(rows(r.content)) == 6 and statuses(r.content) == [("OK", "before")]
+    r = query(sia, ("MAXREC", "18"))
+    assert len(rows(r.content)) == 18 and statuses(r.content) == [("OK", "before")]
 
 
 def test_maxrec_zero_is_metadata_only(sia):
@@ -224,7 +226,8 @@ def test_a_survey_with_no_images_ingested_answers_empty(tmp_path, demo_root):
         assert client.app_state.runtime.catalogue.bands("des") == {}
         r = query(client, ("POS", HERE))
         assert rows(r.content) == [] and statuses(r.content) == [("OK", "before")]
-        assert rows(query(client).content) == []
+        assert rows(query(client, ("COLLECTION", "des")).content) == []
+        assert rows(query(client, ("COLLECTION", "lsst")).content)  # the other survey is still there
         j = client.get("/coverage/des.json")
         assert j.status_code == 200 and MOC.from_json(j.json()).empty()
         assert "ivo://ivoa.net/std/SIA#query-2.0" in client.get("/capabilities").text
@@ -322,8 +325,8 @@ def test_positions_outside_the_coverage_map_search_no_index(sia):
     recording = Recording(sia.app_state.runtime.catalogue)
     sia.app_state.runtime.catalogue = recording
     assert names(query(sia, ("POS", HERE)).content) == [f"{SOUTH}_g", f"{SOUTH}_i", f"{SOUTH}_r"]
-    made = recording.searches  # the map, once, then the position's lookup
-    assert made == 2
+    made = recording.searches  # the map of each survey (des, lsst), once, then the position's lookup
+    assert made == 3
     for pos in ("CIRCLE 180 0 1", "RANGE 100 101 10 11", "POLYGON 200 -30 201 -30 201 -29"):
         r = query(sia, ("POS", pos))
         assert rows(r.content) == [] and statuses(r.content) == [("OK", "before")]
