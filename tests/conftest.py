@@ -130,6 +130,17 @@ def postgres_url() -> Iterator[str]:
 
 # --- processes -------------------------------------------------------------------------
 
+def stilts(tool: str, path: Path) -> str:
+    """What ``stilts <tool> <path>`` prints (votlint, ...); missing STILTS fails in CI."""
+    if shutil.which("stilts") is None:
+        if IN_CI:
+            pytest.fail("stilts is not installed; .ci/run installs it", pytrace=False)
+        pytest.skip("!!! stilts is not installed (apt-get install stilts) — lint not run")
+    out = subprocess.run(["stilts", tool, str(path)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "JAVA_TOOL_OPTIONS": "-Djava.awt.headless=true"})
+    return out.stdout + out.stderr
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,6 @@ ingest does not hold the database.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import time
@@ -24,6 +23,7 @@ from soda.index.scan import BadFile, scan_file
 from soda.index.tables import IndexTables
 from soda.surveys.base import FITS_SUFFIXES, Survey
 from soda.surveys.catalogue import CatalogueImage
+from soda.surveys.locks import exclusive
 
 Progress = Callable[[int, int], None]  # (files done, files in all)
 _BATCH = 200
@@ -87,12 +87,8 @@ def ingest_lock(db: pw.Database) -> Iterator[None]:
     if name in ("", ":memory:"):
         yield
         return
-    with open(f"{name}.ingest-lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive(Path(f"{name}.ingest-lock")):
+        yield
 
 
 def _store(tables: IndexTables, file_id: int, images: Sequence[CatalogueImage]) -> None:

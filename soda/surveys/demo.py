@@ -14,7 +14,6 @@ and dropped before the next, so a builder holds one plane and its compressed byt
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
@@ -24,7 +23,6 @@ import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from astropy.io import fits
 from astropy.io.fits.hdu.compressed import SUBTRACTIVE_DITHER_1, SUBTRACTIVE_DITHER_2
 
 from soda.surveys.des import PIXEL_SCALE, tile_wcs
+from soda.surveys.locks import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -381,17 +380,6 @@ def _is_demo_file(path: Path) -> bool:
         return False
 
 
-@contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """Only one builder per folder at a time (processes of one host)."""
-    with open(root / _LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _replace_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -439,7 +427,7 @@ def build_des_demo(root: Path, tiles: Sequence[str] = DEFAULT_TILES,
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     files = _files(build)
-    with _locked(root):
+    with exclusive(root / _LOCK):  # one builder per folder
         if not _up_to_date(root, build, files):
             log.info("building %d demo images of %d px in %s", len(files), build.size, root)
             _build(root, build, files)

@@ -24,7 +24,6 @@ differently from element to element).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
@@ -32,8 +31,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +39,7 @@ import numpy as np
 from astropy.io import fits
 
 from soda.surveys.lsst_skymap import DEMO, PixelBox, RingsSkyMap, SkyMapConfig, skymap
+from soda.surveys.locks import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -298,17 +297,6 @@ def _manifest_text(build: _Build, files: Sequence[DemoFile]) -> str:
     return json.dumps(content, indent=1) + "\n"
 
 
-@contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """Only one builder per folder at a time (processes of one host)."""
-    with open(root / _LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _up_to_date(root: Path, text: str, files: Sequence[DemoFile]) -> bool:
     try:
         current = (root / MANIFEST).read_text(encoding="utf-8")
@@ -342,7 +330,7 @@ def build_lsst_demo(root: Path, tracts: dict[int, Sequence[int]] | None = None,
     root.mkdir(parents=True, exist_ok=True)
     files = _files(build)
     text = _manifest_text(build, files)
-    with _locked(root):
+    with exclusive(root / _LOCK):  # one builder per folder
         if not _up_to_date(root, text, files):
             log.info("building %d LSST demo coadds in %s", len(files), root)
             staging = Path(tempfile.mkdtemp(prefix=".lsst-demo-", dir=root))

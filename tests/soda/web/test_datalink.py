@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 
 import httpx
@@ -12,7 +9,7 @@ import pytest
 from lxml import etree
 from starlette.testclient import TestClient
 
-from conftest import DEMO_SIZE, IN_CI, app_client, assert_votable
+from conftest import DEMO_SIZE, app_client, assert_votable, stilts
 from soda.surveys.des import tile_centre
 
 V = "{http://www.ivoa.net/xml/VOTable/v1.3}"
@@ -304,28 +301,18 @@ def test_cors_for_browser_clients(embedded):
     assert pre.status_code == 200 and "POST" in pre.headers["access-control-allow-methods"]
 
 
-def _stilts(tool: str, path) -> str:  # type: ignore[no-untyped-def]
-    if shutil.which("stilts") is None:
-        if IN_CI:
-            pytest.fail("stilts is not installed; .ci/run installs it", pytrace=False)
-        pytest.skip("!!! stilts is not installed (apt-get install stilts) — lint not run")
-    out = subprocess.run(["stilts", tool, str(path)], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "JAVA_TOOL_OPTIONS": "-Djava.awt.headless=true"})
-    return out.stdout + out.stderr
-
-
 @pytest.mark.parametrize("ids", [[DID], [DID, "ivo://demo.cutout/des?nope", "ivo://demo.cutout/des?DES0000+0209_i"], []])
 def test_stilts_datalinklint_and_votlint_are_clean(embedded, tmp_path, ids):
     path = tmp_path / "links.xml"
     path.write_bytes(links(embedded, *ids).content)
-    report = _stilts("datalinklint", path)
+    report = stilts("datalinklint", path)
     assert "Totals: Errors: 0; Warnings: 0;" in report, report
-    lint = _stilts("votlint", path)
+    lint = stilts("votlint", path)
     assert "ERROR" not in lint and "WARNING" not in lint, lint
 
 
 def test_stilts_votlint_on_error_documents(embedded, tmp_path):
     path = tmp_path / "error.xml"
     path.write_bytes(embedded.get("/links", params={"RESPONSEFORMAT": "text/csv"}).content)
-    lint = _stilts("votlint", path)
+    lint = stilts("votlint", path)
     assert "ERROR" not in lint and "WARNING" not in lint, lint

@@ -6,16 +6,13 @@ survey when the app started.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from io import BytesIO
 
 import pytest
 from lxml import etree
 from mocpy import MOC
 
-from conftest import IN_CI, app_client, assert_valid, assert_votable, header_identity
+from conftest import app_client, assert_valid, assert_votable, header_identity, stilts
 from soda.index.catalogue import IndexCatalogue
 from soda.index.ingest import ingest
 from soda.index.tables import MIGRATIONS
@@ -233,22 +230,12 @@ def test_a_survey_with_no_images_ingested_answers_empty(tmp_path, demo_root):
         assert "ivo://ivoa.net/std/SIA#query-2.0" in client.get("/capabilities").text
 
 
-def _stilts(tool: str, path) -> str:  # type: ignore[no-untyped-def]
-    if shutil.which("stilts") is None:
-        if IN_CI:
-            pytest.fail("stilts is not installed; .ci/run installs it", pytrace=False)
-        pytest.skip("!!! stilts is not installed (apt-get install stilts) — lint not run")
-    out = subprocess.run(["stilts", tool, str(path)], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "JAVA_TOOL_OPTIONS": "-Djava.awt.headless=true"})
-    return out.stdout + out.stderr
-
-
 def test_stilts_votlint_is_silent_on_answers_and_errors(sia, tmp_path):
     for n, pairs in enumerate(([("POS", HERE), ("POS", WRAP)], [("MAXREC", "2")], [("MAXREC", "0")],
                                [("POS", "CIRCLE 1 2")])):
         path = tmp_path / f"answer{n}.xml"
         path.write_bytes(sia.get("/query", params=pairs).content)
-        lint = _stilts("votlint", path).replace("Picked up JAVA_TOOL_OPTIONS: -Djava.awt.headless=true", "")
+        lint = stilts("votlint", path).replace("Picked up JAVA_TOOL_OPTIONS: -Djava.awt.headless=true", "")
         assert lint.strip() == "", lint
 
 
