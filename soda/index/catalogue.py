@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from functools import reduce
 from operator import or_
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import peewee as pw
 
 from soda.index.cells import cell_of, circle_ranges
-from soda.index.tables import IndexTables
+from soda.index.tables import IndexTables, session
 from soda.sky.footprint import distance, holds, meets_circle
 from soda.surveys.catalogue import CatalogueImage, Footprint
 
@@ -63,35 +62,23 @@ class IndexCatalogue:
                              "COALESCE(SUM(mtime_ns % 1000000007), 0) FROM index_file WHERE survey = ?")
         self._images_sql = "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM index_image WHERE survey = ?"
 
-    @contextmanager
-    def _session(self) -> Iterator[None]:
-        """One connection for a lookup (the pool's, on PostgreSQL), or the one already open."""
-        if not self.db.is_closed():
-            yield
-            return
-        self.db.connect()
-        try:
-            yield
-        finally:
-            self.db.close()
-
     def _select(self) -> pw.ModelSelect:
         Image = self.tables.Image
         return Image.select(*(getattr(Image, c) for c in _COLUMNS))
 
     def _rows(self, query: pw.ModelSelect) -> list[CatalogueImage]:
-        with self._session():
+        with session(self.db):
             return [as_image(row) for row in query.tuples()]
 
     def get(self, survey: str, name: str) -> CatalogueImage | None:
         p = self.db.param
-        with self._session():
+        with session(self.db):
             row = self.db.execute_sql(self._get_sql.replace("?", p), (survey, name)).fetchone()
         return None if row is None else as_image(row)
 
     def at(self, survey: str, ra: float, dec: float) -> list[CatalogueImage]:
         p = self.db.param
-        with self._session():
+        with session(self.db):
             ids = [row[0] for row in self.db.execute_sql(self._cell_sql.replace("?", p), (cell_of(ra, dec),))]
             if not ids:
                 return []
@@ -121,14 +108,14 @@ class IndexCatalogue:
 
     def bands(self, survey: str) -> Mapping[str, int]:
         Image = self.tables.Image
-        with self._session():
+        with session(self.db):
             rows = (Image.select(Image.band, pw.fn.COUNT(Image.id).alias("n"))
                     .where(Image.survey == survey).group_by(Image.band).order_by(Image.band).tuples())
             return {band: int(n) for band, n in rows}
 
     def version(self, survey: str) -> str:
         p = self.db.param
-        with self._session():
+        with session(self.db):
             files = self.db.execute_sql(self._version_sql.replace("?", p), (survey,)).fetchone()
             images = self.db.execute_sql(self._images_sql.replace("?", p), (survey,)).fetchone()
         return ":".join(str(int(v)) for v in (*files, *images))

@@ -20,7 +20,7 @@ import peewee as pw
 
 from soda.index.cells import footprint_cells
 from soda.index.scan import BadFile, scan_file
-from soda.index.tables import IndexTables
+from soda.index.tables import IndexTables, session
 from soda.surveys.base import FITS_SUFFIXES, Survey
 from soda.surveys.catalogue import CatalogueImage
 from soda.surveys.locks import exclusive
@@ -57,19 +57,6 @@ def fits_files(root: Path) -> Iterator[Path]:
         for name in sorted(files):
             if not name.startswith(".") and name.lower().endswith(FITS_SUFFIXES):
                 yield Path(folder) / name
-
-
-@contextlib.contextmanager
-def session(db: pw.Database) -> Iterator[None]:
-    """One connection for a unit of work, or the one this thread already holds."""
-    if not db.is_closed():
-        yield
-        return
-    db.connect()
-    try:
-        yield
-    finally:
-        db.close()
 
 
 @contextlib.contextmanager

@@ -8,13 +8,28 @@ may touch, indexed on the cell, so a position finds its images without a scan.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import peewee as pw
 
 # Order 8: cells of about 0.23 degrees, so a DES tile (0.73 degrees a side) covers a few
 # dozen, a small image one to four.
 CELL_ORDER = 8
+
+
+@contextlib.contextmanager
+def session(db: pw.Database) -> Iterator[None]:
+    """One connection for a unit of work (the pool's, on PostgreSQL), or the one this
+    thread already holds."""
+    if not db.is_closed():
+        yield
+        return
+    db.connect()
+    try:
+        yield
+    finally:
+        db.close()
 
 
 class IndexTables:
