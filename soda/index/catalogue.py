@@ -7,7 +7,7 @@ candidate's footprint is tested exactly on the sphere; a circle by its cells' ra
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import reduce
 from operator import or_
 from pathlib import Path
