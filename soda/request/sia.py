@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dali.errors import MultiValuedParamNotSupported, UsageError
-from soda.request.params import POL_STATES, parse_cutout
+from soda.request.params import POL_STATES, ShapeLimits, parse_cutout
 from soda.sky.regions import Shape
 
 Interval = tuple[float, float]
@@ -54,6 +54,7 @@ class SiaLimits:
     maxrec_default: int   # DALI §3.2.4: the default MAXREC
     maxrec_limit: int     # its hard limit: a larger MAXREC is lowered to it
     max_values: int       # the most values one parameter may take (POS and every other)
+    shapes: ShapeLimits | None = None  # the regions POS may hold, as for SODA (None: uncounted)
 
 
 def _short(value: str) -> str:
@@ -76,7 +77,7 @@ def parse_sia(pairs: Iterable[tuple[str, str]], limits: SiaLimits) -> SiaQuery:
                              "values are taken per parameter")
     _response_format(values["RESPONSEFORMAT"])
     return SiaQuery(
-        shapes=tuple(_pos(v) for v in values["POS"]),
+        shapes=_positions(values["POS"], limits.shapes),
         bands=tuple(_soda_interval("BAND", v) for v in values["BAND"]),
         times=tuple(_soda_interval("TIME", v) for v in values["TIME"]),
         fovs=tuple(_interval("FOV", v, "degrees") for v in values["FOV"]),
@@ -95,9 +96,10 @@ def parse_sia(pairs: Iterable[tuple[str, str]], limits: SiaLimits) -> SiaQuery:
     )
 
 
-def _pos(value: str) -> Shape:
-    """SIA 2.0 §2.1.1: CIRCLE, RANGE or POLYGON, as SODA's POS (SODA §3.3.1)."""
-    return parse_cutout([("POS", value)]).shapes[0]
+def _positions(values: list[str], limits: ShapeLimits | None) -> tuple[Shape, ...]:
+    """SIA 2.0 §2.1.1: CIRCLE, RANGE or POLYGON, as SODA's POS (SODA §3.3.1), within the
+    same bounds on regions and polygon vertices as a cutout request."""
+    return parse_cutout([("POS", v) for v in values], limits=limits).shapes
 
 
 def _soda_interval(name: str, value: str) -> Interval:
@@ -137,7 +139,8 @@ def _dptype(value: str) -> str:
 
 def _calib(value: str) -> int:
     text = value.strip()
-    if not text.isdigit() or int(text) not in CALIB_LEVELS:
+    # isdecimal, not isdigit: int() refuses digits such as "²" that isdigit accepts
+    if not (text.isdecimal() and len(text) == 1 and int(text) in CALIB_LEVELS):
         raise _bad("CALIB", value, "takes a calibration level 0, 1, 2, 3 or 4 (ObsCore calib_level)")
     return int(text)
 
@@ -148,10 +151,11 @@ def _maxrec(given: list[str], limits: SiaLimits) -> int:
         return limits.maxrec_default
     if len(given) > 1:
         raise MultiValuedParamNotSupported(f"MAXREC was given {len(given)} times; it takes one value")
-    text = given[0].strip()
-    if not text.isdigit():
+    text = given[0].strip().lstrip("0") or "0"
+    if not text.isdecimal() or not text.isascii():
         raise _bad("MAXREC", given[0], "takes a non-negative integer")
-    return min(int(text), limits.maxrec_limit)
+    # Compared as text first: int() refuses more than 4300 digits.
+    return limits.maxrec_limit if len(text) > len(str(limits.maxrec_limit)) else min(int(text), limits.maxrec_limit)
 
 
 def _response_format(given: list[str]) -> None:

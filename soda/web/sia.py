@@ -29,6 +29,7 @@ from dali import votable
 from dali.http import ErrorFormat, public_base, read_params
 from dali.standards import DATALINK_TYPE
 from soda.ops.runtime import Runtime
+from soda.request.params import ShapeLimits
 from soda.request.sia import SiaLimits, SiaQuery, parse_sia
 from soda.sky.coverage import misses
 from soda.sky.footprint import covering_circle, meets
@@ -49,7 +50,9 @@ VARY = "Host, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Prefix"
 def sia_limits(runtime: Runtime) -> SiaLimits:
     soda = runtime.settings.soda
     return SiaLimits(maxrec_default=min(soda.sia_maxrec_default, soda.sia_maxrec_limit),
-                     maxrec_limit=soda.sia_maxrec_limit, max_values=soda.sia_max_values)
+                     maxrec_limit=soda.sia_maxrec_limit, max_values=soda.sia_max_values,
+                     shapes=ShapeLimits(soda.max_request_shapes, soda.max_polygon_vertices,
+                                        soda.max_request_polygon_vertices))
 
 
 @dataclass(frozen=True)

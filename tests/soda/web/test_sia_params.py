@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 from dali.errors import MultiValuedParamNotSupported, UsageError
+from soda.request.params import ShapeLimits
 from soda.request.sia import SiaLimits, parse_sia
 from soda.sky.regions import Circle, Polygon, Range
 
@@ -103,3 +105,27 @@ def test_every_parameter_is_bounded_in_values():
     with pytest.raises(UsageError, match="at most 5 values"):
         parse(*[("ID", f"x{i}") for i in range(6)])
     assert len(parse(*[("POS", f"CIRCLE {i} 0 1") for i in range(5)]).shapes) == 5
+
+
+@pytest.mark.parametrize("pairs", [
+    [("CALIB", "²")], [("MAXREC", "²")], [("MAXREC", "1" * 5000 + "x")],
+])
+def test_numbers_int_refuses_are_usage_errors(pairs):
+    with pytest.raises(UsageError):
+        parse_sia(pairs, LIMITS)
+
+
+def test_a_maxrec_of_thousands_of_digits_is_the_hard_limit():
+    assert parse_sia([("MAXREC", "9" * 5000)], LIMITS).maxrec == LIMITS.maxrec_limit
+    assert parse_sia([("MAXREC", "0007")], LIMITS).maxrec == 7
+
+
+def test_pos_values_are_bounded_like_cutout_regions():
+    limits = dataclasses.replace(LIMITS, shapes=ShapeLimits(1000, 10, 15))
+    square = "POLYGON " + " ".join(f"{10 + 0.1 * (i in (1, 2))} {20 + 0.1 * (i >= 2)}" for i in range(4))
+    assert len(parse_sia([("POS", square)], limits).shapes) == 1
+    big = "POLYGON " + " ".join(f"{10 + 0.01 * i} {20 + 0.001 * i * i}" for i in range(11))
+    with pytest.raises(UsageError, match="10"):
+        parse_sia([("POS", big)], limits)
+    with pytest.raises(UsageError, match="15"):
+        parse_sia([("POS", square)] * 4, limits)
