@@ -85,8 +85,9 @@ class SiaQueryService:
         names = [s for s in surveys if not query.collections or s in query.collections]
         circles = [covering_circle(s) for s in query.shapes]
         if circles:  # only the POS values that meet a survey's map, in the surveys they meet
+            mocs = {n: self.maps.moc(catalogue, n) for n in names}  # one version check each
             hit = {(n, k) for n in names for k, c in enumerate(circles)
-                   if not misses(self.maps.moc(catalogue, n), c.ra, c.dec, c.radius)}
+                   if not misses(mocs[n], c.ra, c.dec, c.radius)}
             names = [n for n in names if any((n, k) in hit for k in range(len(circles)))]
             circles = [c for k, c in enumerate(circles) if any((n, k) in hit for n in names)]
         images, truncated = self._candidates(catalogue, query, names, circles)

@@ -79,6 +79,7 @@ def test_a_butler_tree_is_ingested_and_served(tree: Path, site: tuple[str, dict[
         sky = skymap(DEMO)
         wcs = sky.tract_wcs(DEFAULT_TRACT)
         patches = central_patches(sky, DEFAULT_TRACT)
+        assert len(patches) == 4
         for patch in patches:
             field = f"{DEFAULT_TRACT}_{patch}"
             dataset_id = f"ivo://{AUTHORITY}/{name}?{field}_r"

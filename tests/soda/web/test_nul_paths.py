@@ -28,11 +28,14 @@ def client(tmp_path, demo_root, postgres_url):
 @pytest.mark.parametrize("user", [None, "alice"])
 def test_a_job_path_with_a_nul_names_no_job(client, path, user):
     headers = {"X-Test-User": user} if user else {}
+    statuses = []
     for method in ("GET", "POST", "DELETE"):
         r = client.request(method, path, headers=headers)
         assert r.status_code in (404, 405), (method, path, r.status_code, r.text)
         if r.status_code == 404:
             assert r.text.startswith("UsageError: "), r.text
+        statuses.append(r.status_code)
+    assert 404 in statuses, (path, statuses)  # every path has a method it answers
 
 
 def test_a_result_id_with_a_nul_names_no_result(client):
