@@ -48,6 +48,7 @@ from soda.engine.cutout import (
     Cut, CutPlane, ImageUnreadable, Mosaic, celestial_wcs, cut, hdu_key, locate, open_image, science_header,
 )
 from soda.engine.pixels import PixelBox, intersection, region_box, shifted, union
+from soda.sky.footprint import covering_circle
 from soda.sky.regions import Shape
 from soda.sky.sphere import separation
 from soda.surveys.base import ImageRef, Survey
@@ -257,6 +258,13 @@ def assemble(image: ImageRef, region: Shape, box: PixelBox, survey: Survey, max_
         return Cut(image, region, final, tuple(made), mosaic)
 
 
+def _has_neighbours(image: ImageRef, region: Shape, survey: Survey) -> bool:
+    """Whether any image could hold the region's pixels past the edge: asked before the
+    region's box is laid out past the edges and the neighbours are opened."""
+    circle = covering_circle(region)
+    return bool(survey.neighbours(image, circle.ra, circle.dec, circle.radius))
+
+
 def cut_across(image: ImageRef, region: Shape | None, max_pixels: int | None, survey: Survey | None, *,
                planes: int | None = None, box: PixelBox | None = None,
                limit_name: str = "this service's limit") -> Cut | None:
@@ -276,7 +284,7 @@ def cut_across(image: ImageRef, region: Shape | None, max_pixels: int | None, su
             return None
         _, shape = science_header(hdul, image)
         full = None
-        if _touches_edge(clipped, shape):
+        if _touches_edge(clipped, shape) and _has_neighbours(image, region, survey):
             full = region_box(celestial_wcs(hdul[hdu_key(image.hdus[0])].header), shape, region, max(shape))
     if full is not None and full != clipped:
         made = assemble(image, region, full, survey, max_pixels, planes, limit_name, given=False)
