@@ -246,6 +246,9 @@ class UWSSettings(Group):
         "Latest destruction a client may ask for, counted from the job's creation (30 days)."))
     worker_threads: PositiveInt = Field(4, description=(
         "Job threads of a `cutout worker` process (and of `cutout serve` in the embedded shape)."))
+    worker_poll_ms: PositiveInt = Field(100, description=(
+        "How long an idle job thread waits for a message before it looks whether it should "
+        "stop: stopping a worker takes up to twice this."))
     heartbeat_seconds: PositiveFloat = Field(5.0, description=(
         "How often a worker records that its running jobs are alive."))
     stale_job_seconds: PositiveFloat = Field(30.0, description=(

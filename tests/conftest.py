@@ -152,6 +152,7 @@ FAST_TIMINGS = {
     "CUTOUT_STALE_JOB_SECONDS": "2",
     "CUTOUT_SWEEP_INTERVAL_SECONDS": "0.5",
     "CUTOUT_RETRY_BACKOFF_MS": "100",
+    "CUTOUT_WORKER_POLL_MS": "20",  # each app's worker threads stop in 40 ms, not 200
     "CUTOUT_LOG_LEVEL": "INFO",
     "CUTOUT_SELFTEST_JOBS": "true",
     # The tests of the layers below auth use anonymous callers as an open service would
@@ -331,14 +332,60 @@ def demo_survey(root: Path, authority: str = "demo.cutout"):  # type: ignore[no-
     return DESSurvey(scanned_catalogue(root), authority)
 
 
-def link_demo(data_dir: Path, demo_root: Path) -> Path:
-    """Point a data dir's des and lsst survey roots at the session's demos, so nothing is
-    rebuilt."""
+def _link_surveys(data_dir: Path, demo_root: Path) -> None:
     (data_dir / "demo").mkdir(parents=True, exist_ok=True)
     for name, target in (("des", demo_root), ("lsst", lsst_demo_root(demo_root))):
         link = data_dir / "demo" / name
         if not link.exists() and target.exists():
             link.symlink_to(target, target_is_directory=True)
+
+
+@cache
+def _indexed_template(demo_root: Path) -> Path:
+    """A data dir whose SQLite database holds the demos' index (made once per session)."""
+    from auth import tables as auth_tables
+    from conf import load_settings
+    from soda.index import tables as index_tables
+    from soda.index.surveys import prepare_demo_surveys
+    from uws import tables as uws_tables
+    from soda.ops.database import close_database, migrate, open_database
+
+    data_dir = Path(tempfile.mkdtemp(prefix="indexed-demo-")) / "data"
+    _link_surveys(data_dir, demo_root)
+    settings = load_settings(environ={"CUTOUT_DATA_DIR": str(data_dir)})
+    db = open_database(settings.ops.effective_database_url)
+    try:
+        migrate(db, [("uws", uws_tables.MIGRATIONS), ("auth", auth_tables.MIGRATIONS),
+                     ("images", index_tables.MIGRATIONS)])
+        prepare_demo_surveys(db, settings, build=False)
+    finally:
+        close_database(db)
+    return data_dir
+
+
+def _copy_index(template: Path, data_dir: Path) -> None:
+    """The template's database for ``data_dir``: its file paths moved to this data dir."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(template / "cutout.sqlite")) as src, \
+            contextlib.closing(sqlite3.connect(data_dir / "cutout.sqlite")) as dst:
+        src.backup(dst)
+        old, new = f"{template}/demo/", f"{data_dir}/demo/"
+        with dst:
+            for table in ("index_file", "index_image"):
+                dst.execute(f"UPDATE {table} SET path = ? || substr(path, ?) WHERE substr(path, 1, ?) = ?",
+                            (new, len(old) + 1, len(old), old))
+
+
+def link_demo(data_dir: Path, demo_root: Path) -> Path:
+    """Point a data dir's des and lsst survey roots at the session's demos, so nothing is
+    rebuilt; a new data dir also gets a copy of their index, so an app's start finds it
+    up to date instead of reading every demo image again (the start's ingest itself is
+    tested where data dirs are made without this)."""
+    fresh = not (data_dir / "cutout.sqlite").exists()
+    _link_surveys(data_dir, demo_root)
+    if fresh:
+        _copy_index(_indexed_template(demo_root), data_dir)
     return data_dir
 
 
@@ -371,7 +418,7 @@ def app_client(data_dir: Path, demo_root: Path, identify=None, **env: str) -> It
     link_demo(data_dir, demo_root)
     settings_env = {"CUTOUT_DATA_DIR": str(data_dir), "CUTOUT_SELFTEST_JOBS": "true",
                     "CUTOUT_HEARTBEAT_SECONDS": "0.5", "CUTOUT_STALE_JOB_SECONDS": "2",
-                    "CUTOUT_SESSION_COOKIE_SECURE": "false", **env}
+                    "CUTOUT_SESSION_COOKIE_SECURE": "false", "CUTOUT_WORKER_POLL_MS": "20", **env}
     app = create_app(load_settings(environ=settings_env), identify=identify, build_demo=False)
     with TestClient(app, base_url="http://testserver", follow_redirects=False,
                     client=("127.0.0.1", 50000)) as client:

@@ -31,8 +31,8 @@ def make_broker(url: str | None, namespace: str, *, socket_timeout: float = 5.0)
     return StubBroker(middleware=middleware)
 
 
-def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+def start_worker(broker: dramatiq.Broker, threads: int, poll_ms: int = 100) -> dramatiq.Worker:
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=poll_ms)
     worker.start()
     return worker
 

@@ -116,7 +116,8 @@ class Runtime:
         self._signal_handlers: dict[int, object] = {}
 
     def start_workers(self, threads: int | None = None) -> dramatiq.Worker:
-        self.worker = start_worker(self.broker, threads or self.settings.uws.worker_threads)
+        self.worker = start_worker(self.broker, threads or self.settings.uws.worker_threads,
+                                   self.settings.uws.worker_poll_ms)
         return self.worker
 
     async def start_web(self) -> None:

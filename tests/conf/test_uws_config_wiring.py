@@ -34,14 +34,14 @@ WIRING = {
     "max_job_parameter_bytes": ("limits", "max_job_parameter_bytes"),
 }
 # UWS settings the runtime reads itself rather than passing on in UWSConfig.
-USED_BY_THE_RUNTIME = {"worker_threads", "selftest_jobs"}
+USED_BY_THE_RUNTIME = {"worker_threads", "worker_poll_ms", "selftest_jobs"}
 
 # Each setting a value of its own, none its default, consistent with the cross checks.
 DISTINCT = {
     "wait_max_seconds": "11", "wait_recheck_seconds": "1.5", "wait_max_per_caller": "3",
     "wait_max_total": "33", "default_execution_duration": "700",
     "max_execution_duration": "7000", "default_destruction_seconds": "5000",
-    "max_destruction_seconds": "9000", "worker_threads": "3", "heartbeat_seconds": "2.5",
+    "max_destruction_seconds": "9000", "worker_threads": "3", "worker_poll_ms": "45", "heartbeat_seconds": "2.5",
     "stale_job_seconds": "13", "max_job_attempts": "5", "requeue_after_seconds": "123",
     "lost_message_grace_seconds": "7.5", "transient_retries": "6", "retry_backoff_ms": "250",
     "sweep_interval_seconds": "17", "watchdog_interval_seconds": "0.125", "selftest_jobs": "true",
@@ -72,3 +72,16 @@ def test_each_uws_config_field_gets_its_own_setting() -> None:
     for field, (group, name) in WIRING.items():
         assert given[name] != getattr(getattr(defaults, group), name), name
         assert getattr(config, field) == given[name], field
+
+
+def test_the_runtime_starts_its_workers_with_their_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from soda.ops.runtime import Runtime
+
+    runtime = Runtime(load_settings(environ={"CUTOUT_DATA_DIR": str(tmp_path), "CUTOUT_WORKER_THREADS": "3",
+                                             "CUTOUT_WORKER_POLL_MS": "45"}))
+    try:
+        worker = runtime.start_workers()
+        assert (worker.worker_threads, worker.worker_timeout) == (3, 45)
+    finally:
+        runtime.stop_workers()
+        runtime.close()
