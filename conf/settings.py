@@ -341,8 +341,22 @@ class SodaSettings(Group):
         "Most POLYGON vertices in one request, all its polygons together (what bounds the "
         "CPU time of checking them: about 0.3 s at this default)."))
     cutout_threads: LimitOrOff = Field(0, description=(
-        "Threads of a web process that cut and encode /sync answers (a pool of their own, "
-        "apart from the one serving database and token calls); 0: one per CPU core."))
+        "Threads of a web process that plan /sync answers (index lookups; they also cut and "
+        "encode when cutout_in_processes is false): a pool of their own, apart from the one "
+        "serving database and token calls; 0: one per CPU core."))
+    cutout_in_processes: bool = Field(True, description=(
+        "Cut and encode /sync answers in a pool of processes of each web process, so one web "
+        "process uses every core (decompressing and writing FITS hold Python's GIL). False: on "
+        "the web process's own threads (one core at most)."))
+    cutout_processes: NonNegativeInt = Field(0, description=(
+        "Processes of that pool per web process; 0: one per CPU core."))
+    cutout_queue: NonNegativeInt = Field(32, description=(
+        "/sync cutouts that may wait for a free process of a web process beyond those being "
+        "cut; more are refused at once (503 ServiceUnavailable, Retry-After) rather than "
+        "queued without end."))
+    cutout_process_tasks: PositiveInt = Field(1000, description=(
+        "A cutting process is replaced after this many cutouts, which returns the memory its "
+        "caches and the allocator held."))
     sia_maxrec_default: NonNegativeInt = Field(1000, description=(
         "SIA /query: rows answered when MAXREC is not given (DALI §3.2.4)."))
     sia_maxrec_limit: PositiveInt = Field(10000, description=(

@@ -398,7 +398,11 @@ def embedded(tmp_path: Path, demo_root: Path) -> Iterator["httpx.Client"]:
     from soda.web.app import create_app
 
     link_demo(tmp_path / "data", demo_root)
-    env = {**FAST_TIMINGS, "CUTOUT_DATA_DIR": str(tmp_path / "data"), "CUTOUT_WAIT_MAX_SECONDS": "5"}
+    # Cut on the app's threads: each pool of cutting processes costs ~0.5 s to start, and
+    # hundreds of tests make an app. The default (processes) is tested by app_client, by
+    # tests/soda/ops/test_cutting_pool.py and by every e2e test of `cutout serve`.
+    env = {**FAST_TIMINGS, "CUTOUT_DATA_DIR": str(tmp_path / "data"), "CUTOUT_WAIT_MAX_SECONDS": "5",
+           "CUTOUT_CUTOUT_IN_PROCESSES": "false"}
     app = create_app(load_settings(environ=env), identify=header_identity, build_demo=False)
     with TestClient(app, base_url="http://testserver", follow_redirects=False,
                     client=("127.0.0.1", 50000)) as client:

@@ -1,9 +1,20 @@
-"""The pool that runs CPU-bound cutting and encoding, apart from everything else.
+"""Where CPU-bound cutting and encoding run, apart from everything else.
 
 Starlette runs blocking calls (database, tokens) on anyio's shared thread pool; a flood
-of cutouts there would slow WAIT, logins and job pages. Cutouts get this pool of their
-own, bounded and sized from the settings; it is the one place to change should cutting
-move to processes.
+of cutouts there would slow WAIT, logins and job pages. Cutouts get pools of their own:
+
+* a small thread pool for planning (index lookups: I/O, not CPU);
+* a pool of processes that cut and encode (``cutout_processes``; 0: one per core), so a
+  web process uses every core: decompression and FITS encoding hold the GIL, and threads
+  alone used at most 1.3 of 2 cores. With ``cutout_processes = "off"`` they run on the
+  thread pool instead (one process, for debugging or a one-core machine).
+
+Both are bounded. At most ``cutout_queue`` cuts may wait for a process; beyond that a
+request is refused at once (503 ServiceUnavailable with Retry-After) instead of queueing
+without end. A process that dies (killed, out of memory) fails only its own request: the
+pool is replaced and the next request finds it whole. Each process is replaced after
+``cutout_process_tasks`` cuts, which returns whatever memory its caches and the C
+allocator held.
 """
 
 from __future__ import annotations
@@ -11,23 +22,112 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+import logging
+import multiprocessing
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+from dali.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from conf import Settings
+    from soda.cutouts import CutoutLimits, Cutouts, SodaRequest, Target
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
+# Imported once by the fork server, so each new cutting process starts in milliseconds.
+_PRELOAD = ["soda.ops.cutting"]
+
+
+class CutoutsBusy(ServiceUnavailable):
+    """Every cutting process is busy and the queue in front of them is full."""
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"the service is cutting as fast as it can and {queued} cutouts are waiting; "
+                         f"try again in a moment", headers={"Retry-After": "2"})
+
 
 class CutoutPool:
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, processes: int = 0, *, settings: Settings | None = None,
+                 queue: int = 0, tasks_per_process: int | None = None) -> None:
         self.threads = threads
+        self.processes = processes
+        self.max_queued = queue
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cutout")
+        self._settings = settings
+        self._tasks_per_process = tasks_per_process
+        self._lock = threading.Lock()
+        self._processes: ProcessPoolExecutor | None = None
+        self._in_flight = 0
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn`` in the pool; the caller's context (the request id of logs) goes along."""
+        """Run ``fn`` on the thread pool; the caller's context (the request id of logs) goes along."""
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return await asyncio.wrap_future(self._executor.submit(call))
 
+    async def make(self, cutouts: Cutouts, targets: Sequence[Target], request: SodaRequest,
+                   limits: CutoutLimits) -> bytes | None:
+        """``cutouts.make`` in a cutting process (or on the thread pool when there are none)."""
+        if not self.processes:
+            return await self.run(cutouts.make, targets, request, limits)
+        from soda.ops import cutting
+
+        future = self._submit(cutting.make, list(targets), request, limits)
+        try:
+            body, seconds = await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            self._replace_broken()
+            log.error("a cutting process ended abruptly (killed or out of memory); the pool is replaced")
+            raise ServiceUnavailable("the process cutting this request ended abruptly; try again",
+                                     headers={"Retry-After": "1"}) from None
+        if body is not None:
+            cutouts.observe(request.extension, seconds)
+        return body
+
+    def _submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
+        with self._lock:
+            if self._in_flight >= self.processes + self.max_queued:
+                raise CutoutsBusy(self._in_flight - self.processes)
+            executor = self._process_executor()
+            try:
+                future = executor.submit(fn, *args)
+            except BrokenProcessPool:  # broken since the last request: start afresh
+                self._processes = None
+                future = self._process_executor().submit(fn, *args)
+            self._in_flight += 1
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Future[object]) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _process_executor(self) -> ProcessPoolExecutor:
+        if self._processes is None:
+            from soda.ops import cutting
+
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(_PRELOAD)
+            self._processes = ProcessPoolExecutor(
+                max_workers=self.processes, mp_context=context, initializer=cutting.start,
+                initargs=(self._settings,), max_tasks_per_child=self._tasks_per_process)
+        return self._processes
+
+    def _replace_broken(self) -> None:
+        with self._lock:
+            broken, self._processes = self._processes, None
+        if broken is not None:
+            broken.shutdown(wait=False, cancel_futures=True)
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            processes, self._processes = self._processes, None
+        if processes is not None:
+            processes.shutdown(wait=True, cancel_futures=True)

@@ -111,7 +111,12 @@ class Runtime:
         self.uws.sweep_hooks["auth"] = functools.partial(
             delete_expired, self.db, tokens_kept=dt.timedelta(days=settings.auth.api_token_expired_kept_days))
         self.worker: dramatiq.Worker | None = None
-        self.pool = CutoutPool(settings.soda.cutout_threads or os.cpu_count() or 1)
+        soda = settings.soda
+        cores = os.cpu_count() or 1
+        self.pool = CutoutPool(soda.cutout_threads or cores,
+                               (soda.cutout_processes or cores) if soda.cutout_in_processes else 0,
+                               settings=settings, queue=soda.cutout_queue,
+                               tasks_per_process=soda.cutout_process_tasks)
         self.health = service_checks(self)
         self._signal_handlers: dict[int, object] = {}
 

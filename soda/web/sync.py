@@ -18,7 +18,7 @@ def sync_endpoint(cutouts: Cutouts, identify: CallerResolver, pool: CutoutPool) 
         parsed = cutouts.parse((await read_params(request)).pairs)
         targets = await pool.run(cutouts.plan, parsed)
         cutouts.check_sync(targets, parsed, limits)
-        body = await pool.run(cutouts.make, targets, parsed, limits)
+        body = await pool.make(cutouts, targets, parsed, limits)
         if body is None:
             return Response(status_code=204)  # SODA §5.1: no pixels of the dataset
         name = targets[0].name if len(targets) == 1 else "cutouts"
