@@ -1,16 +1,20 @@
 """``cutout retile``: square-tiled copies of the demo survey made, reported, served and undone
-from the command line."""
+from the command line, while the service runs."""
 
 from __future__ import annotations
 
+import io
 import os
 
+import numpy as np
 import pytest
+from astropy.io import fits
 
 from soda.index.catalogue import IndexCatalogue
 from soda.index.retile import tilings
 from soda.ops.cli import main
 from soda.ops.database import close_database, open_database
+from soda.surveys.des import tile_centre
 
 
 @pytest.fixture
@@ -66,3 +70,33 @@ def test_unknown_surveys_and_bad_options_are_refused(data_dir, capsys) -> None: 
             main(["retile", *args])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (data_dir / "retiled").exists()
+
+
+def test_a_running_service_cuts_from_the_copies_at_once_and_from_the_originals_after_undo(
+        embedded, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    for name in [n for n in os.environ if n.startswith("CUTOUT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CUTOUT_DATA_DIR", str(tmp_path / "data"))  # the service's own
+    ra, dec = tile_centre("DES0139-4457")
+    params = {"ID": "ivo://demo.cutout/des?DES0139-4457_r", "CIRCLE": f"{ra + 0.01} {dec - 0.02} 0.01"}
+
+    def planes() -> list[fits.ImageHDU]:
+        response = embedded.get("/sync", params=params)
+        assert response.status_code == 200, response.text
+        with fits.open(io.BytesIO(response.content)) as hdul:
+            return [fits.ImageHDU(h.data.copy(), h.header.copy()) for h in hdul[1:]]
+
+    before = planes()
+    assert main(["retile", "--survey", "des"]) == 0
+    after = planes()
+    for old, new in zip(before, after):
+        for key in ("SRCFILE", "DATASET", "SRCBOX", "EXTNAME", "CRPIX1", "CRVAL1"):
+            assert new.header[key] == old.header[key]
+    assert before[0].header["SRCFILE"] == "DES0139-4457_r4907p01_r.fits.fz"
+    assert np.array_equal(after[1].data, before[1].data)  # MSK
+    # SCI is quantised again: a copy's pixels, none far from the original's.
+    assert not np.array_equal(after[0].data, before[0].data)
+    assert np.max(np.abs(after[0].data - before[0].data)) < 0.5
+    assert main(["retile", "--survey", "des", "--undo"]) == 0
+    for old, new in zip(before, planes()):
+        assert np.array_equal(new.data, old.data)
