@@ -2,6 +2,11 @@
 
 A position finds its candidate images by its HEALPix cell (an index lookup), then each
 candidate's footprint is tested exactly on the sphere; a circle by its cells' ranges.
+
+An image whose file has a current square-tiled copy (``index_retiled``, made by
+`cutout retile`: the original's size and mtime unchanged since) is handed out with the
+copy's path; the copy keeps the original's file name, so everything but the speed of a
+cut is the same. A stale copy (its original changed and was ingested again) is ignored.
 """
 
 from __future__ import annotations
@@ -22,6 +27,14 @@ from soda.surveys.catalogue import CatalogueImage, Footprint
 
 _COLUMNS = ("survey", "name", "field", "band", "path", "hdus", "ny", "nx", "pixel_scale",
             "vertices", "ra", "dec", "radius", "extra")
+# Every lookup reads the columns so, the path being the copy's when the file has a current
+# one: its original has the path, size and mtime it had when copied. Both joins are
+# lookups by key (index_retiled by file, index_file by id), whatever the tables' size.
+_FROM = ("SELECT " + ", ".join("CASE WHEN f.id IS NULL THEN i.path ELSE r.path END" if c == "path"
+                                else f"i.{c}" for c in _COLUMNS)
+         + " FROM index_image i LEFT JOIN index_retiled r ON r.file_id = i.file_id"
+         + " LEFT JOIN index_file f ON f.id = r.file_id AND f.path = r.original"
+         + " AND f.size = r.size AND f.mtime_ns = r.mtime_ns")
 
 
 def as_image(row: Sequence[object]) -> CatalogueImage:
@@ -51,10 +64,9 @@ class IndexCatalogue:
         # those images by id. As one join, planners took the survey's index and scanned
         # every image of the survey; so does a survey condition beside the ids (it is
         # tested here instead).
-        columns = ", ".join(_COLUMNS)
-        self._get_sql = f"SELECT {columns} FROM index_image WHERE survey = ? AND name = ?"
+        self._get_sql = f"{_FROM} WHERE i.survey = ? AND i.name = ?"
         self._cell_sql = "SELECT image_id FROM index_cell WHERE cell = ?"
-        self._by_id_sql = f"SELECT {columns} FROM index_image WHERE id IN "
+        self._by_id_sql = f"{_FROM} WHERE i.id IN "
         # An ingest adds or removes files (their count and largest id change; ids are not
         # reused while a larger one remains) or changes one (its size or mtime, which is
         # how the ingest told it changed): the remainder keeps the sum within 64 bits.
@@ -63,8 +75,14 @@ class IndexCatalogue:
         self._images_sql = "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM index_image WHERE survey = ?"
 
     def _select(self) -> pw.ModelSelect:
-        Image = self.tables.Image
-        return Image.select(*(getattr(Image, c) for c in _COLUMNS))
+        Image, Retiled = self.tables.Image, self.tables.Retiled
+        File = self.tables.File.alias("f")
+        current = ((File.id == Retiled.file) & (File.path == Retiled.original)
+                   & (File.size == Retiled.size) & (File.mtime_ns == Retiled.mtime_ns))
+        path = pw.Case(None, [(File.id.is_null(), Image.path)], Retiled.path)
+        return (Image.select(*(path if c == "path" else getattr(Image, c) for c in _COLUMNS))
+                .join(Retiled, pw.JOIN.LEFT_OUTER, on=(Retiled.file == Image.file))
+                .join(File, pw.JOIN.LEFT_OUTER, on=current))
 
     def _rows(self, query: pw.ModelSelect) -> list[CatalogueImage]:
         with session(self.db):

@@ -4,6 +4,8 @@
 a changed file) and, for a bad file, why. ``index_image``: the images of the good files.
 ``index_cell``: the HEALPix cells (nested, order ``CELL_ORDER``) each image's footprint
 may touch, indexed on the cell, so a position finds its images without a scan.
+``index_retiled``: the square-tiled copies `cutout retile` made of indexed files, with the
+original's size and mtime when it was copied (the copy serves only while they still match).
 """
 
 from __future__ import annotations
@@ -84,17 +86,36 @@ class IndexTables:
                 table_name = "index_cell"
                 primary_key = pw.CompositeKey("cell", "image")
 
+        class Retiled(Base):
+            file = pw.ForeignKeyField(File, unique=True, on_delete="CASCADE")
+            original = pw.TextField()  # the original's path, size and mtime when copied
+            size = pw.BigIntegerField()
+            mtime_ns = pw.BigIntegerField()
+            path = pw.TextField()  # the copy
+            copy_size = pw.BigIntegerField()
+            tile = pw.IntegerField()  # pixels on a side
+            lossless = pw.BooleanField()  # quantised floats stored unquantised
+
+            class Meta:
+                table_name = "index_retiled"
+
         self.File = File
         self.Image = Image
         self.Cell = Cell
+        self.Retiled = Retiled
 
     @property
     def models(self) -> list[type[pw.Model]]:
-        return [self.File, self.Image, self.Cell]
+        return [self.File, self.Image, self.Cell, self.Retiled]
 
 
 def _v1(db: pw.Database) -> None:
-    db.create_tables(IndexTables(db).models)
+    tables = IndexTables(db)
+    db.create_tables([tables.File, tables.Image, tables.Cell])
 
 
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1]
+def _v2(db: pw.Database) -> None:
+    db.create_tables([IndexTables(db).Retiled])
+
+
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2]
