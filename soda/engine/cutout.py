@@ -67,7 +67,7 @@ def celestial_wcs(header: fits.Header) -> WCS:
 
 def open_image(image: ImageRef) -> fits.HDUList:
     try:
-        return fits.open(image.path, memmap=True, lazy_load_hdus=True)
+        return fits.open(image.source, memmap=True, lazy_load_hdus=True)
     except OSError as exc:
         raise ImageUnreadable(f"{image.dataset_id}: cannot open {image.path.name}: {exc}") from exc
 

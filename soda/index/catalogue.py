@@ -5,8 +5,9 @@ candidate's footprint is tested exactly on the sphere; a circle by its cells' ra
 
 An image whose file has a current square-tiled copy (``index_retiled``, made by
 `cutout retile`: the original's size and mtime unchanged since) is handed out with the
-copy's path; the copy keeps the original's file name, so everything but the speed of a
-cut is the same. A stale copy (its original changed and was ingested again) is ignored.
+copy as the file its pixels are cut from (``pixels``); its ``path`` stays the original,
+which downloads serve and ObsCore describes. A stale copy (its original changed and was
+ingested again) is ignored.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from soda.surveys.catalogue import CatalogueImage, Footprint
 
 
 _COLUMNS = ("survey", "name", "field", "band", "path", "hdus", "ny", "nx", "pixel_scale",
-            "vertices", "ra", "dec", "radius", "extra")
-# Every lookup reads the columns so, the path being the copy's when the file has a current
-# one: its original has the path, size and mtime it had when copied. Both joins are
-# lookups by key (index_retiled by file, index_file by id), whatever the tables' size.
-_FROM = ("SELECT " + ", ".join("CASE WHEN f.id IS NULL THEN i.path ELSE r.path END" if c == "path"
+            "vertices", "ra", "dec", "radius", "extra", "pixels")
+# Every lookup reads the columns so, ``pixels`` being the copy's path when the file has a
+# current one (its original has the path, size and mtime it had when copied), else NULL.
+# Both joins are lookups by key (index_retiled by file, index_file by id), whatever the
+# tables' size.
+_FROM = ("SELECT " + ", ".join("CASE WHEN f.id IS NULL THEN NULL ELSE r.path END" if c == "pixels"
                                 else f"i.{c}" for c in _COLUMNS)
          + " FROM index_image i LEFT JOIN index_retiled r ON r.file_id = i.file_id"
          + " LEFT JOIN index_file f ON f.id = r.file_id AND f.path = r.original"
@@ -39,14 +41,14 @@ _FROM = ("SELECT " + ", ".join("CASE WHEN f.id IS NULL THEN i.path ELSE r.path E
 
 def as_image(row: Sequence[object]) -> CatalogueImage:
     """An image from a row of ``_COLUMNS``."""
-    (survey, name, field, band, path, hdus, ny, nx, scale, vertices, ra, dec, radius, extra) = row
+    (survey, name, field, band, path, hdus, ny, nx, scale, vertices, ra, dec, radius, extra, pixels) = row
     return CatalogueImage(
         survey=str(survey), name=str(name), field=str(field), band=str(band), path=Path(str(path)),
         hdus=tuple(json.loads(str(hdus))), shape=(int(ny), int(nx)),  # type: ignore[call-overload]
         pixel_scale=float(scale),  # type: ignore[arg-type]
         footprint=Footprint(vertices=tuple((float(a), float(d)) for a, d in json.loads(str(vertices))),
                             centre=(float(ra), float(dec)), radius=float(radius)),  # type: ignore[arg-type]
-        extra=json.loads(str(extra)))
+        extra=json.loads(str(extra)), pixels=None if pixels is None else Path(str(pixels)))
 
 
 def _nearest(images: Iterable[CatalogueImage], ra: float, dec: float) -> list[CatalogueImage]:
@@ -79,8 +81,8 @@ class IndexCatalogue:
         File = self.tables.File.alias("f")
         current = ((File.id == Retiled.file) & (File.path == Retiled.original)
                    & (File.size == Retiled.size) & (File.mtime_ns == Retiled.mtime_ns))
-        path = pw.Case(None, [(File.id.is_null(), Image.path)], Retiled.path)
-        return (Image.select(*(path if c == "path" else getattr(Image, c) for c in _COLUMNS))
+        pixels = pw.Case(None, [(File.id.is_null(), None)], Retiled.path)
+        return (Image.select(*(pixels if c == "pixels" else getattr(Image, c) for c in _COLUMNS))
                 .join(Retiled, pw.JOIN.LEFT_OUTER, on=(Retiled.file == Image.file))
                 .join(File, pw.JOIN.LEFT_OUTER, on=current))
 

@@ -25,8 +25,14 @@ class ImageRef:
     survey: str              # survey name, e.g. "des"
     tile: str                # e.g. "DES0139-4457"
     band: str                # e.g. "r"
-    path: Path               # the FITS or .fits.fz file
+    path: Path               # the FITS or .fits.fz file (what a download serves)
     hdus: tuple[str, ...]    # EXTNAMEs cut identically; the first is the science image
+    pixels: Path | None = None  # a faster copy to cut from (cutout retile); None: the file
+
+    @property
+    def source(self) -> Path:
+        """The file the engine reads pixels from."""
+        return self.pixels or self.path
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,8 @@ class Survey(ABC):
             if other.band != image.band or other.field == image.tile:
                 continue
             found.append(ImageRef(dataset_id=f"{prefix}?{other.name}", survey=self.name, tile=other.field,
-                                  band=other.band, path=other.path, hdus=other.hdus or image.hdus))
+                                  band=other.band, path=other.path, hdus=other.hdus or image.hdus,
+                                  pixels=other.pixels))
         return found
 
     def same_grid(self, a: ImageRef, b: ImageRef) -> bool:

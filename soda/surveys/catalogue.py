@@ -38,6 +38,7 @@ class CatalogueImage:
     pixel_scale: float            # arcsec per pixel
     footprint: Footprint
     extra: Mapping[str, str] = field(default_factory=dict)  # what a layout adds: tract, patch, MJD-OBS...
+    pixels: Path | None = None    # a faster copy of the file, same pixels (cutout retile); None: the file
 
 
 class ImageCatalogue(Protocol):

@@ -273,7 +273,7 @@ class DESSurvey(Survey):
     def _as_ref(self, image: CatalogueImage) -> ImageRef:
         return ImageRef(dataset_id=self.dataset_id(image.field, image.band), survey=self.name,
                         tile=image.field, band=image.band, path=image.path,
-                        hdus=self.hdus or image.hdus)
+                        hdus=self.hdus or image.hdus, pixels=image.pixels)
 
     def by_id(self, dataset_id: str) -> ImageRef | None:
         # The authority and the resource path of an IVOA identifier are case-insensitive.

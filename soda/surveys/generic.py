@@ -61,7 +61,7 @@ class GenericSurvey(Survey):
 
     def _ref(self, image: CatalogueImage) -> ImageRef:
         return ImageRef(dataset_id=self.dataset_id(image), survey=self.name, tile=image.field,
-                        band=image.band, path=image.path, hdus=self.hdus or image.hdus)
+                        band=image.band, path=image.path, hdus=self.hdus or image.hdus, pixels=image.pixels)
 
     def by_id(self, dataset_id: str) -> ImageRef | None:
         head, rest = dataset_id[:len(self._prefix)], dataset_id[len(self._prefix):]

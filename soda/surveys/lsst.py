@@ -98,7 +98,7 @@ class LSSTSurvey(Survey):
             return None
         return ImageRef(dataset_id=self.dataset_id(tract, patch, band), survey=self.name,
                         tile=f"{tract}_{patch}", band=band, path=image.path,
-                        hdus=self.hdus or image.hdus or HDUS)
+                        hdus=self.hdus or image.hdus or HDUS, pixels=image.pixels)
 
     def by_id(self, dataset_id: str) -> ImageRef | None:
         # The authority and the resource path of an IVOA identifier are case-insensitive.

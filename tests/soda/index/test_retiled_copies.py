@@ -70,21 +70,23 @@ def test_the_catalogue_serves_current_copies_under_the_original_names(db, survey
     image = catalogue.get(name, f"{TILE}_r")
     assert image is not None
     original = root / f"{TILE}_r4907p01_r.fits.fz"
-    assert image.path == copy_path(folder, root, original) == folder / original.name
-    assert [t.tile for t in tilings(image.path)] == [(32, 32)] * 3
+    # The file stays the original (downloads, ObsCore); its pixels are cut from the copy.
+    assert image.path == original
+    assert image.pixels == copy_path(folder, root, original) == folder / original.name
+    assert [t.tile for t in tilings(image.pixels)] == [(32, 32)] * 3
     # Every lookup hands out the copy.
     centre = tile_centre(TILE)
-    assert [i.path for i in catalogue.at(name, *centre)] == [image.path]
-    assert image.path in [i.path for i in catalogue.overlapping(name, *centre, 2.0)]
-    assert [i.path for i in catalogue.in_field(name, TILE)] == [image.path]
-    assert catalogue.first(name) is not None and catalogue.first(name).path.parent == folder  # type: ignore[union-attr]
-    assert [i.path for i in catalogue.search([name], *centre, 2.0, 10)] == [image.path]
+    assert [(i.path, i.pixels) for i in catalogue.at(name, *centre)] == [(original, image.pixels)]
+    assert image.pixels in [i.pixels for i in catalogue.overlapping(name, *centre, 2.0)]
+    assert [i.pixels for i in catalogue.in_field(name, TILE)] == [image.pixels]
+    assert catalogue.first(name) is not None and catalogue.first(name).pixels.parent == folder  # type: ignore[union-attr]
+    assert [i.pixels for i in catalogue.search([name], *centre, 2.0, 10)] == [image.pixels]
     # A cut reads the copy: the mask exactly, the quantised science plane within its steps.
     after = one_cut(db, name)
-    assert after.image.path == image.path and after.box == before.box
+    assert after.image.source == image.pixels and after.image.path == original and after.box == before.box
     assert np.array_equal(after.planes[1].data, before.planes[1].data)
     sci_old, sci_new = before.planes[0].data, after.planes[0].data
-    with fits.open(image.path) as copy:
+    with fits.open(image.pixels) as copy:
         assert np.array_equal(sci_new, copy["SCI"].data[before.box.y0:before.box.y1, before.box.x0:before.box.x1])
     assert not np.array_equal(sci_new, sci_old) and np.max(np.abs(sci_new - sci_old)) < 0.5
     assert [p.header for p in after.planes] == [p.header for p in before.planes]
@@ -106,15 +108,15 @@ def test_a_changed_original_makes_its_copy_stale_until_retiled(db, survey) -> No
     os.utime(original, ns=(original.stat().st_atime_ns, original.stat().st_mtime_ns + 10**9))
     catalogue = IndexCatalogue(db)
     # Until the ingest sees the change, the index (and the copy) stand for the old file.
-    assert catalogue.get(name, f"{TILE}_r").path.parent == folder  # type: ignore[union-attr]
+    assert catalogue.get(name, f"{TILE}_r").pixels.parent == folder  # type: ignore[union-attr]
     assert ingest(db, name, DESSurvey, [root]).changed == 1
-    assert catalogue.get(name, f"{TILE}_r").path == original  # type: ignore[union-attr]
+    assert catalogue.get(name, f"{TILE}_r").pixels is None  # type: ignore[union-attr]
     assert np.all(one_cut(db, name).planes[1].data & 8)
-    assert catalogue.get(name, f"{OTHER}_r").path.parent == folder  # type: ignore[union-attr]
+    assert catalogue.get(name, f"{OTHER}_r").pixels.parent == folder  # type: ignore[union-attr]
     report = retile_survey(db, name, root, folder, tile=32)
     assert (report.made, report.current) == (1, 1)
     served = one_cut(db, name)
-    assert served.image.path.parent == folder and np.all(served.planes[1].data & 8)
+    assert served.image.source.parent == folder and np.all(served.planes[1].data & 8)
 
 
 def test_other_settings_remake_the_copies_and_lossless_ones_match_the_originals(db, survey) -> None:  # type: ignore[no-untyped-def]
@@ -124,7 +126,7 @@ def test_other_settings_remake_the_copies_and_lossless_ones_match_the_originals(
     report = retile_survey(db, name, root, folder, tile=48, lossless=True)
     assert (report.made, report.current) == (2, 0)
     after = one_cut(db, name)
-    assert [t.tile for t in tilings(after.image.path)] == [(48, 48)] * 3
+    assert [t.tile for t in tilings(after.image.source)] == [(48, 48)] * 3
     for old, new in zip(before.planes, after.planes):
         assert np.array_equal(old.data, new.data)
 
@@ -139,9 +141,9 @@ def test_undo_serves_the_originals_again_and_deletes_the_copies(db, survey) -> N
     assert report.removed == 3 and len(lines) == 2
     assert not folder.exists() or list(folder.rglob("*")) == []
     catalogue = IndexCatalogue(db)
-    assert {i.path.parent for i in catalogue.in_field(name, TILE) + catalogue.in_field(name, OTHER)} == {root}
+    assert {(i.pixels or i.path).parent for i in catalogue.in_field(name, TILE) + catalogue.in_field(name, OTHER)} == {root}
     after = one_cut(db, name)
-    assert after.image.path.parent == root
+    assert after.image.source.parent == root and after.image.pixels is None
     for old, new in zip(before.planes, after.planes):
         assert np.array_equal(old.data, new.data)
     assert undo_survey(db, name, folder).removed == 0
@@ -177,5 +179,6 @@ def test_files_that_need_no_copy_are_skipped(db, tmp_path: Path) -> None:  # typ
     assert report.made == 1 and [(p.name, why) for p, why in report.skipped] == \
         [("m13.fits", "no tile-compressed image HDU")]
     catalogue = IndexCatalogue(db)
-    assert catalogue.get(name, "m13").path == root / "m13.fits"  # type: ignore[union-attr]
-    assert catalogue.get(name, "m13_rice").path == folder / "m13_rice.fits"  # type: ignore[union-attr]
+    assert catalogue.get(name, "m13").pixels is None  # type: ignore[union-attr]
+    assert catalogue.get(name, "m13_rice").pixels == folder / "m13_rice.fits"  # type: ignore[union-attr]
+    assert catalogue.get(name, "m13_rice").path == root / "m13_rice.fits"  # type: ignore[union-attr]

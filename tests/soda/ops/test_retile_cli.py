@@ -29,7 +29,7 @@ def served_paths(data_dir) -> set:  # type: ignore[no-untyped-def]
     db = open_database(f"sqlite:///{data_dir / 'cutout.sqlite'}")
     try:
         catalogue = IndexCatalogue(db)
-        return {i.path for field in ("DES0139-4457", "DES0000+0209") for i in catalogue.in_field("des", field)}
+        return {i.pixels or i.path for field in ("DES0139-4457", "DES0000+0209") for i in catalogue.in_field("des", field)}
     finally:
         close_database(db)
 
@@ -97,6 +97,10 @@ def test_a_running_service_cuts_from_the_copies_at_once_and_from_the_originals_a
     # SCI is quantised again: a copy's pixels, none far from the original's.
     assert not np.array_equal(after[0].data, before[0].data)
     assert np.max(np.abs(after[0].data - before[0].data)) < 0.5
+    # The whole image (DataLink #this) is still the survey's own file, byte for byte.
+    whole = embedded.get("/files", params={"ID": params["ID"]})
+    assert whole.status_code == 200
+    assert whole.content == (tmp_path / "data" / "demo" / "des" / "DES0139-4457_r4907p01_r.fits.fz").read_bytes()
     assert main(["retile", "--survey", "des", "--undo"]) == 0
     for old, new in zip(before, planes()):
         assert np.array_equal(new.data, old.data)
