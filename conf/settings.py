@@ -357,6 +357,9 @@ class SodaSettings(Group):
     cutout_process_tasks: PositiveInt = Field(1000, description=(
         "A cutting process is replaced after this many cutouts, which returns the memory its "
         "caches and the allocator held."))
+    cutout_idle_seconds: NonNegativeInt = Field(120, description=(
+        "The cutting processes end after this long without a cut, returning their memory; the "
+        "next cut starts them again (about half a second). 0: they stay."))
     sia_maxrec_default: NonNegativeInt = Field(1000, description=(
         "SIA /query: rows answered when MAXREC is not given (DALI §3.2.4)."))
     sia_maxrec_limit: PositiveInt = Field(10000, description=(

@@ -13,8 +13,9 @@ Both are bounded. At most ``cutout_queue`` cuts may wait for a process; beyond t
 request is refused at once (503 ServiceUnavailable with Retry-After) instead of queueing
 without end. A process that dies (killed, out of memory) fails only its own request: the
 pool is replaced and the next request finds it whole. Each process is replaced after
-``cutout_process_tasks`` cuts, which returns whatever memory its caches and the C
-allocator held.
+``cutout_process_tasks`` cuts, and the processes end when none has cut anything for
+``cutout_idle_seconds``, which returns whatever memory their caches and the C allocator
+held; the next cut starts them again (about half a second).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import functools
 import logging
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -55,16 +57,21 @@ class CutoutsBusy(ServiceUnavailable):
 
 class CutoutPool:
     def __init__(self, threads: int, processes: int = 0, *, settings: Settings | None = None,
-                 queue: int = 0, tasks_per_process: int | None = None) -> None:
+                 queue: int = 0, tasks_per_process: int | None = None, idle_seconds: float = 0) -> None:
         self.threads = threads
         self.processes = processes
         self.max_queued = queue
+        self.idle_seconds = idle_seconds
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cutout")
         self._settings = settings
         self._tasks_per_process = tasks_per_process
         self._lock = threading.Lock()
         self._processes: ProcessPoolExecutor | None = None
         self._in_flight = 0
+        self._last_done = time.monotonic()
+        self._closed = threading.Event()
+        if processes and idle_seconds > 0:
+            threading.Thread(target=self._end_idle_processes, name="cutout-idle", daemon=True).start()
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` on the thread pool; the caller's context (the request id of logs) goes along."""
@@ -107,6 +114,17 @@ class CutoutPool:
     def _done(self, future: Future[object]) -> None:
         with self._lock:
             self._in_flight -= 1
+            self._last_done = time.monotonic()
+
+    def _end_idle_processes(self) -> None:
+        while not self._closed.wait(min(self.idle_seconds / 2, 10.0)):
+            with self._lock:
+                idle = (self._processes is not None and self._in_flight == 0
+                        and time.monotonic() - self._last_done >= self.idle_seconds)
+                ending, self._processes = (self._processes, None) if idle else (None, self._processes)
+            if ending is not None:
+                log.debug("cutting processes idle for %.0f s: ended", self.idle_seconds)
+                ending.shutdown(wait=True)
 
     def _process_executor(self) -> ProcessPoolExecutor:
         if self._processes is None:
@@ -125,7 +143,15 @@ class CutoutPool:
         if broken is not None:
             broken.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def running_processes(self) -> int:
+        """Cutting processes alive now (0 before the first cut and after an idle spell)."""
+        with self._lock:
+            executor = self._processes
+        return 0 if executor is None else len(getattr(executor, "_processes", None) or {})
+
     def close(self) -> None:
+        self._closed.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             processes, self._processes = self._processes, None

@@ -116,7 +116,8 @@ class Runtime:
         self.pool = CutoutPool(soda.cutout_threads or cores,
                                (soda.cutout_processes or cores) if soda.cutout_in_processes else 0,
                                settings=settings, queue=soda.cutout_queue,
-                               tasks_per_process=soda.cutout_process_tasks)
+                               tasks_per_process=soda.cutout_process_tasks,
+                               idle_seconds=soda.cutout_idle_seconds)
         self.health = service_checks(self)
         self._signal_handlers: dict[int, object] = {}
 

@@ -109,3 +109,17 @@ def test_make_observes_in_the_parent(tmp_path: Path, demo_root: Path) -> None:
         body = asyncio.run(runtime.pool.make(cutouts, targets, request, cutouts.limits("someone")))
     assert body is not None and body[:6] == b"SIMPLE"
     assert [ext for ext, _ in seen] == ["fits"] and seen[0][1] > 0
+
+
+def test_idle_processes_end_and_start_again_on_the_next_cut(tmp_path: Path, demo_root: Path) -> None:
+    with app_client(tmp_path / "d", demo_root, CUTOUT_CUTOUT_PROCESSES="1", CUTOUT_CUTOUT_IDLE_SECONDS="1") as client:
+        pool = client.app_state.runtime.pool
+        assert pool.running_processes == 0
+        assert client.get("/sync", params=CUT).status_code == 200
+        assert pool.running_processes == 1
+        [process] = list(pool._processes._processes.values())
+        eventually(lambda: pool.running_processes == 0, timeout=15)
+        process.join(timeout=10)
+        assert not process.is_alive()
+        assert client.get("/sync", params=CUT).status_code == 200
+        assert pool.running_processes == 1
