@@ -24,7 +24,7 @@ from soda.surveys.base import ImageRef
 __all__ = ["Cut", "CutPlane", "ImageFiles", "ImageUnreadable", "Mosaic", "celestial_wcs", "cut", "locate"]
 
 # Files an engine call without the process's ImageFiles keeps while it runs (a cut and
-# its neighbours); it keeps no decoded tiles.
+# its neighbours); it keeps no decoded tiles and no open file.
 _CALL_FILES = 16
 
 
@@ -57,7 +57,7 @@ class Cut:
 
 def call_files(files: ImageFiles | None) -> ImageFiles:
     """``files``, or for a caller without the process's: files kept for this call only."""
-    return files if files is not None else ImageFiles(_CALL_FILES, 0)
+    return files if files is not None else ImageFiles(_CALL_FILES, 0, idle_handles=0)
 
 
 def hdu_key(name: str) -> str | int:

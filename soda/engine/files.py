@@ -9,7 +9,9 @@
   forgotten beyond ``max_files``; a file whose size or modification time changed is read
   again;
 * the **decoded compression tiles** of ``.fits.fz`` images (``soda.engine.tiles``), bounded
-  in bytes.
+  in bytes;
+* a few files **opened by astropy** (to decode tiles), each used by one call at a time, so
+  a cut does not pay for opening the file and parsing its HDUs again.
 
 Plain FITS pixels are read through one memory map of the HDU's data (``numpy.memmap`` at
 its offset, big-endian), copying only the box and then applying BSCALE/BZERO/BLANK exactly
@@ -35,6 +37,9 @@ from soda.engine.pixels import PixelBox
 from soda.engine.tiles import TileCache, read_tiled
 
 _BITPIX = {8: "u1", 16: "i2", 32: "i4", 64: "i8", -32: "f4", -64: "f8"}
+# Files opened by astropy kept between calls (for the compressed ones: a descriptor and a
+# memory map each); one call at a time uses each.
+_IDLE_HANDLES = 8
 
 
 class ImageUnreadable(Exception):
@@ -174,9 +179,10 @@ def scaled(raw: np.ndarray, hdu: Hdu) -> np.ndarray:
 class ImageFiles:
     """The layouts and decoded tiles of image files, kept for the requests of a process."""
 
-    def __init__(self, max_files: int, tile_bytes: int) -> None:
+    def __init__(self, max_files: int, tile_bytes: int, idle_handles: int = _IDLE_HANDLES) -> None:
         self.max_files = max_files
         self.tiles = TileCache(tile_bytes)
+        self.handles = _Handles(idle_handles)
         self._layouts: OrderedDict[str, Layout] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -197,16 +203,23 @@ class ImageFiles:
         except (OSError, KeyError, IndexError, ValueError, TypeError) as exc:
             raise ImageUnreadable(f"{dataset_id}: cannot read {path.name}: {exc}") from exc
         with self._lock:
+            replaced = self._layouts.get(key)
             self._layouts[key] = made
             self._layouts.move_to_end(key)
-            while len(self._layouts) > self.max_files:
-                self._layouts.popitem(last=False)
+            gone = [self._layouts.popitem(last=False)[0] for _ in range(len(self._layouts) - self.max_files)]
+        for old in gone + ([key] if replaced is not None else []):
+            self.handles.close_file(old)  # files no longer read, or changed: their handles go
         return made
 
     def forget(self, layout: Layout) -> None:
         with self._lock:
             if self._layouts.get(str(layout.path)) is layout:
                 del self._layouts[str(layout.path)]
+        self.handles.close_file(str(layout.path))
+
+    def is_current(self, layout: Layout) -> bool:
+        with self._lock:
+            return self._layouts.get(str(layout.path)) is layout
 
     def read(self, layout: Layout, hdu: Hdu, box: PixelBox, dataset_id: str, *, keep: bool = True) -> np.ndarray:
         """A copy of the HDU's pixels [y0:y1, x0:x1], scaled as astropy scales them.
@@ -254,25 +267,91 @@ def _check(files: ImageFiles, layout: Layout, raw: BinaryIO) -> None:
         raise OSError("the file changed while it was read; ask again")
 
 
+class _Handle:
+    """A file opened by astropy, used by one call at a time."""
+
+    def __init__(self, layout: Layout, files: ImageFiles) -> None:
+        self.identity = (str(layout.path), layout.identity)
+        self.raw = layout.path.open("rb")
+        try:
+            _check(files, layout, self.raw)
+            self.hdul = fits.open(self.raw, lazy_load_hdus=True)  # memmap=True would refuse scaled pixels
+        except BaseException:
+            self.raw.close()
+            raise
+
+    def close(self) -> None:
+        self.hdul.close()
+        self.raw.close()
+
+    def __del__(self) -> None:  # a handle dropped with its ImageFiles: closed, not left to warn
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit, modules may be gone
+            pass
+
+
+class _Handles:
+    """Files opened by astropy, kept between calls (opening one and parsing its HDUs again
+    costs ms per cut); each is taken by one call at a time, so no two threads share one.
+    At most ``limit`` idle ones, the least recently returned closed first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._idle: list[_Handle] = []
+        self._lock = threading.Lock()
+
+    def take(self, layout: Layout, files: ImageFiles) -> _Handle:
+        wanted = (str(layout.path), layout.identity)
+        with self._lock:
+            for n in range(len(self._idle) - 1, -1, -1):
+                if self._idle[n].identity == wanted:
+                    return self._idle.pop(n)
+        return _Handle(layout, files)
+
+    def give(self, handle: _Handle, current: bool) -> None:
+        """Keep ``handle`` for the next call (closed instead when its file has changed)."""
+        closing = [handle] if not current else []
+        with self._lock:
+            if current:
+                self._idle.append(handle)
+            while len(self._idle) > self.limit:
+                closing.append(self._idle.pop(0))
+        for old in closing:
+            old.close()
+
+    def close_file(self, path: str) -> None:
+        with self._lock:
+            closing = [h for h in self._idle if h.identity[0] == path]
+            self._idle = [h for h in self._idle if h.identity[0] != path]
+        for old in closing:
+            old.close()
+
+
 class _Source:
-    """One call's astropy view of a file, opened at the first pixels it decodes."""
+    """One call's astropy view of a file, taken at the first pixels it decodes."""
 
     def __init__(self, files: ImageFiles, layout: Layout) -> None:
         self.files, self.layout = files, layout
-        self._raw: BinaryIO | None = None
-        self._hdul: fits.HDUList | None = None
+        self._handle: _Handle | None = None
+        self._failed = False
 
     def section(self, hdu: Hdu, box: PixelBox) -> np.ndarray:
         """The box as astropy reads it (``section``): decompressed into a new array, of
         whole tiles when the box is tile-aligned (as ``read_tiled`` asks)."""
-        if self._hdul is None:
-            self._raw = self.layout.path.open("rb")
-            _check(self.files, self.layout, self._raw)
-            self._hdul = fits.open(self._raw, lazy_load_hdus=True)  # memmap=True would refuse scaled pixels
-        return self._hdul[hdu.index].section[box.y0:box.y1, box.x0:box.x1]
+        if self._handle is None:
+            self._handle = self.files.handles.take(self.layout, self.files)
+        try:
+            return self._handle.hdul[hdu.index].section[box.y0:box.y1, box.x0:box.x1]
+        except BaseException:
+            self._failed = True
+            raise
 
     def close(self) -> None:
-        if self._hdul is not None:
-            self._hdul.close()
-        if self._raw is not None:
-            self._raw.close()
+        if self._handle is None:
+            return
+        if self._failed:
+            self._handle.close()
+        else:
+            self.files.handles.give(self._handle, self.files.is_current(self.layout))
+        self._handle = None

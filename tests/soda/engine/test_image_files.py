@@ -304,3 +304,35 @@ def test_cut_with_and_without_the_process_files_agree() -> None:
         a, b = cut(image, region, files=shared), cut(image, region)
         assert a is not None and b is not None and a.box == b.box
         assert np.array_equal(a.planes[0].data, b.planes[0].data)
+
+
+def open_descriptors(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += os.readlink(fd) == str(path)
+        except OSError:
+            pass
+    return count
+
+
+def test_files_opened_for_decoding_are_kept_bounded_and_closed_when_changed(tmp_path: Path) -> None:
+    paths = [compressed_file(tmp_path, f"h{n}.fits.fz", SKY, (1, 300), "RICE_1") for n in range(3)]
+    files = ImageFiles(8, 0, idle_handles=2)
+    for path in paths:
+        read(files, path, "SCI", PixelBox(0, 10, 0, 10))
+    held = [open_descriptors(p) for p in paths]  # a file and its memory map
+    assert held[0] == 0 and held[1] == held[2] > 0  # the least recently returned closed
+    read(files, paths[2], "SCI", PixelBox(0, 10, 20, 30))
+    assert open_descriptors(paths[2]) == held[2]  # taken again, not opened twice
+    layout = files.layout(paths[2], "test")
+    os.utime(paths[2], ns=(layout.identity[1] + 10**9, layout.identity[1] + 10**9))
+    files.layout(paths[2], "test")
+    assert open_descriptors(paths[2]) == 0
+
+
+def test_a_cut_without_the_process_files_leaves_nothing_open(tmp_path: Path) -> None:
+    path = compressed_file(tmp_path, "alone.fits.fz", SKY, (1, 300), "RICE_1")
+    assert cut(ref(path, "SCI"), None) is not None
+    assert open_descriptors(path) == 0
