@@ -30,6 +30,8 @@ Decoder = Callable[[PixelBox], np.ndarray]
 
 
 class TileCache:
+    """Decoded tiles by key, least recently used first out beyond ``max_bytes`` (0: none kept)."""
+
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._tiles: OrderedDict[Hashable, tuple[np.ndarray, int]] = OrderedDict()  # key -> (tile, block id)
@@ -64,6 +66,7 @@ class TileCache:
         """Keep ``tiles`` (views of ``block``, the array one decoding made)."""
         if block.nbytes > self.max_bytes:
             return
+        evicted = []  # freed once the lock is released (unmapping a block takes a while)
         with self._lock:
             bid = next(self._ids)
             self._blocks[bid] = [block.nbytes, 0]
@@ -76,13 +79,15 @@ class TileCache:
             if self._blocks[bid][1] == 0:
                 self._release(bid)
             while self._held > self.max_bytes and self._tiles:
-                self._drop(next(iter(self._tiles)))
+                evicted.append(self._drop(next(iter(self._tiles))))
+        del evicted
 
-    def _drop(self, key: Hashable) -> None:
-        _, bid = self._tiles.pop(key)
+    def _drop(self, key: Hashable) -> np.ndarray:
+        tile, bid = self._tiles.pop(key)
         self._blocks[bid][1] -= 1
         if self._blocks[bid][1] == 0:
             self._release(bid)
+        return tile
 
     def _release(self, bid: int) -> None:
         size, _ = self._blocks.pop(bid)
