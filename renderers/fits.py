@@ -8,7 +8,7 @@ comment is written without the comment, where astropy would cut the comment and 
 
 The file is written here, not by ``HDUList.writeto``: each card is formatted once by
 astropy (``fits.Card``) when it is made, and the file is those card images, END, the
-big-endian pixels and the padding to 2880-byte blocks (FITS 4.0 §3.3, §4.4.1, §5). The
+big-endian pixels and the padding to 2880-byte blocks (FITS 4.0 §3, §4.4.1, §5). The
 copied cards of a source header are formatted once per header object (the engine keeps
 one per image file) and reused by every cut of it; source headers are read, never changed.
 """
@@ -188,7 +188,7 @@ def cutout_header(source: fits.Header, x0: int, y0: int) -> fits.Header:
 # --- the file -------------------------------------------------------------------------------
 
 # Unsigned integers are written as signed with an offset, signed bytes as unsigned ones
-# (FITS 4.0 §5.3, Table 11): flipping the top bit is adding the offset.
+# (FITS 4.0 §5.2.5): flipping the top bit is adding the offset.
 _OFFSET = {"u2": ("i2", 1 << 15), "u4": ("i4", 1 << 31), "u8": ("i8", 1 << 63), "i1": ("u1", -128)}
 _BITPIX = {"u1": 8, "i2": 16, "i4": 32, "i8": 64, "f4": -32, "f8": -64}
 
