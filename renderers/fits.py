@@ -15,6 +15,7 @@ one per image file) and reused by every cut of it; source headers are read, neve
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 import weakref
@@ -199,7 +200,8 @@ def _padded(images: list[str]) -> bytes:
 
 
 def _pixels(data: np.ndarray) -> tuple[int, np.ndarray, int | None]:
-    """BITPIX, the big-endian pixels (no copy when they already are) and the BZERO offset."""
+    """BITPIX, the pixels to write (big-endian, or native ones that ``_written`` swaps in
+    place) and the BZERO offset."""
     code = f"{data.dtype.kind}{data.dtype.itemsize}"
     zero = None
     if code in _OFFSET:
@@ -211,16 +213,31 @@ def _pixels(data: np.ndarray) -> tuple[int, np.ndarray, int | None]:
         code, data = "u1", data.view(np.uint8)
     elif code not in _BITPIX:
         raise ValueError(f"cannot write pixels of type {data.dtype} to FITS")
-    return _BITPIX[code], np.ascontiguousarray(data, dtype=np.dtype(code).newbyteorder(">")), zero
+    swappable = data.dtype.byteorder != ">" and data.flags.c_contiguous and data.flags.writeable
+    return _BITPIX[code], data if swappable else np.ascontiguousarray(data, np.dtype(code).newbyteorder(">")), zero
 
 
-def _image_hdu(data: np.ndarray, cards: Cards) -> list[bytes | memoryview]:
-    bitpix, stored, zero = _pixels(data)
+def _written(out: io.BytesIO, pixels: np.ndarray) -> None:
+    """The pixels into ``out``, big-endian. Native ones are byte-swapped in place while
+    they are copied and swapped back at once, as astropy's writer does: the one copy of a
+    plane is the one into the file's bytes."""
+    if pixels.dtype.byteorder in (">", "|"):
+        out.write(memoryview(pixels).cast("B"))
+        return
+    pixels.byteswap(inplace=True)
+    try:
+        out.write(memoryview(pixels.view(pixels.dtype.newbyteorder(">"))).cast("B"))
+    finally:
+        pixels.byteswap(inplace=True)
+
+
+def _image_hdu(out: io.BytesIO, data: np.ndarray, cards: Cards) -> None:
+    bitpix, pixels, zero = _pixels(data)
     lead = Cards()
     lead.set("XTENSION", "IMAGE", "Image extension")
     lead.set("BITPIX", bitpix, "array data type")
-    lead.set("NAXIS", stored.ndim, "number of array dimensions")
-    for axis, length in enumerate(reversed(stored.shape), start=1):
+    lead.set("NAXIS", pixels.ndim, "number of array dimensions")
+    for axis, length in enumerate(reversed(pixels.shape), start=1):
         lead.set(f"NAXIS{axis}", length)
     lead.set("PCOUNT", 0, "number of parameters")
     lead.set("GCOUNT", 1, "number of groups")
@@ -229,10 +246,10 @@ def _image_hdu(data: np.ndarray, cards: Cards) -> list[bytes | memoryview]:
         lead.set("BZERO", zero)
     own = [image for keyword, image, _ in cards._cards
            if keyword not in _STRUCTURAL and not keyword.startswith("NAXIS")]
-    header = _padded(lead.images() + own)
-    if stored.size == 0:
-        return [header]
-    return [header, memoryview(stored).cast("B"), b"\0" * (-stored.nbytes % BLOCK)]
+    out.write(_padded(lead.images() + own))
+    if pixels.size:
+        _written(out, pixels)
+        out.write(b"\0" * (-pixels.nbytes % BLOCK))
 
 
 def write_fits(planes: Iterable[tuple[np.ndarray, Cards | fits.Header]], primary: Mapping[str, object]) -> bytes:
@@ -247,7 +264,8 @@ def write_fits(planes: Iterable[tuple[np.ndarray, Cards | fits.Header]], primary
             head.set(key, *value)
         else:
             head.set(key, value)
-    chunks: list[bytes | memoryview] = [_padded(head.images())]
+    out = io.BytesIO()
+    out.write(_padded(head.images()))
     for data, cards in planes:
-        chunks += _image_hdu(data, cards if isinstance(cards, Cards) else header_cards(cards))
-    return b"".join(chunks)
+        _image_hdu(out, data, cards if isinstance(cards, Cards) else header_cards(cards))
+    return out.getvalue()

@@ -128,3 +128,13 @@ def test_the_file_is_what_astropy_writes() -> None:
     theirs = io.BytesIO()
     fits.HDUList([primary, fits.ImageHDU(data, header)]).writeto(theirs)
     assert ours == theirs.getvalue()
+
+
+def test_native_pixels_are_written_big_endian_and_left_as_they_were() -> None:
+    data = np.arange(6, dtype="<f4").reshape(2, 3)
+    same = data[::-1, ::2]  # not contiguous: copied, not swapped
+    body = write_fits([(data, fits.Header()), (same, fits.Header()), (data, fits.Header())], {})
+    assert np.array_equal(data, np.arange(6, dtype="<f4").reshape(2, 3)) and data.dtype == np.dtype("<f4")
+    with fits.open(io.BytesIO(body)) as hdul:
+        assert np.array_equal(hdul[1].data, data) and np.array_equal(hdul[3].data, data)
+        assert np.array_equal(hdul[2].data, same)
