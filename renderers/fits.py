@@ -253,7 +253,10 @@ def _image_hdu(out: io.BytesIO, data: np.ndarray, cards: Cards) -> None:
 
 
 def write_fits(planes: Iterable[tuple[np.ndarray, Cards | fits.Header]], primary: Mapping[str, object]) -> bytes:
-    """A multi-extension FITS: an empty primary HDU with ``primary`` cards, one image HDU per plane."""
+    """A multi-extension FITS: an empty primary HDU with ``primary`` cards, one image HDU per plane.
+
+    Native-endian planes are byte-swapped in place while each is copied (then swapped
+    back): no other thread may read them during the call."""
     head = Cards()
     head.set("SIMPLE", True, "conforms to FITS standard")
     head.set("BITPIX", 8, "array data type")
