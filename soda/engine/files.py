@@ -125,8 +125,8 @@ def _read_layout(path: Path, identity: tuple[int, int]) -> Layout:
     names: dict[str, int] = {}
     with fits.open(path, lazy_load_hdus=False) as hdul:
         for index, hdu in enumerate(hdul):
-            name = str(hdu.name or "").strip().upper()
-            names.setdefault(name, index)
+            name = str(hdu.name or "")  # as astropy names it (EXTNAME as written)
+            names.setdefault(name.strip().upper(), index)
             if not hdu.is_image:
                 continue
             header = hdu.header

@@ -336,3 +336,16 @@ def test_a_cut_without_the_process_files_leaves_nothing_open(tmp_path: Path) -> 
     path = compressed_file(tmp_path, "alone.fits.fz", SKY, (1, 300), "RICE_1")
     assert cut(ref(path, "SCI"), None) is not None
     assert open_descriptors(path) == 0
+
+
+def test_hdus_are_found_by_name_in_any_case_and_keep_their_own(tmp_path: Path) -> None:
+    hdu = fits.ImageHDU(RAW["float32"][0], header=wcs_header())
+    hdu.header["EXTNAME"] = "sci"
+    path = tmp_path / "lower.fits"
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    made = cut(ref(path, "SCI"), None, files=ImageFiles(2, 0))
+    assert made is not None and made.planes[0].name == "sci"
+    assert np.array_equal(made.planes[0].data, RAW["float32"][0])
+    layout = ImageFiles(2, 0).layout(path, "test")
+    assert layout.hdu("sci") is layout.hdu("SCI") is layout.hdu("1")
+    assert layout.hdu("PRIMARY").index == 0
