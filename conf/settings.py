@@ -372,6 +372,14 @@ class SodaSettings(Group):
     coverage_max_order: int = Field(10, description=(
         "Coverage maps (/coverage/<survey>.fits|.json): the deepest HEALPix order of the MOCs "
         "(10: cells of 3.4 arcmin; each order more halves them). 0 to 20."))
+    file_cache_entries: PositiveInt = Field(64, description=(
+        "Image files whose layout (headers, HDUs, WCS, where the pixels are) each process keeps "
+        "after reading it once; the least recently used go first, a changed file is read again."))
+    tile_cache_bytes: NonNegativeInt = Field(256 * 2**20, description=(
+        "Memory each process keeps for decoded compression tiles of .fits.fz images (256 MiB), "
+        "so the next cutout near the last one decodes only the tiles it does not share with it "
+        "(a row of a one-row-tiled 10000-pixel-wide DES plane is 40 kB); the least recently used "
+        "go first; 0: none kept."))
 
     @field_validator("ivoa_authority")
     @classmethod

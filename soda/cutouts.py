@@ -17,7 +17,7 @@ from functools import partial
 from conf import Settings
 from dali.errors import MultiValuedParamNotSupported, ServiceError, UsageError
 from dali.params import Params
-from soda.engine.cutout import Cut, ImageUnreadable
+from soda.engine.cutout import Cut, ImageFiles, ImageUnreadable
 from soda.engine.mosaic import cut_across
 from soda.engine.pixels import PixelBox
 from soda.engine.thumbnails import Thumbnails
@@ -61,10 +61,10 @@ def _unreadable(image: ImageRef, exc: ImageUnreadable) -> ServiceError:
 
 
 def _cut(image: ImageRef, *, target: Target, limit: int, planes: int | None, limit_name: str,
-         datasets: Datasets, box: PixelBox | None = None) -> Cut | None:
+         datasets: Datasets, files: ImageFiles, box: PixelBox | None = None) -> Cut | None:
     try:
         return cut_across(image, target.shape, limit, datasets.surveys.get(image.survey), planes=planes,
-                          box=box, limit_name=limit_name)
+                          box=box, limit_name=limit_name, files=files)
     except ImageUnreadable as exc:
         raise _unreadable(image, exc) from None
 
@@ -78,8 +78,10 @@ class Cutouts:
         self.shape_limits = ShapeLimits(settings.soda.max_request_shapes, settings.soda.max_polygon_vertices,
                                         settings.soda.max_request_polygon_vertices)
         self.jpeg_quality = settings.soda.jpeg_quality
+        # The image files' layouts and decoded tiles, shared by every cutout of the process.
+        self.files = ImageFiles(settings.soda.file_cache_entries, settings.soda.tile_cache_bytes)
         self.thumbnails = Thumbnails(settings.ops.data_dir / "thumbnails", settings.soda.thumbnail_size,
-                                     settings.soda.thumbnail_cache_bytes)
+                                     settings.soda.thumbnail_cache_bytes, self.files)
         self.user_limits = CutoutLimits(settings.soda.max_cutout_pixels, None,
                                         settings.soda.max_preview_source_pixels, "this service's limit",
                                         settings.limits.user_max_job_cutouts or None)
@@ -157,7 +159,7 @@ class Cutouts:
         preview = request.render is not None
         limit = limits.max_preview_source if preview else limits.max_pixels
         cut_one = partial(_cut, target=target, limit=limit, planes=1 if preview else None,
-                          limit_name=limits.name, datasets=self.datasets)
+                          limit_name=limits.name, datasets=self.datasets, files=self.files)
         if not target.colour:
             found = [c for c in map(cut_one, target.images) if c is not None]
             return found or None

@@ -1,28 +1,37 @@
 """The cutout engine: read only the pixels a region needs, from every configured HDU.
 
-Plain FITS is memory-mapped; a tile-compressed ``.fits.fz`` is read through astropy's
-``CompImageHDU.section``, which decompresses only the compression tiles that overlap
-the box (for DES row tiling: only the rows of the box). Nothing is decompressed to disk.
+Plain FITS is memory-mapped (``numpy.memmap`` of the HDU's data; only the box is copied
+out); a tile-compressed ``.fits.fz`` is read tile by tile: only the compression tiles that
+overlap the box are decompressed (for DES row tiling: only the rows of the box), by
+astropy's ``CompImageHDU.section``, and kept in the process's bounded cache of decoded
+tiles for the next cut. Nothing is decompressed to disk. Each file's headers and WCS are
+read once (``soda.engine.files.ImageFiles``).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
 
 from dali.errors import UsageError
+from soda.engine.files import Hdu, ImageFiles, ImageUnreadable, Layout, celestial_wcs
 from soda.engine.pixels import PixelBox, pixel_box
 from soda.sky.regions import Shape
 from soda.surveys.base import ImageRef
 
+__all__ = ["Cut", "CutPlane", "ImageFiles", "ImageUnreadable", "Mosaic", "celestial_wcs", "cut", "locate"]
+
+# Files an engine call without the process's ImageFiles keeps while it runs (a cut and
+# its neighbours); it keeps no decoded tiles and no open file.
+_CALL_FILES = 16
+
 
 @dataclass(frozen=True)
 class CutPlane:
-    """One HDU's pixels of a cutout, with the source header they came with."""
+    """One HDU's pixels of a cutout, with the source header they came with (shared with
+    the engine's file cache: read it, never change it)."""
 
     name: str
     data: np.ndarray
@@ -46,23 +55,13 @@ class Cut:
     mosaic: Mosaic | None = None  # None: every pixel is the image's own
 
 
-class ImageUnreadable(Exception):
-    """The survey image is missing or damaged (a fault of ours, not the client's)."""
+def call_files(files: ImageFiles | None) -> ImageFiles:
+    """``files``, or for a caller without the process's: files kept for this call only."""
+    return files if files is not None else ImageFiles(_CALL_FILES, 0, idle_handles=0)
 
 
 def hdu_key(name: str) -> str | int:
     return int(name) if name.isdigit() else name
-
-
-def celestial_wcs(header: fits.Header) -> WCS:
-    """The image's 2-d WCS; a header wcslib refuses makes the image unreadable (ours, not
-    the client's fault)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            return WCS(header, naxis=2)
-    except (ValueError, KeyError, MemoryError) as exc:  # WcsError is a ValueError
-        raise ImageUnreadable(f"the WCS of the image cannot be read: {exc}") from exc
 
 
 def open_image(image: ImageRef) -> fits.HDUList:
@@ -81,43 +80,64 @@ def science_header(hdul: fits.HDUList, image: ImageRef) -> tuple[fits.Header, tu
         raise ImageUnreadable(f"{image.dataset_id}: cannot read {image.path.name}: {exc}") from exc
 
 
-def locate(image: ImageRef, region: Shape | None) -> tuple[fits.HDUList, PixelBox | None]:
-    """Open the image and find the box; the caller closes the HDU list."""
-    hdul = open_image(image)
+def image_hdu(layout: Layout, image: ImageRef, name: str) -> Hdu:
     try:
-        header, shape = science_header(hdul, image)
-    except ImageUnreadable:
-        hdul.close()
-        raise
+        return layout.hdu(name)
+    except KeyError as exc:
+        raise ImageUnreadable(f"{image.dataset_id}: cannot read HDU {name} of {image.path.name}: {exc}") from exc
+
+
+def plane_shape(hdu: Hdu, image: ImageRef) -> tuple[int, int]:
+    """The (ny, nx) of an image HDU's pixels."""
+    if len(hdu.shape) < 2:
+        raise ImageUnreadable(f"{image.dataset_id}: HDU {hdu.name or hdu.index} of {image.path.name} "
+                              f"is not an image ({len(hdu.shape)} axes)")
+    return hdu.shape[-2], hdu.shape[-1]
+
+
+def science(files: ImageFiles, image: ImageRef) -> tuple[Layout, Hdu, tuple[int, int]]:
+    """The image's file, its science HDU and that HDU's (ny, nx)."""
+    layout = files.layout(image.path, image.dataset_id)
+    hdu = image_hdu(layout, image, image.hdus[0])
+    return layout, hdu, plane_shape(hdu, image)
+
+
+def locate(image: ImageRef, region: Shape | None, files: ImageFiles | None = None) -> tuple[Layout, PixelBox | None]:
+    """The image's file and the box of ``region`` on it (None: they do not overlap)."""
+    layout, hdu, (ny, nx) = science(call_files(files), image)
     if region is None:
-        return hdul, PixelBox(0, shape[1], 0, shape[0])
-    return hdul, pixel_box(celestial_wcs(header), shape, region)
+        return layout, PixelBox(0, nx, 0, ny)
+    return layout, pixel_box(layout.wcs(image.hdus[0]), (ny, nx), region)
+
+
+def read_planes(files: ImageFiles, layout: Layout, image: ImageRef, box: PixelBox,
+                planes: int | None) -> tuple[CutPlane, ...]:
+    """The box of the image's first ``planes`` HDUs (all: None)."""
+    names = image.hdus[:planes]
+    hdus = [image_hdu(layout, image, name) for name in names]
+    pixels = files.read_planes(layout, hdus, box, image.dataset_id)
+    return tuple(CutPlane(hdu.name or name, data, hdu.header)
+                 for name, hdu, data in zip(names, hdus, pixels, strict=True))
 
 
 def cut(image: ImageRef, region: Shape | None, max_pixels: int | None = None, *,
         planes: int | None = None, box: PixelBox | None = None,
-        limit_name: str = "this service's limit") -> Cut | None:
+        limit_name: str = "this service's limit", files: ImageFiles | None = None) -> Cut | None:
     """The cutout of ``region`` from the HDUs of ``image``; None when they do not overlap.
 
     ``planes`` keeps only the first HDUs (1: the science image, for previews); ``box``
-    reuses a box found on another image of the same pixel grid (the bands of a tile).
+    reuses a box found on another image of the same pixel grid (the bands of a tile);
+    ``files`` is the process's cache of file layouts and decoded tiles (without it, the
+    call reads what it needs and keeps nothing).
     """
+    files = call_files(files)
     if box is None:
-        hdul, box = locate(image, region)
+        layout, box = locate(image, region, files)
     else:
-        hdul = open_image(image)
-    with hdul:
-        if box is None:
-            return None
-        if max_pixels is not None and box.pixels > max_pixels:
-            raise UsageError(f"the cutout from {image.dataset_id} would have {box.shape[1]}x{box.shape[0]} "
-                             f"pixels, more than {limit_name} of {max_pixels}; ask for a smaller region")
-        cut_planes = []
-        for name in image.hdus[:planes]:
-            try:
-                hdu = hdul[hdu_key(name)]
-                data = np.array(hdu.section[box.y0:box.y1, box.x0:box.x1])  # a copy: the file closes
-            except (OSError, KeyError, IndexError, ValueError) as exc:
-                raise ImageUnreadable(f"{image.dataset_id}: cannot read HDU {name}: {exc}") from exc
-            cut_planes.append(CutPlane(str(hdu.name or name), data, hdu.header.copy()))
-    return Cut(image, region, box, tuple(cut_planes))
+        layout = files.layout(image.path, image.dataset_id)
+    if box is None:
+        return None
+    if max_pixels is not None and box.pixels > max_pixels:
+        raise UsageError(f"the cutout from {image.dataset_id} would have {box.shape[1]}x{box.shape[0]} "
+                         f"pixels, more than {limit_name} of {max_pixels}; ask for a smaller region")
+    return Cut(image, region, box, read_planes(files, layout, image, box, planes))

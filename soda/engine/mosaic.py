@@ -36,17 +36,14 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.io import fits
 from astropy.wcs import WCS
 
 from dali.errors import UsageError
-from soda.engine.cutout import (
-    Cut, CutPlane, ImageUnreadable, Mosaic, celestial_wcs, cut, hdu_key, locate, open_image, science_header,
-)
+from soda.engine.cutout import Cut, CutPlane, Mosaic, call_files, cut, image_hdu, locate, science
+from soda.engine.files import ImageFiles, Layout
 from soda.engine.pixels import PixelBox, intersection, region_box, shifted, union
 from soda.sky.footprint import covering_circle
 from soda.sky.regions import Shape
@@ -64,7 +61,7 @@ class _Source:
     """One image that may give pixels, placed on the first image's grid."""
 
     image: ImageRef
-    hdul: fits.HDUList
+    layout: Layout
     wcs: WCS
     shape: tuple[int, int]               # (ny, nx)
     offset: tuple[int, int] | None       # same grid: its pixel (x, y) is (x + dx, y + dy) of the first
@@ -90,9 +87,9 @@ def _grid_offset(first: WCS, other: WCS) -> tuple[int, int] | None:
     return round(dx), round(dy)
 
 
-def _place(image: ImageRef, hdul: fits.HDUList, first: WCS, same_grid: bool) -> _Source:
-    header, shape = science_header(hdul, image)
-    wcs = celestial_wcs(header)
+def _place(image: ImageRef, files: ImageFiles, first: WCS, same_grid: bool) -> _Source:
+    layout, _, shape = science(files, image)
+    wcs = layout.wcs(image.hdus[0])
     ny, nx = shape
     offset = _grid_offset(first, wcs) if same_grid else None
     if same_grid and offset is None:
@@ -112,7 +109,7 @@ def _place(image: ImageRef, hdul: fits.HDUList, first: WCS, same_grid: bool) -> 
                           math.floor(np.min(y) + 0.5), math.floor(np.max(y) + 0.5) + 1)
         cx, cy = first.world_to_pixel_values(*wcs.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2))
         centre = (float(cx), float(cy))
-    return _Source(image, hdul, wcs, shape, offset, extent, centre)
+    return _Source(image, layout, wcs, shape, offset, extent, centre)
 
 
 def _owners(first_shape: tuple[int, int], first: WCS, box: PixelBox,
@@ -145,16 +142,12 @@ def _owners(first_shape: tuple[int, int], first: WCS, box: PixelBox,
     return owner, at_x, at_y
 
 
-def _read(hdul: fits.HDUList, image: ImageRef, name: str, box: PixelBox) -> tuple[np.ndarray, fits.Header]:
-    try:
-        hdu = hdul[hdu_key(name)]
-        return np.array(hdu.section[box.y0:box.y1, box.x0:box.x1]), hdu.header
-    except (OSError, KeyError, IndexError, ValueError) as exc:
-        raise ImageUnreadable(f"{image.dataset_id}: cannot read HDU {name}: {exc}") from exc
+def _read(files: ImageFiles, layout: Layout, image: ImageRef, name: str, box: PixelBox) -> np.ndarray:
+    return files.read(layout, image_hdu(layout, image, name), box, image.dataset_id)
 
 
-def _resampled(source: _Source, names: list[str], sy: np.ndarray, sx: np.ndarray, target: WCS,
-               shape: tuple[int, int], integer: bool) -> np.ndarray:
+def _resampled(files: ImageFiles, source: _Source, names: list[str], sy: np.ndarray, sx: np.ndarray,
+               target: WCS, shape: tuple[int, int], integer: bool) -> np.ndarray:
     """The source's planes resampled onto ``target`` (of ``shape``), one per name; NaN where
     it has no pixels."""
     from reproject import reproject_interp  # heavy (dask): only when tiles are resampled
@@ -163,14 +156,14 @@ def _resampled(source: _Source, names: list[str], sy: np.ndarray, sx: np.ndarray
     # The source pixels the interpolation needs: those round the points, one pixel more.
     read = PixelBox(max(0, math.floor(sx.min()) - 1), min(snx, math.ceil(sx.max()) + 2),
                     max(0, math.floor(sy.min()) - 1), min(sny, math.ceil(sy.max()) + 2))
-    data = np.stack([_read(source.hdul, source.image, name, read)[0].astype(np.float64) for name in names])
+    data = np.stack([_read(files, source.layout, source.image, name, read).astype(np.float64) for name in names])
     # No round trip check of the coordinates: only pixels the source holds are asked for.
     values, _ = reproject_interp((data, shifted(source.wcs, read.x0, read.y0)), target, shape_out=shape,
                                  order="nearest-neighbor" if integer else "bilinear", roundtrip_coords=False)
     return np.asarray(values)
 
 
-def _fill(outs: list[np.ndarray], methods: list[str], index: int, source: _Source,
+def _fill(files: ImageFiles, outs: list[np.ndarray], methods: list[str], index: int, source: _Source,
           owners: tuple[np.ndarray, np.ndarray, np.ndarray], box: PixelBox, first_wcs: WCS) -> None:
     """The pixels the ``index``-th source owns, in every plane."""
     owner, at_x, at_y = owners
@@ -186,7 +179,7 @@ def _fill(outs: list[np.ndarray], methods: list[str], index: int, source: _Sourc
         there = PixelBox(box.x0 + local.x0 - dx, box.x0 + local.x1 - dx,
                          box.y0 + local.y0 - dy, box.y0 + local.y1 - dy)
         for i, name in planes:
-            outs[i][ys, xs] = _read(source.hdul, source.image, name, there)[0][ly, lx]
+            outs[i][ys, xs] = _read(files, source.layout, source.image, name, there)[ly, lx]
         return
     sx, sy = at_x[ys, xs], at_y[ys, xs]
     target = shifted(first_wcs, box.x0 + local.x0, box.y0 + local.y0)
@@ -194,7 +187,7 @@ def _fill(outs: list[np.ndarray], methods: list[str], index: int, source: _Sourc
         group = [(i, name) for i, name in planes if (outs[i].dtype.kind in "iub") == integer]
         if not group:
             continue
-        values = _resampled(source, [name for _, name in group], sy, sx, target, local.shape, integer)
+        values = _resampled(files, source, [name for _, name in group], sy, sx, target, local.shape, integer)
         for (i, _), plane in zip(group, values, strict=True):
             picked = plane[ly, lx]
             outs[i][ys, xs] = np.where(np.isnan(picked), 0, picked) if integer else picked
@@ -202,60 +195,59 @@ def _fill(outs: list[np.ndarray], methods: list[str], index: int, source: _Sourc
 
 
 def assemble(image: ImageRef, region: Shape, box: PixelBox, survey: Survey, max_pixels: int | None,
-             planes: int | None, limit_name: str, given: bool) -> Cut | None:
+             planes: int | None, limit_name: str, given: bool, files: ImageFiles | None = None) -> Cut | None:
     """The cutout of ``box`` (on the image's grid, past its edges) from the image and its
     neighbours; None when no neighbour has pixels past the edge and the box was not
     ``given`` (the caller then cuts the image alone)."""
-    with ExitStack() as stack:
-        hdul = stack.enter_context(open_image(image))
-        header, shape = science_header(hdul, image)
-        first_wcs = celestial_wcs(header)
-        ny, nx = box.shape
-        ra, dec = first_wcs.pixel_to_world_values(box.x0 + (nx - 1) / 2, box.y0 + (ny - 1) / 2)
-        corners = first_wcs.pixel_to_world_values(np.array([box.x0 - 0.5, box.x1 - 0.5] * 2),
-                                                  np.array([box.y0 - 0.5] * 2 + [box.y1 - 0.5] * 2))
-        radius = float(np.max(separation(float(ra), float(dec), *corners)))
-        own = PixelBox(0, shape[1], 0, shape[0])
-        sources = []
-        for other in survey.neighbours(image, float(ra), float(dec), radius)[:MAX_NEIGHBOURS]:
-            if other.dataset_id == image.dataset_id or other.band != image.band:
-                continue
-            source = _place(other, stack.enter_context(open_image(other)), first_wcs,
-                            survey.same_grid(image, other))
-            reached = intersection(source.extent, box)
-            if reached is not None and union(reached, own) != own:
-                sources.append(source)
-        if not sources and not given:
-            return None
-        covered = own
-        for source in sources:
-            covered = union(covered, source.extent)
-        final = box if given else intersection(box, covered)
-        if final is None:  # a box from another band that misses this image: no pixels here
-            return None
-        if max_pixels is not None and final.pixels > max_pixels:
-            raise UsageError(f"the cutout from {image.dataset_id} and its neighbours would have "
-                             f"{final.shape[1]}x{final.shape[0]} pixels, more than {limit_name} of "
-                             f"{max_pixels}; ask for a smaller region")
-        owners = _owners(shape, first_wcs, final, sources)
-        inside = intersection(final, own)
-        if inside is None:
-            return None
-        outs, made = [], []
-        for name in image.hdus[:planes]:
-            part, plane_header = _read(hdul, image, name, inside)
-            dtype = part.dtype.newbyteorder("=")
-            out = np.full(final.shape, 0 if dtype.kind in "iub" else np.nan, dtype=dtype)
-            out[inside.y0 - final.y0:inside.y1 - final.y0, inside.x0 - final.x0:inside.x1 - final.x0] = part
-            outs.append(out)
-            made.append(CutPlane(str(hdul[hdu_key(name)].name or name), out, plane_header.copy()))
-        methods = [NONE] * len(outs)
-        for k, source in enumerate(sources):
-            _fill(outs, methods, k, source, owners, final, first_wcs)
-        used = sorted({int(k) for k in np.unique(owners[0]) if k >= 0})
-        mosaic = Mosaic(sources=(image.dataset_id, *(sources[k].image.dataset_id for k in used)),
-                        resample=tuple(methods))
-        return Cut(image, region, final, tuple(made), mosaic)
+    files = call_files(files)
+    layout, _, shape = science(files, image)
+    first_wcs = layout.wcs(image.hdus[0])
+    ny, nx = box.shape
+    ra, dec = first_wcs.pixel_to_world_values(box.x0 + (nx - 1) / 2, box.y0 + (ny - 1) / 2)
+    corners = first_wcs.pixel_to_world_values(np.array([box.x0 - 0.5, box.x1 - 0.5] * 2),
+                                              np.array([box.y0 - 0.5] * 2 + [box.y1 - 0.5] * 2))
+    radius = float(np.max(separation(float(ra), float(dec), *corners)))
+    own = PixelBox(0, shape[1], 0, shape[0])
+    sources = []
+    for other in survey.neighbours(image, float(ra), float(dec), radius)[:MAX_NEIGHBOURS]:
+        if other.dataset_id == image.dataset_id or other.band != image.band:
+            continue
+        source = _place(other, files, first_wcs, survey.same_grid(image, other))
+        reached = intersection(source.extent, box)
+        if reached is not None and union(reached, own) != own:
+            sources.append(source)
+    if not sources and not given:
+        return None
+    covered = own
+    for source in sources:
+        covered = union(covered, source.extent)
+    final = box if given else intersection(box, covered)
+    if final is None:  # a box from another band that misses this image: no pixels here
+        return None
+    if max_pixels is not None and final.pixels > max_pixels:
+        raise UsageError(f"the cutout from {image.dataset_id} and its neighbours would have "
+                         f"{final.shape[1]}x{final.shape[0]} pixels, more than {limit_name} of "
+                         f"{max_pixels}; ask for a smaller region")
+    owners = _owners(shape, first_wcs, final, sources)
+    inside = intersection(final, own)
+    if inside is None:
+        return None
+    outs, made = [], []
+    for name in image.hdus[:planes]:
+        hdu = image_hdu(layout, image, name)
+        part = files.read(layout, hdu, inside, image.dataset_id)
+        dtype = part.dtype.newbyteorder("=")
+        out = np.full(final.shape, 0 if dtype.kind in "iub" else np.nan, dtype=dtype)
+        out[inside.y0 - final.y0:inside.y1 - final.y0, inside.x0 - final.x0:inside.x1 - final.x0] = part
+        outs.append(out)
+        made.append(CutPlane(hdu.name or name, out, hdu.header))
+    methods = [NONE] * len(outs)
+    for k, source in enumerate(sources):
+        _fill(files, outs, methods, k, source, owners, final, first_wcs)
+    used = sorted({int(k) for k in np.unique(owners[0]) if k >= 0})
+    mosaic = Mosaic(sources=(image.dataset_id, *(sources[k].image.dataset_id for k in used)),
+                    resample=tuple(methods))
+    return Cut(image, region, final, tuple(made), mosaic)
 
 
 def _has_neighbours(image: ImageRef, region: Shape, survey: Survey) -> bool:
@@ -267,27 +259,27 @@ def _has_neighbours(image: ImageRef, region: Shape, survey: Survey) -> bool:
 
 def cut_across(image: ImageRef, region: Shape | None, max_pixels: int | None, survey: Survey | None, *,
                planes: int | None = None, box: PixelBox | None = None,
-               limit_name: str = "this service's limit") -> Cut | None:
+               limit_name: str = "this service's limit", files: ImageFiles | None = None) -> Cut | None:
     """``cutout.cut``, assembled from the survey's neighbouring images when the region (or the
-    ``box`` given, on the image's grid) runs past the image's edge and they have pixels there."""
+    ``box`` given, on the image's grid) runs past the image's edge and they have pixels there.
+    ``files``: the process's cache of file layouts and decoded tiles (``cutout.cut``)."""
+    files = call_files(files)
     if region is None or survey is None:
-        return cut(image, region, max_pixels, planes=planes, box=box, limit_name=limit_name)
+        return cut(image, region, max_pixels, planes=planes, box=box, limit_name=limit_name, files=files)
     if box is not None:  # the box of another band's cut: the same grid, maybe past the edge
-        with open_image(image) as hdul:
-            _, shape = science_header(hdul, image)
+        _, _, shape = science(files, image)
         if intersection(box, PixelBox(0, shape[1], 0, shape[0])) == box:
-            return cut(image, region, max_pixels, planes=planes, box=box, limit_name=limit_name)
-        return assemble(image, region, box, survey, max_pixels, planes, limit_name, given=True)
-    hdul, clipped = locate(image, region)
-    with hdul:
-        if clipped is None:
-            return None
-        _, shape = science_header(hdul, image)
-        full = None
-        if _touches_edge(clipped, shape) and _has_neighbours(image, region, survey):
-            full = region_box(celestial_wcs(hdul[hdu_key(image.hdus[0])].header), shape, region, max(shape))
+            return cut(image, region, max_pixels, planes=planes, box=box, limit_name=limit_name, files=files)
+        return assemble(image, region, box, survey, max_pixels, planes, limit_name, given=True, files=files)
+    layout, clipped = locate(image, region, files)
+    if clipped is None:
+        return None
+    _, _, shape = science(files, image)
+    full = None
+    if _touches_edge(clipped, shape) and _has_neighbours(image, region, survey):
+        full = region_box(layout.wcs(image.hdus[0]), shape, region, max(shape))
     if full is not None and full != clipped:
-        made = assemble(image, region, full, survey, max_pixels, planes, limit_name, given=False)
+        made = assemble(image, region, full, survey, max_pixels, planes, limit_name, given=False, files=files)
         if made is not None:
             return made
-    return cut(image, region, max_pixels, planes=planes, box=clipped, limit_name=limit_name)
+    return cut(image, region, max_pixels, planes=planes, box=clipped, limit_name=limit_name, files=files)

@@ -30,7 +30,8 @@ import numpy as np
 from astropy.io import fits
 
 from renderers.image import block_factor, celestial_wcs, reduce
-from soda.engine.cutout import Cut, CutPlane, ImageUnreadable, hdu_key, locate, open_image, science_header
+from soda.engine.cutout import Cut, CutPlane, ImageUnreadable, call_files, locate, science
+from soda.engine.files import ImageFiles
 from soda.engine.pixels import PixelBox
 from soda.sky.regions import Shape
 from soda.surveys.base import ImageRef
@@ -43,10 +44,11 @@ SUFFIX = ".npy"
 
 
 class Thumbnails:
-    def __init__(self, folder: Path, size: int, max_bytes: int) -> None:
+    def __init__(self, folder: Path, size: int, max_bytes: int, files: ImageFiles | None = None) -> None:
         self.folder = folder
         self.size = size
         self.max_bytes = max_bytes
+        self.files = call_files(files)  # the process's file layouts (cutout.cut)
         # One thumbnail is made at a time per process: a flood of previews of new images
         # reads one whole source at a time, not one per request.
         self._making = threading.Lock()
@@ -60,11 +62,10 @@ class Thumbnails:
         """
         if size is None:
             return None
-        hdul, box = locate(images[0], region)
-        with hdul:
-            if box is None:
-                return None
-            _, shape = science_header(hdul, images[0])
+        _, box = locate(images[0], region, self.files)
+        if box is None:
+            return None
+        _, _, shape = science(self.files, images[0])
         factor = block_factor(shape, self.size)
         if factor == 1 or block_factor(box.shape, size) < factor:
             return None
@@ -72,9 +73,8 @@ class Thumbnails:
 
     def _cut(self, image: ImageRef, region: Shape | None, box: PixelBox, shape: tuple[int, int],
              factor: int) -> Cut:
-        with open_image(image) as hdul:
-            header, own_shape = science_header(hdul, image)
-            header = header.copy()
+        _, hdu, own_shape = science(self.files, image)
+        header = hdu.header
         if own_shape != shape:
             raise ImageUnreadable(f"{image.dataset_id}: {own_shape} pixels, not {shape} like the "
                                   f"other bands of its picture")
@@ -109,7 +109,7 @@ class Thumbnails:
             if kept is not None:
                 return kept
             started = time.perf_counter()
-            made = make_thumbnail(image, factor)
+            made = make_thumbnail(image, factor, self.files)
             self._store(path, made)
             log.info("thumbnail of %s (%dx%d, 1/%d) made in %.2f s", image.dataset_id,
                      made.shape[1], made.shape[0], factor, time.perf_counter() - started)
@@ -171,19 +171,16 @@ def _load(path: Path) -> np.ndarray | None:
     return data
 
 
-def make_thumbnail(image: ImageRef, factor: int) -> np.ndarray:
-    """Read the science plane strip by strip (whole blocks of rows) and average it."""
-    with open_image(image) as hdul:
-        _, (ny, nx) = science_header(hdul, image)
-        out = np.empty((-(-ny // factor), -(-nx // factor)), np.float32)
-        rows = factor * max(1, STRIP_PIXELS // (nx * factor))
-        try:
-            hdu = hdul[hdu_key(image.hdus[0])]
-            for start in range(0, ny, rows):
-                strip = np.asarray(hdu.section[start:start + rows, :], dtype=np.float32)
-                out[start // factor:(start + rows) // factor] = reduce(strip, factor)
-        except (OSError, KeyError, IndexError, ValueError) as exc:
-            raise ImageUnreadable(f"{image.dataset_id}: cannot read {image.path.name}: {exc}") from exc
+def make_thumbnail(image: ImageRef, factor: int, files: ImageFiles | None = None) -> np.ndarray:
+    """Read the science plane strip by strip (whole blocks of rows) and average it; its
+    decoded tiles are not kept (the whole image would push out every other's)."""
+    files = call_files(files)
+    layout, hdu, (ny, nx) = science(files, image)
+    out = np.empty((-(-ny // factor), -(-nx // factor)), np.float32)
+    rows = factor * max(1, STRIP_PIXELS // (nx * factor))
+    for start in range(0, ny, rows):
+        strip = files.read(layout, hdu, PixelBox(0, nx, start, min(ny, start + rows)), image.dataset_id, keep=False)
+        out[start // factor:(start + rows) // factor] = reduce(np.asarray(strip, dtype=np.float32), factor)
     return out
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from astropy.io import fits
-
-from renderers.fits import cutout_header, set_card, write_fits
+from renderers.fits import Cards, cutout_cards, write_fits
 from soda import SERVICE, VERSION
 from soda.engine.cutout import Cut, Mosaic
 
@@ -24,32 +22,32 @@ def fits_cutouts(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:
     planes = []
     for number, c in enumerate(cuts, start=1):
         for index, plane in enumerate(c.planes):
-            header = cutout_header(plane.header, c.box.x0, c.box.y0)
-            header["EXTNAME"] = plane.name
-            header["EXTVER"] = number
+            header = cutout_cards(plane.header, c.box.x0, c.box.y0)
+            header.set("EXTNAME", plane.name)
+            header.set("EXTVER", number)
             if names:
-                set_card(header, "CUTNAME", names[number - 1], "its combination's result name (SODA 6)")
-            # Long values (IDs, file names, polygons) keep every character; set_card drops
-            # a comment that no longer fits beside its value rather than cutting it.
-            set_card(header, "DATASET", c.image.dataset_id, "IVOA dataset ID of the source")
-            set_card(header, "SRCFILE", c.image.path.name, "source file")
-            set_card(header, "SRCHDU", plane.name, "source HDU")
-            set_card(header, "SRCBOX", f"[{c.box.x0 + 1}:{c.box.x1},{c.box.y0 + 1}:{c.box.y1}]",
-                     "source pixels cut (FITS section, 1-based)")
-            set_card(header, "REGION", c.region.dali() if c.region is not None else "whole image",
-                     "requested region (ICRS deg)")
+                header.set("CUTNAME", names[number - 1], "its combination's result name (SODA 6)")
+            # Long values (IDs, file names, polygons) keep every character; a comment that
+            # no longer fits beside its value is dropped rather than cut.
+            header.set("DATASET", c.image.dataset_id, "IVOA dataset ID of the source")
+            header.set("SRCFILE", c.image.path.name, "source file")
+            header.set("SRCHDU", plane.name, "source HDU")
+            header.set("SRCBOX", f"[{c.box.x0 + 1}:{c.box.x1},{c.box.y0 + 1}:{c.box.y1}]",
+                       "source pixels cut (FITS section, 1-based)")
+            header.set("REGION", c.region.dali() if c.region is not None else "whole image",
+                       "requested region (ICRS deg)")
             if c.mosaic is not None:
                 _mosaic_cards(header, c.mosaic, index)
-            header["SVCVERS"] = VERSION
+            header.set("SVCVERS", VERSION)
             planes.append((plane.data, header))
     return write_fits(planes, primary)
 
 
-def _mosaic_cards(header: fits.Header, mosaic: Mosaic, plane: int) -> None:
+def _mosaic_cards(header: Cards, mosaic: Mosaic, plane: int) -> None:
     """A cut assembled across its image's edge says so, and from which images."""
-    set_card(header, "MOSAIC", True, "pixels assembled from neighbouring images")
-    set_card(header, "NSRCIMG", len(mosaic.sources), "number of source images (SRCIMGn)")
+    header.set("MOSAIC", True, "pixels assembled from neighbouring images")
+    header.set("NSRCIMG", len(mosaic.sources), "number of source images (SRCIMGn)")
     for n, source in enumerate(mosaic.sources, start=1):
-        set_card(header, f"SRCIMG{n}", source, "IVOA dataset ID of a source image")
-    set_card(header, "RESAMPLE", mosaic.resample[plane],
-             "other grids onto this one: none, bilinear or nearest")
+        header.set(f"SRCIMG{n}", source, "IVOA dataset ID of a source image")
+    header.set("RESAMPLE", mosaic.resample[plane],
+               "other grids onto this one: none, bilinear or nearest")

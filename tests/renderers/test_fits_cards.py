@@ -99,3 +99,42 @@ def test_primary_cards_take_value_and_comment() -> None:
         head = hdul[0].header
         assert head["ORIGIN"] == long_name and head.comments["ORIGIN"] == "IVOA SODA 1.0 cutout service"
         assert (head["NCUTOUTS"], head.comments["NCUTOUTS"], head["PLAIN"]) == (0, "none", "value")
+
+
+@pytest.mark.parametrize("dtype", ["u1", "i1", ">i2", "<i2", "u2", "<i4", ">u4", "i8", "u8", ">f4", "<f4", "<f8", "?"])
+def test_pixels_of_every_type_come_back_as_they_were(dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    data = (rng.integers(0, 2, (7, 5)) if dtype == "?" else
+            rng.normal(0, 1e3, (7, 5)) if dtype[-2] == "f" else
+            rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, (7, 5), dtype=np.dtype(dtype).newbyteorder('='),
+                         endpoint=True)).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        body = write_fits([(data, fits.Header()), (data[2:5, 1:2], fits.Header())], {})
+    assert len(body) % 2880 == 0
+    with fits.open(io.BytesIO(body)) as hdul:
+        hdul.verify("exception")
+        assert np.array_equal(hdul[1].data, data) and np.array_equal(hdul[2].data, data[2:5, 1:2])
+        if dtype != "?":
+            assert hdul[1].data.dtype.newbyteorder("=") == np.dtype(dtype).newbyteorder("=")
+
+
+def test_the_file_is_what_astropy_writes() -> None:
+    data = np.arange(12, dtype=">f4").reshape(3, 4)
+    header = fits.Header([("OBJECT", "m13", "a globular cluster"), ("EXPTIME", 12.5)])
+    ours = write_fits([(data, header)], {"ORIGIN": ("here", "who wrote it")})
+    primary = fits.PrimaryHDU()
+    primary.header["ORIGIN"] = ("here", "who wrote it")
+    theirs = io.BytesIO()
+    fits.HDUList([primary, fits.ImageHDU(data, header)]).writeto(theirs)
+    assert ours == theirs.getvalue()
+
+
+def test_native_pixels_are_written_big_endian_and_left_as_they_were() -> None:
+    data = np.arange(6, dtype="<f4").reshape(2, 3)
+    same = data[::-1, ::2]  # not contiguous: copied, not swapped
+    body = write_fits([(data, fits.Header()), (same, fits.Header()), (data, fits.Header())], {})
+    assert np.array_equal(data, np.arange(6, dtype="<f4").reshape(2, 3)) and data.dtype == np.dtype("<f4")
+    with fits.open(io.BytesIO(body)) as hdul:
+        assert np.array_equal(hdul[1].data, data) and np.array_equal(hdul[3].data, data)
+        assert np.array_equal(hdul[2].data, same)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.wcs import WCS
 
 from soda.engine.cutout import Cut, CutPlane
 from soda.engine.pixels import PixelBox
@@ -82,3 +83,53 @@ def test_ids_and_file_names_of_every_length(extra: int) -> None:
     header = read(body)[1]
     assert (header["DATASET"], header["SRCFILE"], header["REGION"]) == (dataset_id, file, "whole image")
     assert header.comments["SRCHDU"] == "source HDU"
+
+
+def real_image(name: str, hdu: str) -> ImageRef:
+    import astropy.io.fits.hdu.compressed.tests as compressed_tests
+
+    path = Path(compressed_tests.__file__).parent / "data" / name
+    return ImageRef(LONG_ID, "m13", "m13", "dss", path, (hdu,))
+
+
+@pytest.mark.parametrize("name, hdu", [("m13.fits", "0"), ("m13_rice.fits", "1")])
+def test_a_real_cutout_response_raises_no_warning_and_keeps_its_pixels(name: str, hdu: str) -> None:
+    from soda.engine.cutout import cut as engine_cut
+    from soda.engine.files import ImageFiles
+
+    image = real_image(name, hdu)
+    with fits.open(image.path) as hdul:
+        source = hdul[int(hdu)]
+        ra, dec = (float(v) for v in WCS(source.header).pixel_to_world_values(120, 90))
+        pixels = np.array(source.data)
+    files = ImageFiles(4, 2**20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):  # the second from the kept layout and tiles
+            ring = Polygon(tuple((ra + 0.02 * math.cos(2 * math.pi * k / 40), dec + 0.015 * math.sin(2 * math.pi * k / 40))
+                                 for k in range(40)))
+            made = engine_cut(image, ring, files=files)
+            assert made is not None
+            body = fits_cutouts([made, engine_cut(image, Circle(ra, dec, 0.01), files=files)], ["one", "two"])
+            with fits.open(io.BytesIO(body)) as hdul:
+                hdul.verify("exception")
+                b = made.box
+                assert np.array_equal(hdul[1].data, pixels[b.y0:b.y1, b.x0:b.x1])
+                assert hdul[1].header["CUTNAME"] == "one" and hdul[2].header["EXTVER"] == 2
+                moved = WCS(hdul[1].header).pixel_to_world_values(3, 4)
+                assert np.allclose(moved, WCS(source.header).pixel_to_world_values(b.x0 + 3, b.y0 + 4), atol=1e-10)
+
+
+def test_hierarch_and_commentary_source_cards_are_copied_without_a_warning() -> None:
+    header = source_header()
+    header["HIERARCH MP_SUSPECT"] = 7
+    header["COMMENT"] = "a comment card of the source"
+    header["HISTORY"] = "h" * 72
+    made = cut(None)
+    made = Cut(made.image, None, made.box, tuple(CutPlane(p.name, p.data, header) for p in made.planes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extension = read(fits_cutouts([made]))[1]
+    assert extension["MP_SUSPECT"] == 7
+    assert list(extension["COMMENT"]) == ["a comment card of the source"]
+    assert extension["HISTORY"][0] == "h" * 72

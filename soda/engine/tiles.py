@@ -1,0 +1,157 @@
+"""Decoded compression tiles of tile-compressed images (``.fits.fz``), kept for the next
+request of the process and read only once per tile.
+
+A box is assembled from the tiles it overlaps: the kept ones are taken, the missing ones
+decoded with astropy (``CompImageHDU.section``) in as few calls as there are rectangles of
+missing tiles (rows of tiles with the same run of missing columns merged; one call for
+any number of DES one-row tiles), each tile then kept as a view of what its call decoded.
+
+The cache is bounded in bytes and forgets the least recently used tiles first. It counts
+what it really holds: the arrays one call decoded stay in memory while any of their tiles
+is kept, so they count whole until their last tile goes. Thread-safe: one lock around its
+books; decoding happens outside it (two threads may decode the same tile, once each).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+import numpy as np
+
+from soda.engine.pixels import PixelBox
+
+# A tile: (tile row, tile column) in the image's grid of tiles.
+Tile = tuple[int, int]
+# Decodes the pixels [y0:y1, x0:x1] (tile-aligned) of one HDU.
+Decoder = Callable[[PixelBox], np.ndarray]
+
+
+class TileCache:
+    """Decoded tiles by key, least recently used first out beyond ``max_bytes`` (0: none kept)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._tiles: OrderedDict[Hashable, tuple[np.ndarray, int]] = OrderedDict()  # key -> (tile, block id)
+        self._blocks: dict[int, list[int]] = {}  # block id -> [bytes, tiles kept]
+        self._held = 0
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of decoded pixels the cache keeps in memory."""
+        return self._held
+
+    def __len__(self) -> int:
+        return len(self._tiles)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tiles.clear()
+            self._blocks.clear()
+            self._held = 0
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        with self._lock:
+            kept = self._tiles.get(key)
+            if kept is None:
+                return None
+            self._tiles.move_to_end(key)
+            return kept[0]
+
+    def put_block(self, block: np.ndarray, tiles: list[tuple[Hashable, np.ndarray]]) -> None:
+        """Keep ``tiles`` (views of ``block``, the array one decoding made)."""
+        if block.nbytes > self.max_bytes:
+            return
+        evicted = []  # freed once the lock is released (unmapping a block takes a while)
+        with self._lock:
+            bid = next(self._ids)
+            self._blocks[bid] = [block.nbytes, 0]
+            self._held += block.nbytes
+            for key, tile in tiles:
+                if key in self._tiles:
+                    self._drop(key)
+                self._tiles[key] = (tile, bid)
+                self._blocks[bid][1] += 1
+            if self._blocks[bid][1] == 0:
+                self._release(bid)
+            while self._held > self.max_bytes and self._tiles:
+                evicted.append(self._drop(next(iter(self._tiles))))
+        del evicted
+
+    def _drop(self, key: Hashable) -> np.ndarray:
+        tile, bid = self._tiles.pop(key)
+        self._blocks[bid][1] -= 1
+        if self._blocks[bid][1] == 0:
+            self._release(bid)
+        return tile
+
+    def _release(self, bid: int) -> None:
+        size, _ = self._blocks.pop(bid)
+        self._held -= size
+
+
+def _rectangles(missing: list[Tile]) -> list[tuple[int, int, int, int]]:
+    """Missing tiles (in row, column order) as rectangles of tiles (row0, row1, col0, col1,
+    inclusive): runs of columns per row, then equal runs of consecutive rows merged."""
+    runs: list[tuple[int, int, int]] = []
+    for r, c in missing:
+        if runs and runs[-1][0] == r and runs[-1][2] == c - 1:
+            runs[-1] = (r, runs[-1][1], c)
+        else:
+            runs.append((r, c, c))
+    open_: dict[tuple[int, int], list[int]] = {}
+    done: list[tuple[int, int, int, int]] = []
+    for r, c0, c1 in runs:
+        rect = open_.get((c0, c1))
+        if rect is not None and rect[1] == r - 1:
+            rect[1] = r
+        else:
+            if rect is not None:
+                done.append((rect[0], rect[1], c0, c1))
+            open_[(c0, c1)] = [r, r]
+    done += [(r0, r1, c0, c1) for (c0, c1), (r0, r1) in open_.items()]
+    return done
+
+
+def read_tiled(cache: TileCache, key: Hashable, shape: tuple[int, int], tile_shape: tuple[int, int],
+               box: PixelBox, decode: Decoder) -> np.ndarray:
+    """The pixels [y0:y1, x0:x1] of a tile-compressed HDU of ``shape`` (ny, nx) tiled by
+    ``tile_shape`` (rows, columns), from ``cache`` (tiles under ``(key, tile)``) and ``decode``."""
+    ny, nx = shape
+    ty, tx = tile_shape
+    y0, y1 = min(max(box.y0, 0), ny), min(max(box.y1, 0), ny)
+    x0, x1 = min(max(box.x0, 0), nx), min(max(box.x1, 0), nx)
+    if y0 >= y1 or x0 >= x1:
+        return decode(PixelBox(x0, x1, y0, y1))
+    wanted = [(r, c) for r in range(y0 // ty, (y1 - 1) // ty + 1) for c in range(x0 // tx, (x1 - 1) // tx + 1)]
+    tiles: dict[Tile, np.ndarray] = {}
+    missing = []
+    for tile in wanted:
+        kept = cache.get((key, tile))
+        if kept is None:
+            missing.append(tile)
+        else:
+            tiles[tile] = kept
+    for r0, r1, c0, c1 in _rectangles(missing):
+        area = PixelBox(c0 * tx, min((c1 + 1) * tx, nx), r0 * ty, min((r1 + 1) * ty, ny))
+        block = decode(area)
+        made = []
+        for r in range(r0, r1 + 1):
+            for c in range(c0, c1 + 1):
+                tile = block[(r - r0) * ty:(r - r0 + 1) * ty, (c - c0) * tx:(c - c0 + 1) * tx]
+                tiles[(r, c)] = tile
+                made.append(((key, (r, c)), tile))
+        cache.put_block(block, made)
+    first = tiles[wanted[0]]
+    out = np.empty((y1 - y0, x1 - x0), dtype=first.dtype)
+    for (r, c), tile in tiles.items():
+        # The tile's pixels inside the box, in the tile and in the box.
+        ty0, tx0 = r * ty, c * tx
+        a0, a1 = max(y0, ty0), min(y1, ty0 + tile.shape[0])
+        b0, b1 = max(x0, tx0), min(x1, tx0 + tile.shape[1])
+        out[a0 - y0:a1 - y0, b0 - x0:b1 - x0] = tile[a0 - ty0:a1 - ty0, b0 - tx0:b1 - tx0]
+    return out
