@@ -375,11 +375,12 @@ class SodaSettings(Group):
     file_cache_entries: PositiveInt = Field(64, description=(
         "Image files whose layout (headers, HDUs, WCS, where the pixels are) each process keeps "
         "after reading it once; the least recently used go first, a changed file is read again."))
-    tile_cache_bytes: NonNegativeInt = Field(256 * 2**20, description=(
-        "Memory each process keeps for decoded compression tiles of .fits.fz images (256 MiB), "
+    tile_cache_bytes: NonNegativeInt = Field(128 * 2**20, description=(
+        "Memory each process keeps for decoded compression tiles of .fits.fz images (128 MiB), "
         "so the next cutout near the last one decodes only the tiles it does not share with it "
         "(a row of a one-row-tiled 10000-pixel-wide DES plane is 40 kB); the least recently used "
-        "go first; 0: none kept."))
+        "go first; a cut that would fill half of it keeps none; a job worker lets them go when "
+        "it has no job left. 0: none kept."))
 
     @field_validator("ivoa_authority")
     @classmethod

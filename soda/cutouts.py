@@ -9,14 +9,17 @@ same pixel grid.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
 from conf import Settings
 from dali.errors import MultiValuedParamNotSupported, ServiceError, UsageError
 from dali.params import Params
+from soda.engine import memory
 from soda.engine.cutout import Cut, ImageFiles, ImageUnreadable
 from soda.engine.mosaic import cut_across
 from soda.engine.pixels import PixelBox
@@ -80,6 +83,8 @@ class Cutouts:
         self.jpeg_quality = settings.soda.jpeg_quality
         # The image files' layouts and decoded tiles, shared by every cutout of the process.
         self.files = ImageFiles(settings.soda.file_cache_entries, settings.soda.tile_cache_bytes)
+        self._busy = 0
+        self._busy_lock = threading.Lock()
         self.thumbnails = Thumbnails(settings.ops.data_dir / "thumbnails", settings.soda.thumbnail_size,
                                      settings.soda.thumbnail_cache_bytes, self.files)
         self.user_limits = CutoutLimits(settings.soda.max_cutout_pixels, None,
@@ -95,6 +100,23 @@ class Cutouts:
             "off": "log in for more", "open": "use /async or log in for more",
             "limited": f"use /async (up to {settings.limits.anonymous_max_job_cutouts} per job) "
                        f"or log in for more"}[settings.limits.anonymous_async]
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """One unit of cutting work (a job). When the last one of the process ends, the
+        decoded tiles and open files it kept are let go and the allocator's free memory is
+        returned, so an idle worker is back near its size at start."""
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+                idle = self._busy == 0
+            if idle:
+                self.files.release()
+                memory.trim()
 
     def limits(self, owner: str | None) -> CutoutLimits:
         return self.anonymous_limits if owner is None else self.user_limits

@@ -97,7 +97,7 @@ def plane_shape(hdu: Hdu, image: ImageRef) -> tuple[int, int]:
 
 def science(files: ImageFiles, image: ImageRef) -> tuple[Layout, Hdu, tuple[int, int]]:
     """The image's file, its science HDU and that HDU's (ny, nx)."""
-    layout = files.layout(image.path, image.dataset_id)
+    layout = files.layout(image.source, image.dataset_id)
     hdu = image_hdu(layout, image, image.hdus[0])
     return layout, hdu, plane_shape(hdu, image)
 
@@ -134,7 +134,7 @@ def cut(image: ImageRef, region: Shape | None, max_pixels: int | None = None, *,
     if box is None:
         layout, box = locate(image, region, files)
     else:
-        layout = files.layout(image.path, image.dataset_id)
+        layout = files.layout(image.source, image.dataset_id)
     if box is None:
         return None
     if max_pixels is not None and box.pixels > max_pixels:

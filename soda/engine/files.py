@@ -211,6 +211,12 @@ class ImageFiles:
             self.handles.close_file(old)  # files no longer read, or changed: their handles go
         return made
 
+    def release(self) -> None:
+        """Drop the decoded tiles and close the kept files (the layouts, small, stay):
+        what a process does when it has nothing to cut for a while."""
+        self.tiles.clear()
+        self.handles.close_all()
+
     def forget(self, layout: Layout) -> None:
         with self._lock:
             if self._layouts.get(str(layout.path)) is layout:
@@ -317,6 +323,12 @@ class _Handles:
                 self._idle.append(handle)
             while len(self._idle) > self.limit:
                 closing.append(self._idle.pop(0))
+        for old in closing:
+            old.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            closing, self._idle = self._idle, []
         for old in closing:
             old.close()
 

@@ -117,10 +117,19 @@ def _rectangles(missing: list[Tile]) -> list[tuple[int, int, int, int]]:
     return done
 
 
+# Missing tiles are decoded in strips of at most this many bytes (at 8 bytes a pixel), so
+# a large cut never holds more than one strip beside its own pixels.
+STRIP_BYTES = 16 * 2**20
+
+
 def read_tiled(cache: TileCache, key: Hashable, shape: tuple[int, int], tile_shape: tuple[int, int],
                box: PixelBox, decode: Decoder) -> np.ndarray:
     """The pixels [y0:y1, x0:x1] of a tile-compressed HDU of ``shape`` (ny, nx) tiled by
-    ``tile_shape`` (rows, columns), from ``cache`` (tiles under ``(key, tile)``) and ``decode``."""
+    ``tile_shape`` (rows, columns), from ``cache`` (tiles under ``(key, tile)``) and ``decode``.
+
+    A cut whose missing tiles would fill more than half the cache keeps none of them: it
+    would push out every other cut's tiles and hold the memory of a large cut for nothing.
+    """
     ny, nx = shape
     ty, tx = tile_shape
     y0, y1 = min(max(box.y0, 0), ny), min(max(box.y1, 0), ny)
@@ -128,30 +137,43 @@ def read_tiled(cache: TileCache, key: Hashable, shape: tuple[int, int], tile_sha
     if y0 >= y1 or x0 >= x1:
         return decode(PixelBox(x0, x1, y0, y1))
     wanted = [(r, c) for r in range(y0 // ty, (y1 - 1) // ty + 1) for c in range(x0 // tx, (x1 - 1) // tx + 1)]
-    tiles: dict[Tile, np.ndarray] = {}
+    found: list[tuple[Tile, np.ndarray]] = []
     missing = []
     for tile in wanted:
         kept = cache.get((key, tile))
         if kept is None:
             missing.append(tile)
         else:
-            tiles[tile] = kept
-    for r0, r1, c0, c1 in _rectangles(missing):
-        area = PixelBox(c0 * tx, min((c1 + 1) * tx, nx), r0 * ty, min((r1 + 1) * ty, ny))
-        block = decode(area)
-        made = []
-        for r in range(r0, r1 + 1):
-            for c in range(c0, c1 + 1):
-                tile = block[(r - r0) * ty:(r - r0 + 1) * ty, (c - c0) * tx:(c - c0 + 1) * tx]
-                tiles[(r, c)] = tile
-                made.append(((key, (r, c)), tile))
-        cache.put_block(block, made)
-    first = tiles[wanted[0]]
-    out = np.empty((y1 - y0, x1 - x0), dtype=first.dtype)
-    for (r, c), tile in tiles.items():
+            found.append((tile, kept))
+    keep = len(missing) * ty * tx * 8 <= cache.max_bytes // 2
+    out: np.ndarray | None = None
+
+    def place(tile_at: Tile, tile: np.ndarray) -> None:
+        nonlocal out
+        if out is None:
+            out = np.empty((y1 - y0, x1 - x0), dtype=tile.dtype)
         # The tile's pixels inside the box, in the tile and in the box.
-        ty0, tx0 = r * ty, c * tx
+        ty0, tx0 = tile_at[0] * ty, tile_at[1] * tx
         a0, a1 = max(y0, ty0), min(y1, ty0 + tile.shape[0])
         b0, b1 = max(x0, tx0), min(x1, tx0 + tile.shape[1])
         out[a0 - y0:a1 - y0, b0 - x0:b1 - x0] = tile[a0 - ty0:a1 - ty0, b0 - tx0:b1 - tx0]
+
+    for tile_at, tile in found:
+        place(tile_at, tile)
+    for r0, r1, c0, c1 in _rectangles(missing):
+        width = min((c1 + 1) * tx, nx) - c0 * tx
+        step = max(1, STRIP_BYTES // (ty * width * 8))  # rows of tiles per decode
+        for s0 in range(r0, r1 + 1, step):
+            s1 = min(r1, s0 + step - 1)
+            block = decode(PixelBox(c0 * tx, c0 * tx + width, s0 * ty, min((s1 + 1) * ty, ny)))
+            made = []
+            for r in range(s0, s1 + 1):
+                for c in range(c0, c1 + 1):
+                    tile = block[(r - s0) * ty:(r - s0 + 1) * ty, (c - c0) * tx:(c - c0 + 1) * tx]
+                    place((r, c), tile)
+                    made.append(((key, (r, c)), tile))
+            if keep:
+                cache.put_block(block, made)
+            del block, made
+    assert out is not None
     return out

@@ -41,12 +41,15 @@ def cutout_job_kind(cutouts: Cutouts) -> JobKind[SodaRequest]:
     def run(ctx: JobContext[SodaRequest]) -> None:
         request = ctx.params
         limits = cutouts.limits(ctx.job.owner)
-        for target in cutouts.plan(request):
-            body = cutouts.make_one(target, request, limits)
-            if body is None:
-                ctx.put_result(f"{target.name}.txt", f"UsageError: {target.why_empty()}\n".encode(), "text/plain")
-            else:
-                ctx.put_result(f"{target.name}.{request.extension}", body, request.mime)
+        with cutouts.busy():
+            for target in cutouts.plan(request):
+                body = cutouts.make_one(target, request, limits)
+                if body is None:
+                    ctx.put_result(f"{target.name}.txt", f"UsageError: {target.why_empty()}\n".encode(),
+                                   "text/plain")
+                else:
+                    ctx.put_result(f"{target.name}.{request.extension}", body, request.mime)
+                del body
 
     return JobKind(name="soda", params_type=SodaRequest, parse=parse, run=run, shown=read_only,
                    description="SODA 1.0 async cutouts (one result per combination of values)")

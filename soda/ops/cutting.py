@@ -8,13 +8,12 @@ cutting process asks it only for neighbouring images (cuts across image edges).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import time
 from collections.abc import Sequence
 
 from conf import Settings
+from soda.engine import memory
 from soda.cutouts import CutoutLimits, Cutouts, SodaRequest, Target
 from soda.index.catalogue import IndexCatalogue
 from soda.ops.database import open_database
@@ -25,16 +24,6 @@ log = logging.getLogger(__name__)
 _cutouts: Cutouts | None = None
 # Bodies this large leave freed arenas behind in glibc's allocator; give them back.
 _TRIM_AFTER_BYTES = 16 * 2**20
-
-
-def _libc_trim() -> None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def start(settings: Settings) -> None:
@@ -56,5 +45,5 @@ def make(targets: Sequence[Target], request: SodaRequest, limits: CutoutLimits) 
     body = _cutouts.make(targets, request, limits)
     seconds = time.perf_counter() - started
     if body is not None and len(body) >= _TRIM_AFTER_BYTES:
-        _libc_trim()
+        memory.trim()
     return body, seconds
