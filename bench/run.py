@@ -13,7 +13,8 @@ Sections (all by default; --only picks some):
           naive Starlette + astropy server over the plain file: 0.5' sync latency against
           our engine time and the naive server; throughput with 1, 4 and 16 clients
   jobs    async POST -> COMPLETED of one-cutout jobs, and how long a blocked WAIT takes to
-          answer once its job has ended
+          answer once its job has ended; embedded, then (when --redis answers) with a Redis
+          broker and one `cutout worker` process
   memory  the server's resident memory idle, at its peak under the HTTP load, and settled
           after it; a fresh process cutting 2048x2048 pixels from the tile in each layout
 
@@ -53,7 +54,7 @@ import clients
 import cutters
 from report import Targets, print_table, ratio
 from rss import memory
-from servers import ROOT, CutoutService, Proc, start_cutout_service, start_naive_service
+from servers import ROOT, CutoutService, Proc, redis_answers, start_cutout_service, start_naive_service
 from tiles import LAYOUTS, PIXEL_ARCSEC, Tile, ensure_tile
 from timing import interleaved, loadavg
 
@@ -110,11 +111,11 @@ def engine_section(b: Bench) -> None:
     for layout in LAYOUTS:
         image = b.tile.image(layout)
         for n, arcmin in enumerate(sizes):
-            positions = b.positions(arcmin, repeat, n)
+            positions = b.positions(arcmin, repeat + 1, n)
             if positions is None:
                 rows.append((layout, f"{arcmin:g}'", "larger than the tile", *["-"] * 7))
                 continue
-            if n == 0 and not cutters.same_pixels(image, positions[0]):
+            if n == 0 and not cutters.same_pixels(image, positions[-1]):  # the warm-up's position
                 print(f"!! {layout}: ours and decompress-then-cut give different pixels")
             stats = interleaved(cutters.methods_at(image, positions, astrocut), repeat, slow_repeat)
             ours = stats["ours"].median
@@ -141,7 +142,7 @@ def layouts_section(b: Bench, sizes: tuple[float, ...], repeat: int) -> None:
     """Ours on each layout at the same positions, interleaved: what the storage layout costs."""
     rows = []
     for n, arcmin in enumerate(sizes):
-        positions = b.positions(arcmin, repeat, 100 + n)
+        positions = b.positions(arcmin, repeat + 1, 100 + n)
         if positions is None:
             continue
         images = {layout: b.tile.image(layout) for layout in LAYOUTS}
@@ -164,6 +165,7 @@ class Services:
     naive: Proc
     naive_base: str
     idle: int  # kB: the server's VmRSS before its first request
+    tmp: Path  # for the logs and data of more servers
     loaded: bool = False
 
 
@@ -178,7 +180,7 @@ def _naive(base: str, pos: cutters.Position) -> tuple[str, dict[str, str]]:
 
 def http_section(b: Bench, s: Services) -> None:
     repeat = b.reps(45, 10)
-    positions = b.positions(0.5, repeat, 200)
+    positions = b.positions(0.5, repeat + 1, 200)
     assert positions is not None
     with httpx.Client(timeout=60) as ours, httpx.Client(timeout=60) as naive:
         def get(client: httpx.Client, request: tuple[str, dict[str, str]]) -> bytes:
@@ -249,29 +251,45 @@ def throughput(b: Bench, s: Services) -> None:
 # --- jobs ------------------------------------------------------------------------------------
 
 def jobs_section(b: Bench, s: Services) -> None:
+    rows = _job_rows(b, s.ours, "embedded")
+    s.loaded = True
+    redis = b.args.redis
+    if redis and redis_answers(redis):
+        distributed = start_cutout_service(b.tile, s.tmp / "distributed", broker_url=redis)
+        try:
+            rows += _job_rows(b, distributed, "redis + 1 worker")
+        finally:
+            distributed.stop()
+    else:
+        rows.append(("redis + 1 worker", "-", "skipped: " + (f"no Redis at {redis}" if redis else "--redis ''"),
+                     *["-"] * 4))
+    print_table("jobs: one-cutout async jobs, ms median (min-max)",
+                ("shape", "job", "engine", "POST -> COMPLETED", "WAIT wake", "wakes seen", "not completed"), rows,
+                ("embedded: SQLite, in-process workers; redis: the same SQLite, Redis broker and "
+                 "notifications, one `cutout worker` process",
+                 "POST -> COMPLETED: POST /async PHASE=RUN, then GET ?WAIT=30 until a final phase",
+                 "WAIT wake: from the job's endTime to the answer of the WAIT blocked when it ended "
+                 "(counted only when the WAIT was sent before endTime)"))
+
+
+def _job_rows(b: Bench, service: CutoutService, shape: str) -> list[tuple[object, ...]]:
     count = b.reps(10, 3)
-    rows = []
+    rows: list[tuple[object, ...]] = []
     with httpx.Client(timeout=60) as client:
         for layout, arcmin in (("plain", 0.5), ("rows", 5.0)):
-            positions = b.positions(arcmin, count, 400 + int(arcmin))
+            positions = b.positions(arcmin, count + 1, 400 + int(arcmin))
             if positions is None:
                 continue
-            engine = interleaved({"engine": lambda i: cutters.ours(b.tile.image(layout), positions[i])}, count)
-            runs = []
-            for pos in positions:
-                _, params = _sync(s.ours, layout, pos)
-                runs.append(clients.run_job(client, s.ours.base, params))
-            s.loaded = True
+            image = b.tile.image(layout)
+            engine = interleaved({"engine": lambda i, im=image, p=positions: cutters.ours(im, p[i])}, count)
+            runs = [clients.run_job(client, service.base, _sync(service, layout, pos)[1])
+                    for pos in positions[:count]]
             totals = [r.total for r in runs if r.phase == "COMPLETED"]
             wakes = [r.wake for r in runs if r.wake is not None]
             failed = [r.phase for r in runs if r.phase != "COMPLETED"]
-            rows.append((f"{layout} {arcmin:g}'", len(runs), engine["engine"].ms(), _ms(totals), _ms(wakes),
-                         len(wakes), ", ".join(failed) or "-"))
-    print_table("jobs: one-cutout async jobs, embedded shape (in-process workers), ms median (min-max)",
-                ("job", "jobs", "engine", "POST -> COMPLETED", "WAIT wake", "wakes seen", "not completed"), rows,
-                ("POST -> COMPLETED: POST /async PHASE=RUN, then GET ?WAIT=30 until a final phase",
-                 "WAIT wake: from the job's endTime to the answer of the WAIT blocked when it ended "
-                 "(counted only when the WAIT was sent before endTime)"))
+            rows.append((shape, f"{layout} {arcmin:g}'", engine["engine"].ms(), _ms(totals), _ms(wakes),
+                         f"{len(wakes)}/{len(runs)}", ", ".join(failed) or "-"))
+    return rows
 
 
 def _ms(values: list[float]) -> str:
@@ -321,7 +339,8 @@ def probe(b: Bench) -> None:
         worst = max(worst or 0, kb["peak"] / 1024)
     print_table(f"memory: a fresh process cutting ~{pixels}^2 px (3 HDUs) from the {b.tile.side}^2 tile "
                 "and writing its FITS bytes, MB",
-                ("layout", "idle (imports done)", "peak (VmHWM)", "peak - idle", "after"), rows)
+                ("layout", "idle (imports done)", "peak (VmHWM)", "peak - idle", "after"), rows,
+                ("VmHWM counts the file pages a memory-mapped read touches as well as the process's own memory",))
     if pixels == 2048:
         b.targets.set("cut 2048^2 from the tile: peak RSS (worst layout)", "< 300", worst, "MB")
 
@@ -337,11 +356,11 @@ def services(b: Bench) -> Iterator[Services]:
             idle = memory(ours.proc.pid).rss
             naive, naive_base = start_naive_service(b.tile.paths["plain"], Path(tmp))
             print(f"servers up: cutout serve pid {ours.proc.pid} at {ours.base}, naive pid {naive.pid}")
-            yield Services(ours, naive, naive_base, idle)
+            yield Services(ours, naive, naive_base, idle, Path(tmp))
         finally:
             if naive is not None:
                 naive.stop()
-            ours.proc.stop()
+            ours.stop()
 
 
 def _versions() -> str:
@@ -369,6 +388,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, help="positions per timed row (engine 9, sync 45, jobs 10)")
     parser.add_argument("--window", type=float, help="seconds per throughput row (10; --quick: 2)")
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0",
+                        help="Redis for the jobs section's distributed shape ('' to skip it)")
     args = parser.parse_args(argv)
     args.size = args.size or (4096 if args.quick else 10000)
     if args.size < 512:
@@ -378,6 +399,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # tables as they come
     warnings.simplefilter("ignore", FITSFixedWarning)
     chosen = [s for s in SECTIONS if not args.only or s in args.only]
     started = time.perf_counter()

@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -58,6 +59,13 @@ class Proc:
             time.sleep(0.1)
         raise RuntimeError(f"{self.log.stem} did not answer {url}:\n{self.tail()}")
 
+    def wait_logged(self, text: str, timeout: float = 120) -> None:
+        end = time.monotonic() + timeout
+        while text not in self.log.read_text(errors="replace"):
+            if self.popen.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"{self.log.stem} did not log {text!r}:\n{self.tail()}")
+            time.sleep(0.1)
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -82,15 +90,37 @@ def _site_file(tile: Tile) -> str:
 class CutoutService:
     proc: Proc
     base: str
+    workers: list[Proc] = field(default_factory=list)  # `cutout worker`s (distributed shape)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.proc.stop()
 
     @staticmethod
     def dataset_id(layout: str) -> str:
         return f"ivo://{AUTHORITY}/{layout}?{TILE}_{BAND}"
 
 
-def start_cutout_service(tile: Tile, tmp: Path) -> CutoutService:
+def redis_answers(url: str) -> bool:
+    """Whether a Redis server answers PING at ``url`` (redis://host:port/db)."""
+    parts = httpx.URL(url)
+    try:
+        with socket.create_connection((parts.host, parts.port or 6379), timeout=2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_cutout_service(tile: Tile, tmp: Path, broker_url: str = "") -> CutoutService:
     """`cutout serve` with shipped defaults but for the anonymous rate limit (off: the load
-    would hit it) and the anonymous cutout size (the service's own limit: 5' jobs)."""
+    would hit it) and the anonymous cutout size (the service's own limit: 5' jobs).
+
+    With ``broker_url`` (Redis), the distributed shape on the same SQLite database: the jobs
+    run in one `cutout worker` process, under a namespace of its own.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "site.toml").write_text(_site_file(tile), encoding="utf-8")
     env = _clean_env() | {
         "CUTOUT_CONFIG": str(tmp / "site.toml"),
@@ -99,6 +129,8 @@ def start_cutout_service(tile: Tile, tmp: Path) -> CutoutService:
         "CUTOUT_ANONYMOUS_MAX_CUTOUT_PIXELS": "25000000",
         "CUTOUT_LOG_FORMAT": "text",
     }
+    if broker_url:
+        env |= {"CUTOUT_BROKER_URL": broker_url, "CUTOUT_REDIS_NAMESPACE": f"cutout-bench-{uuid.uuid4().hex[:8]}"}
     cli = [sys.executable, "-m", "soda.ops.cli"]
     for layout in SERVED:
         done = subprocess.run([*cli, "ingest", "--survey", layout], env=env, cwd=ROOT, capture_output=True,
@@ -108,8 +140,17 @@ def start_cutout_service(tile: Tile, tmp: Path) -> CutoutService:
     port = free_port()
     proc = Proc([*cli, "serve", "--port", str(port)], env, tmp / "cutout-serve.log")
     base = f"http://127.0.0.1:{port}"
-    proc.wait_ready(base + "/healthz")
-    return CutoutService(proc, base)
+    service = CutoutService(proc, base)
+    try:
+        proc.wait_ready(base + "/healthz")
+        if broker_url:
+            worker = Proc([*cli, "worker"], env, tmp / "cutout-worker.log")
+            service.workers.append(worker)
+            worker.wait_logged("worker started")
+    except BaseException:
+        service.stop()
+        raise
+    return service
 
 
 def start_naive_service(path: Path, tmp: Path) -> tuple[Proc, str]:

@@ -42,15 +42,16 @@ def interleaved(methods: Mapping[str, Callable[[int], object]], repeat: int,
     with ``i``, the order rotated each time, so drift in the machine's load falls on every
     method alike.
 
-    Each method is first called once untimed (with 0: the page cache, lazy imports); one
-    whose first call took longer than ``slow_seconds`` is timed only ``slow_repeat`` times
-    (in the first repetitions, still interleaved with the others).
+    Each method is first called once untimed, with ``repeat`` (the page cache, lazy
+    imports; callers have ``repeat + 1`` inputs, so no timed call repeats the warm-up's
+    input and finds it in a cache); one whose first call took longer than ``slow_seconds``
+    is timed only ``slow_repeat`` times (in the first repetitions, still interleaved).
     """
     names = list(methods)
     counts = {}
     for name in names:
         t0 = time.perf_counter()
-        methods[name](0)
+        methods[name](repeat)
         slow = slow_repeat is not None and time.perf_counter() - t0 > slow_seconds
         counts[name] = min(repeat, slow_repeat) if slow and slow_repeat is not None else repeat
     times: dict[str, list[float]] = {name: [] for name in names}
