@@ -2,7 +2,9 @@
 bytes of a FITS answer (SCI, MSK and WGT cut alike):
 
   ours        soda.engine.cutout.cut (only the pixels or compression tiles the box needs),
-              then soda.output.fits.fits_cutouts
+              then soda.output.fits.fits_cutouts; with the process's file cache as the
+              service keeps it (headers, WCS, open files), its decoded tiles dropped before
+              each cut, so every cut decodes what it needs (no flattering reuse)
   decompress  open, read each whole HDU's .data (decompressing it all), slice, write
   astrocut    astrocut.fits_cut(..., extension="all", memory_only=True), then write
   naive       open, astropy's Cutout2D per HDU, write (naive_server.naive_cutout)
@@ -20,6 +22,7 @@ from astropy.io import fits
 
 from naive_server import naive_cutout  # bench/naive_server.py (the script's folder is on sys.path)
 from soda.engine.cutout import Cut, cut
+from soda.engine.files import ImageFiles
 from soda.output.fits import fits_cutouts
 from soda.sky.regions import Circle
 from soda.surveys.base import ImageRef
@@ -45,8 +48,13 @@ def have_astrocut() -> bool:
     return True
 
 
+# The service's defaults (conf.settings: file_cache_entries, tile_cache_bytes).
+FILES = ImageFiles(64, 128 * 2**20)
+
+
 def our_cut(image: ImageRef, pos: Position) -> Cut:
-    result = cut(image, pos.circle())
+    FILES.tiles.clear()
+    result = cut(image, pos.circle(), files=FILES)
     if result is None:
         raise AssertionError(f"no overlap at {pos}")
     return result

@@ -113,7 +113,10 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def start_cutout_service(tile: Tile, tmp: Path, broker_url: str = "") -> CutoutService:
+IDLE_SECONDS = 10
+
+
+def start_cutout_service(tile: Tile, tmp: Path, broker_url: str = "", **settings: str) -> CutoutService:
     """`cutout serve` with shipped defaults but for the anonymous rate limit (off: the load
     would hit it) and the anonymous cutout size (the service's own limit: 5' jobs).
 
@@ -128,7 +131,10 @@ def start_cutout_service(tile: Tile, tmp: Path, broker_url: str = "") -> CutoutS
         "CUTOUT_ANONYMOUS_RATE_LIMIT": "0",
         "CUTOUT_ANONYMOUS_MAX_CUTOUT_PIXELS": "25000000",
         "CUTOUT_LOG_FORMAT": "text",
+        # The memory section waits for the cutting processes to end (shipped: 120 s idle).
+        "CUTOUT_CUTOUT_IDLE_SECONDS": str(IDLE_SECONDS),
     }
+    env |= {f"CUTOUT_{name.upper()}": value for name, value in settings.items()}
     if broker_url:
         env |= {"CUTOUT_BROKER_URL": broker_url, "CUTOUT_REDIS_NAMESPACE": f"cutout-bench-{uuid.uuid4().hex[:8]}"}
     cli = [sys.executable, "-m", "soda.ops.cli"]

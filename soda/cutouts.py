@@ -118,6 +118,11 @@ class Cutouts:
                 self.files.release()
                 memory.trim()
 
+    @staticmethod
+    def trim_memory() -> None:
+        """Return the allocator's free memory to the system (after a large cutout)."""
+        memory.trim()
+
     def limits(self, owner: str | None) -> CutoutLimits:
         return self.anonymous_limits if owner is None else self.user_limits
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 
 from conf import Settings
-from soda.engine import memory
 from soda.cutouts import CutoutLimits, Cutouts, SodaRequest, Target
 from soda.index.catalogue import IndexCatalogue
 from soda.ops.database import open_database
@@ -45,5 +44,5 @@ def make(targets: Sequence[Target], request: SodaRequest, limits: CutoutLimits) 
     body = _cutouts.make(targets, request, limits)
     seconds = time.perf_counter() - started
     if body is not None and len(body) >= _TRIM_AFTER_BYTES:
-        memory.trim()
+        _cutouts.trim_memory()
     return body, seconds

@@ -126,6 +126,21 @@ class CutoutPool:
                 log.debug("cutting processes idle for %.0f s: ended", self.idle_seconds)
                 ending.shutdown(wait=True)
 
+    def start_fork_server(self) -> None:
+        """Start the fork server now (in the background: it imports the pipeline, about a
+        second), so the first cut does not wait for it and the process's size at start
+        includes it. One per process, shared by every pool."""
+        if not self.processes:
+            return
+
+        def start() -> None:
+            from multiprocessing import forkserver
+
+            multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+            forkserver.ensure_running()
+
+        threading.Thread(target=start, name="cutout-fork-server", daemon=True).start()
+
     def _process_executor(self) -> ProcessPoolExecutor:
         if self._processes is None:
             from soda.ops import cutting

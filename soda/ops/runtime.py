@@ -127,6 +127,7 @@ class Runtime:
         return self.worker
 
     async def start_web(self) -> None:
+        self.pool.start_fork_server()
         await self.notifier.start()
         self._wake_waiters_on_shutdown_signals()
         if self.settings.ops.embedded:
