@@ -16,6 +16,7 @@ one per image file) and reused by every cut of it; source headers are read, neve
 from __future__ import annotations
 
 import io
+import math
 import re
 import threading
 import weakref
@@ -44,7 +45,25 @@ def card_image(keyword: str, value: object, comment: str = "") -> str:
     ``comment`` only when it fits whole."""
     if type(value) in (str, int, bool):  # IDs, names, sizes: the same on every plane and file
         return _kept_card_image(keyword, value, comment, type(value))
+    if type(value) is float and math.isfinite(value) and _PLAIN_KEYWORD.fullmatch(keyword):
+        return _float_card_image(keyword, value, comment)  # CRPIX, LTV: new on every cut
     return _card_image(keyword, value, comment)
+
+
+_PLAIN_KEYWORD = re.compile(r"[A-Z0-9_-]{1,8}")
+
+
+def _float_card_image(keyword: str, value: float, comment: str) -> str:
+    """What astropy writes for a float (FITS 4.0 §4.2.4: fixed format, at most 20
+    characters, right-justified in columns 11-30), without its Card machinery."""
+    text = str(value).replace("e", "E")
+    if len(text) > 20:
+        at = text.find("E")
+        text = text[:20] if at < 0 else text[:20 - (len(text) - at)] + text[at:]
+    image = f"{keyword:<8}= {text:>20}"
+    if comment and len(image) + 3 + len(comment) <= CARD_LENGTH:
+        image += f" / {comment}"
+    return f"{image:<80}"
 
 
 @lru_cache(maxsize=4096)
