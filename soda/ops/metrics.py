@@ -61,7 +61,7 @@ def observe_cutout(extension: str, seconds: float) -> None:
 
 def observe_sweep(report: "SweepReport") -> None:
     SWEEPS.inc()
-    for action in ("destroyed", "orphans", "requeued", "failed", "resent"):
+    for action in ("destroyed", "orphans", "requeued", "failed", "resent", "notices"):
         count = getattr(report, action)
         if count:
             SWEPT.labels(action).inc(count)
