@@ -629,8 +629,11 @@ class WebhookReceiver:
     """An HTTP server on a free loopback port that records every POST and answers the
     statuses it is given in turn (then 200)."""
 
-    def __init__(self, statuses: tuple[int, ...] = ()) -> None:
+    def __init__(self, statuses: tuple[int, ...] = (), tls: tuple[Path, Path] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        """``tls``: (certificate, key) files to answer https; ``headers``: sent with every answer."""
         import http.server
+        import ssl
         import threading
 
         self.statuses = list(statuses)
@@ -643,6 +646,8 @@ class WebhookReceiver:
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 receiver.received.append((self.path, dict(self.headers.items()), body, status))
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -653,6 +658,11 @@ class WebhookReceiver:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 

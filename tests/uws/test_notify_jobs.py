@@ -6,6 +6,7 @@ whatever their notices do."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import email
 import email.policy
 import hashlib
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SmtpSink, WebhookReceiver, app_client, assert_uws, eventually, free_port, header_identity, uws_text
+from dali.timestamps import utcnow
 
 SECRET = "test-webhook-key"
 LIST = "http://testserver/selftest"
@@ -225,3 +227,43 @@ def test_notify_is_refused_on_the_shipped_defaults(tmp_path: Path, demo_root: Pa
     with app_client(tmp_path / "data", demo_root, identify=header_identity) as client:
         r = create(client, ("NOTIFY", "https://8.8.8.8/hook"))
         assert r.status_code == 400 and "sends no notifications" in r.text
+
+
+def test_the_sweeps_send_what_was_left_behind(tmp_path: Path, demo_root: Path, hook: WebhookReceiver) -> None:
+    """A job that ended while its notices could not be scheduled (the process stopped in
+    between), and a notice whose message was lost: the sweeps send both."""
+    hook.statuses.clear()
+    with app_client(tmp_path / "data", demo_root, identify=header_identity, **notify_env()) as client:
+        runtime = client.app_state.runtime
+        dispatcher = runtime.uws.dispatcher
+        unscheduled = create(client, ("NOTIFY", hook.url + "/unscheduled")).headers["location"]
+        lost = create(client, ("NOTIFY", hook.url + "/lost")).headers["location"]
+        kind = runtime.uws.kinds["selftest"]
+
+        def run_here(job_url: str) -> None:  # in this thread, so nothing races the changes around it
+            job_id = job_url.rsplit("/", 1)[1]
+            assert runtime.store.queue(job_id)
+            runtime.uws.execute(kind, job_id)
+            assert runtime.store.get(job_id).phase.value == "COMPLETED"
+
+        runtime.store.ended.remove(dispatcher.job_ended)
+        try:
+            run_here(unscheduled)
+        finally:
+            runtime.store.ended.append(dispatcher.job_ended)
+        actor, dispatcher.actor = dispatcher.actor, None  # its message goes nowhere
+        try:
+            run_here(lost)
+        finally:
+            dispatcher.actor = actor
+        assert [n.state for n in notices(client, unscheduled)] == ["waiting"]
+        assert [n.state for n in notices(client, lost)] == ["sending"]
+        time.sleep(0.5)
+        assert hook.received == []
+        assert runtime.uws.sweep().notices == 1  # the unscheduled one; the lost one is not yet overdue
+        eventually(lambda: [r[0] for r in hook.received] == ["/unscheduled"])
+        later = utcnow() + dt.timedelta(seconds=dispatcher.config.lost_after_seconds + 1)
+        assert dispatcher.resend_lost(later) == 1
+        eventually(lambda: sorted(r[0] for r in hook.received) == ["/lost", "/unscheduled"])
+        eventually(lambda: [n.state for n in notices(client, lost) + notices(client, unscheduled)]
+                   == ["delivered", "delivered"])
