@@ -110,9 +110,9 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
     depths = {}
     for queue in sorted(q for q in broker.get_declared_queues()):
         client = getattr(broker, "client", None)
-        if client is not None:  # Redis: the queue list plus its delayed messages
+        if client is not None:  # Redis: the queue list plus its delayed messages (a list too)
             namespace = getattr(broker, "namespace", "dramatiq")
-            depths[queue] = int(client.llen(f"{namespace}:{queue}")) + int(client.zcard(f"{namespace}:{queue}.DQ"))
+            depths[queue] = int(client.llen(f"{namespace}:{queue}")) + int(client.llen(f"{namespace}:{queue}.DQ"))
         else:  # the embedded stub broker
             depths[queue] = broker.queues[queue].qsize()  # type: ignore[attr-defined]
     return depths
