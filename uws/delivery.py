@@ -22,7 +22,7 @@ from email.utils import formatdate, make_msgid
 from urllib.parse import urlsplit
 
 from dali.errors import UsageError
-from uws.notices import NoticeConfig, check_webhook
+from uws.notices import MAX_ADDRESSES, NoticeConfig, check_webhook
 
 MAX_RESULT_LINKS = 100  # in one notice; the job's results page lists them all
 
@@ -152,7 +152,7 @@ def post_webhook(config: NoticeConfig, url: str, body: bytes, headers: dict[str,
     port = parts.port or (443 if https else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     failures = []
-    for address in addresses:
+    for address in addresses[:MAX_ADDRESSES]:
         kind = _PinnedHTTPS if https else _PinnedHTTP
         conn = kind(parts.hostname or "", port, str(address), config.timeout_seconds)
         try:

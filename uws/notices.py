@@ -25,6 +25,7 @@ from dali.errors import UsageError
 
 NAME = "NOTIFY"
 MAX_TARGET_LENGTH = 2048
+MAX_ADDRESSES = 3  # of a webhook host's addresses, tried in turn by one attempt
 
 # One address, RFC 5322 dot-atom local part and a DNS domain of two labels or more.
 _MAILBOX = re.compile(
@@ -74,8 +75,9 @@ class NoticeConfig:
 
     @property
     def lost_after_seconds(self) -> float:
-        """An attempt not made this long after it was due has lost its message."""
-        return max(60.0, 3 * self.timeout_seconds)
+        """An attempt not made this long after it was due has lost its message (one
+        attempt takes a few timeouts per address, at most MAX_ADDRESSES of them)."""
+        return max(60.0, 4 * MAX_ADDRESSES * self.timeout_seconds)
 
 
 def parse_targets(values: Sequence[str], config: NoticeConfig | None, anonymous: bool,

@@ -337,7 +337,10 @@ class UWSService:
         self._resend_lost_messages(now, report)
         report.orphans = self._delete_orphans()
         if self.dispatcher is not None:
-            report.notices = self.dispatcher.resend_lost(now)
+            try:
+                report.notices = self.dispatcher.resend_lost(now)
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                log.exception("sweep of notices failed")
         for name, hook in self.sweep_hooks.items():
             try:
                 deleted = hook(now)
