@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -36,6 +37,8 @@ class Dispatcher:
         self.config = config
         self.store = store
         self.actor: dramatiq.Actor[Any, Any] | None = None
+        # Told the outcome of every attempt: "delivered", "retried" or "failed" (metrics).
+        self.observers: list[Callable[[str], None]] = []
         store.ended.append(self.job_ended)
 
     def attach(self, broker: dramatiq.Broker) -> None:
@@ -105,6 +108,7 @@ class Dispatcher:
             self._failed(notice, attempt, f"internal failure ({type(exc).__name__})", False)
         else:
             self.store.notice_done(notice_id, "delivered")
+            self._observe("delivered")
             log.info("notice %s of job %s delivered to %s (attempt %d)", notice_id, notice.job,
                      _shown(notice.target), attempt)
 
@@ -125,12 +129,21 @@ class Dispatcher:
             self.store.notice_done(notice.id, "failed", reason)
             log.warning("notice %s of job %s to %s: gave up after %d attempts: %s", notice.id,
                         notice.job, _shown(notice.target), attempt, reason)
+            self._observe("failed")
             return
         delay = self.config.retry_delay(attempt)
         self.store.notice_retry(notice.id, reason, utcnow() + dt.timedelta(seconds=delay))
         log.info("notice %s of job %s: attempt %d failed (%s); next in %g s", notice.id, notice.job,
                  attempt, reason, delay)
+        self._observe("retried")
         self._send(notice.id, attempt + 1, delay)
+
+    def _observe(self, outcome: str) -> None:
+        for observe in self.observers:
+            try:
+                observe(outcome)
+            except Exception:  # noqa: BLE001 - metrics must not lose a notice
+                log.exception("notice observer failed")
 
 
 def ending_of(job: JobView, notice: NoticeView) -> Ending:

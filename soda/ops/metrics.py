@@ -49,6 +49,9 @@ WORKER_BUSY = Gauge("cutout_worker_busy_threads", "Job worker threads running a 
                     multiprocess_mode="livesum")
 SWEEPS = Counter("cutout_sweeps_total", "Scheduled sweeps run (destruction, lost workers, lost messages)")
 SWEPT = Counter("cutout_sweep_jobs_total", "Jobs handled by sweeps", ["action"])
+NOTICES = Counter("cutout_job_notices_total", "Attempts to send the notices of ended jobs (NOTIFY), "
+                  "by outcome: delivered, retried (failed, tried again later), failed (given up)",
+                  ["outcome"])
 
 
 def multiprocess_dir() -> str | None:
@@ -57,6 +60,10 @@ def multiprocess_dir() -> str | None:
 
 def observe_cutout(extension: str, seconds: float) -> None:
     CUTOUT_SECONDS.labels(extension).observe(seconds)
+
+
+def observe_notice(outcome: str) -> None:
+    NOTICES.labels(outcome).inc()
 
 
 def observe_sweep(report: "SweepReport") -> None:

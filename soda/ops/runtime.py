@@ -28,7 +28,7 @@ from soda.jobs.cutout import cutout_job_kind
 from soda.ops.allowance import job_allowance
 from soda.ops.database import close_database, migrate, open_database
 from soda.ops.health import service_checks
-from soda.ops.metrics import WorkerMetrics, observe_cutout, observe_sweep
+from soda.ops.metrics import WorkerMetrics, observe_cutout, observe_notice, observe_sweep
 from soda.ops.pool import CutoutPool
 from soda.surveys.registry import load_datasets
 from storage import LocalStore
@@ -135,6 +135,8 @@ class Runtime:
         self.broker.add_middleware(WorkerMetrics())
         self.uws.attach(self.broker)
         self.uws.sweep_observers.append(observe_sweep)
+        if self.uws.dispatcher is not None:
+            self.uws.dispatcher.observers.append(observe_notice)
         # Expired API tokens, sessions and SAML requests go with the job sweeps (uws knows
         # nothing of auth, so the runtime hands the sweep over).
         self.uws.sweep_hooks["auth"] = functools.partial(

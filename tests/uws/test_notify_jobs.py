@@ -64,6 +64,18 @@ def finished(client, job_url: str, timeout: float = 10) -> str:  # type: ignore[
     return uws_text(doc, "uws:phase") or ""
 
 
+def notice_counts(client) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The service's /metrics counts of notice attempts, by outcome."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts = {"delivered": 0.0, "retried": 0.0, "failed": 0.0}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "cutout_job_notices_total":
+                counts[sample.labels["outcome"]] = sample.value
+    return counts
+
+
 def notices(client, job_url: str):  # type: ignore[no-untyped-def]
     return client.app_state.runtime.store.notices(job_url.rsplit("/", 1)[1])
 
@@ -98,6 +110,7 @@ def test_mail_is_retried_and_carries_the_job_link(tmp_path: Path, demo_root: Pat
 def test_webhook_is_retried_signed_and_tells_the_error(tmp_path: Path, demo_root: Path,
                                                        hook: WebhookReceiver) -> None:
     with app_client(tmp_path / "data", demo_root, identify=header_identity, **notify_env()) as client:
+        before = notice_counts(client)
         target = hook.url + "/hooks/jobs?token=abc"
         r = create(client, ("FAIL", "usage"), ("NOTIFY", target), ("RUNID", "run-7"), ("PHASE", "RUN"))
         assert r.status_code == 303, r.text
@@ -118,6 +131,8 @@ def test_webhook_is_retried_signed_and_tells_the_error(tmp_path: Path, demo_root
         assert "owner" not in sent and "alice" not in body.decode()
         assert json.loads(first_body)["delivery"] != sent["delivery"]  # each attempt its own id
         eventually(lambda: [n.state for n in notices(client, job)] == ["delivered"])
+        moved = {"retried": 1, "delivered": 1, "failed": 0}
+        eventually(lambda: {k: v - before[k] for k, v in notice_counts(client).items()} == moved)
 
 
 def test_an_abort_is_told_too(tmp_path: Path, demo_root: Path, hook: WebhookReceiver) -> None:
