@@ -573,6 +573,90 @@ class LimitsSettings(Group):
         "Most bytes of parameter names and values a job stores (256 KiB). 0: no limit."))
 
 
+class NotifySettings(Group):
+    """Notices when a job ends (NOTIFY=mailto:... or NOTIFY=https://... at its creation): an
+    e-mail or a signed webhook POST, retried with backoff, never holding up the job. Off
+    until an SMTP server (e-mail) or a webhook secret (webhooks) is set.
+
+    Secrets never go in a file of the repository: set CUTOUT_NOTIFY_SMTP_PASSWORD and
+    CUTOUT_NOTIFY_WEBHOOK_SECRET in the environment."""
+
+    notify_max_targets: NonNegativeInt = Field(3, description=(
+        "Most NOTIFY values (notification targets) one job may have; 0: NOTIFY is refused."))
+    notify_smtp_host: str = Field("", description=(
+        "The SMTP server that sends the e-mail notices. Empty: no e-mail (NOTIFY=mailto: is "
+        "refused)."))
+    notify_smtp_port: int = Field(587, description="Its TCP port.")
+    notify_smtp_security: Literal["none", "starttls", "ssl"] = Field("starttls", description=(
+        "\"starttls\": upgrade the connection with STARTTLS (port 587); \"ssl\": TLS from the "
+        "start (port 465); \"none\": plain SMTP (a relay on this host or a trusted network)."))
+    notify_smtp_user: str = Field("", description="Login at the SMTP server; empty: none.")
+    notify_smtp_password: SecretStr = Field(SecretStr(""), description=(
+        "Password of notify_smtp_user (set it in the environment)."))
+    notify_mail_from: str = Field("", description=(
+        "The From address of the e-mail notices; required with notify_smtp_host."))
+    notify_mail_domains: tuple[str, ...] = Field((), description=(
+        "E-mail notices go only to addresses in these domains (and their subdomains), e.g. "
+        "[\"example.org\"]. Empty: any domain. CUTOUT_NOTIFY_MAIL_DOMAINS takes a JSON list "
+        "or comma-separated entries."))
+    notify_webhook_secret: SecretStr = Field(SecretStr(""), description=(
+        "Key of the HMAC-SHA256 signature every webhook body carries (X-Cutout-Signature: "
+        "sha256=<hex>); receivers check it with the same key. Empty: no webhooks."))
+    notify_webhook_hosts: tuple[str, ...] = Field((), description=(
+        "Webhooks go only to these host names, e.g. [\"hooks.example.org\"]. Empty: any host "
+        "whose addresses are public. CUTOUT_NOTIFY_WEBHOOK_HOSTS takes a JSON list or "
+        "comma-separated entries."))
+    notify_allow_http: bool = Field(False, description=(
+        "Accept plain http:// webhook URLs (else https:// only)."))
+    notify_allow_private_targets: bool = Field(False, description=(
+        "Deliver webhooks to hosts with loopback, private, link-local or other non-public "
+        "addresses. Keep false on any service reachable by others: else a job can make the "
+        "service call its internal network (server-side request forgery). For tests and "
+        "private deployments."))
+    notify_anonymous: Literal["off", "webhook", "all"] = Field("webhook", description=(
+        "What anonymous callers may ask for: \"off\": no notices; \"webhook\": webhooks only "
+        "(their targets are checked like anyone's, and bounded by the anonymous job limits); "
+        "\"all\": e-mail too (anyone could then make the service mail any address)."))
+    notify_timeout_seconds: PositiveFloat = Field(10.0, description=(
+        "One delivery attempt waits at most this long for each step (connecting, each answer)."))
+    notify_retry_delays_seconds: tuple[float, ...] = Field((30.0, 120.0, 600.0, 3600.0), description=(
+        "Waits before the second, third... attempt of a notice that failed; the last one "
+        "repeats. CUTOUT_NOTIFY_RETRY_DELAYS_SECONDS takes a JSON list or comma-separated numbers."))
+    notify_max_attempts: PositiveInt = Field(5, description=(
+        "Attempts of one notice before it is given up (logged, and kept as failed in "
+        "uws_notice). An SMTP 5xx answer or a target no longer allowed is given up at once."))
+
+    @field_validator("notify_smtp_port")
+    @classmethod
+    def _smtp_port(cls, v: int) -> int:
+        if not 0 < v < 65536:
+            raise ValueError("must be a TCP port between 1 and 65535")
+        return v
+
+    @field_validator("notify_retry_delays_seconds")
+    @classmethod
+    def _delays(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(d <= 0 for d in v):
+            raise ValueError("must be one or more waits in seconds, each greater than 0")
+        return v
+
+    @field_validator("notify_mail_from")
+    @classmethod
+    def _mail_from(cls, v: str) -> str:
+        if v and (v.count("@") != 1 or any(c.isspace() for c in v)):
+            raise ValueError("must be one e-mail address such as cutouts@example.org")
+        return v
+
+    def cross_checks(self) -> list[str]:
+        problems = []
+        if self.notify_smtp_host and not self.notify_mail_from:
+            problems.append(f"{ENV_PREFIX}NOTIFY_MAIL_FROM: required when notify_smtp_host is set "
+                            f"({self.notify_smtp_host})")
+        if self.notify_smtp_user and not self.notify_smtp_password.get_secret_value():
+            problems.append(f"{ENV_PREFIX}NOTIFY_SMTP_PASSWORD: required when notify_smtp_user is set")
+        return problems
+
+
 class SurveySettings(Group):
     """One survey: its class, its image store and what is cut from it."""
 
@@ -632,6 +716,7 @@ class Settings(Group):
     soda: SodaSettings = Field(default_factory=SodaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     surveys: dict[str, SurveySettings] = Field(default_factory=_default_surveys, description=(
         "The surveys served, one [surveys.<name>] table each (adding a survey is one module "
         "plus one table); a site file's surveys replace these."))
@@ -641,7 +726,7 @@ class Settings(Group):
 
     def cross_checks(self) -> list[str]:
         """Checks between settings, after each passed its own."""
-        problems = self.uws.cross_checks() + self.auth.cross_checks()
+        problems = self.uws.cross_checks() + self.auth.cross_checks() + self.notify.cross_checks()
         if self.limits.anonymous_destruction_seconds > self.uws.max_destruction_seconds:
             problems.append(f"{ENV_PREFIX}ANONYMOUS_DESTRUCTION_SECONDS={self.limits.anonymous_destruction_seconds}: "
                             f"must not exceed max_destruction_seconds ({self.uws.max_destruction_seconds})")
@@ -670,7 +755,7 @@ class Settings(Group):
 # The groups of flat settings, in the order they are shown and written.
 GROUPS: dict[str, type[Group]] = {
     "ops": OpsSettings, "uws": UWSSettings, "soda": SodaSettings, "auth": AuthSettings,
-    "limits": LimitsSettings,
+    "limits": LimitsSettings, "notify": NotifySettings,
 }
 
 

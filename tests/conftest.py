@@ -621,3 +621,79 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayRed
         require("a throwaway Redis", f"could not start one: {exc}"[:500])
     yield server
     server.stop()
+
+
+# --- notification receivers (NOTIFY) ------------------------------------------------------------
+
+class WebhookReceiver:
+    """An HTTP server on a free loopback port that records every POST and answers the
+    statuses it is given in turn (then 200)."""
+
+    def __init__(self, statuses: tuple[int, ...] = (), tls: tuple[Path, Path] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        """``tls``: (certificate, key) files to answer https; ``headers``: sent with every answer."""
+        import http.server
+        import ssl
+        import threading
+
+        self.statuses = list(statuses)
+        self.received: list[tuple[str, dict[str, str], bytes, int]] = []  # path, headers, body, answer
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                receiver.received.append((self.path, dict(self.headers.items()), body, status))
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on a free loopback port: it answers the first
+    ``refuse`` messages with 451 (try again later) and keeps the others."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.refuse = refuse
+        self.attempts = 0
+        self.messages: list[tuple[str, list[str], bytes]] = []  # envelope from, to, content
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
+                sink.attempts += 1
+                if sink.attempts <= sink.refuse:
+                    return "451 4.3.0 try again later"
+                sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def close(self) -> None:
+        self.controller.stop()

@@ -2,6 +2,8 @@
 
 Job-control parameters accepted in the creation POST (UWS §2.1.11 asks us to say so):
 PHASE=RUN, RUNID, EXECUTIONDURATION and DESTRUCTION. They are not job parameters.
+NOTIFY (``uws.notices``), also accepted at creation only, is listed with the job's
+parameters but never reaches its kind.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dali.timestamps import isoformat, parse_timestamp
 from dali.votable import VOTABLE_TYPE, error_document
 from uws import xml
 from uws.kinds import JobKind
+from uws.notices import NAME as NOTIFY
 from uws.params import parse_duration, parse_last, parse_phase_filter, parse_run_id, parse_wait
 from uws.phases import ABORTABLE, ACTIVE, RUNNABLE, Phase, forbidden_in_phase
 from uws.ports import Caller, CallerResolver
@@ -148,7 +151,8 @@ class JobRoutes:
         run_id = params.single("RUNID")
         duration = params.single("EXECUTIONDURATION")
         destruction = params.single("DESTRUCTION")
-        job_parameters = await self._parse(params.without(CONTROL), identity.user_id)
+        notices = await run_in_threadpool(self.service.parse_notices, params.all(NOTIFY), identity.anonymous)
+        job_parameters = await self._parse(params.without(CONTROL | {NOTIFY}), identity.user_id)
         # Refused before the job exists: nothing half-made is left behind.
         if phase == "RUN":
             await self._check_run_quotas(identity, allowance)
@@ -158,7 +162,8 @@ class JobRoutes:
                 run_id=parse_run_id(run_id) if run_id else None,
                 execution_duration=parse_duration(duration) if duration else None,
                 destruction=parse_timestamp("DESTRUCTION", destruction) if destruction else None,
-                allowance=allowance))
+                allowance=allowance, notices=notices,
+                link=self.service.notice_link(self.list_url(request), self.path)))
         if phase == "RUN":
             try:
                 await run_in_threadpool(self.service.run, job)
@@ -349,9 +354,14 @@ class JobRoutes:
             raise forbidden_in_phase(f"parameters can change only while the job is PENDING "
                                      f"(job {job.id} is {job.phase.value})")
         posted = RequestParams((await read_params(request)).without(CONTROL))
+        if posted.all(NOTIFY):
+            raise UsageError(f"{NOTIFY} is accepted only when the job is created")
         replaced = {name.upper() for name, _ in posted.pairs}
-        merged = [(n, v) for n, v in job.parameters if n.upper() not in replaced] + posted.pairs
-        parsed = await self._parse(merged, identity.user_id)
+        kept = [(n, v) for n, v in job.parameters if n.upper() not in replaced]
+        notify = [(n, v) for n, v in kept if n.upper() == NOTIFY]
+        parsed = await self._parse([(n, v) for n, v in kept if n.upper() != NOTIFY] + posted.pairs,
+                                   identity.user_id)
+        parsed = Parsed(list(parsed.shown) + notify, parsed.value)
         if not await run_in_threadpool(self.service.set_parameters, self.kind, job.id, parsed):
             raise forbidden_in_phase(f"job {job.id} left PENDING; parameters were not changed")
         return see_other(self.job_url(request, job.id))

@@ -29,7 +29,10 @@ from dali.timestamps import utcnow
 from storage.protocol import ResultStore
 from uws import context
 from uws.broker import held_job_ids, unacked_messages
+from uws.dispatch import Dispatcher
 from uws.kinds import JobContext, JobInterrupted, JobKind
+from uws.notices import NAME as NOTIFY
+from uws.notices import NoticeConfig, parse_targets
 from uws.notify import Notifier
 from uws.quota import UNLIMITED, Allowance, AllowanceFor, Owner, Usage, check_create, owner_name, unlimited
 from uws.store import JobStore, JobView, UnfinishedLimitReached
@@ -86,6 +89,7 @@ class SweepReport:
     requeued: int = 0
     failed: int = 0
     resent: int = 0
+    notices: int = 0  # notices sent again (lost messages)
     others: dict[str, int] = field(default_factory=dict)  # rows deleted by each sweep hook
 
 
@@ -96,7 +100,8 @@ SweepHook = Callable[[dt.datetime], int]
 
 class UWSService:
     def __init__(self, config: UWSConfig, store: JobStore, storage: ResultStore,
-                 notifier: Notifier, allowance: AllowanceFor = unlimited) -> None:
+                 notifier: Notifier, allowance: AllowanceFor = unlimited,
+                 notices: NoticeConfig | None = None) -> None:
         self.config = config
         self.allowance = allowance  # the owner's result space is enforced while a job runs
         self.store = store
@@ -109,6 +114,9 @@ class UWSService:
         self.scheduler = Scheduler(self.sweep, self._lease, interval=config.sweep_interval_seconds)
         self.sweep_observers: list[Callable[[SweepReport], None]] = []  # e.g. metrics
         self.sweep_hooks: dict[str, SweepHook] = {}
+        # NOTIFY: notices when a job ends (None: the service sends none).
+        self.notices = notices
+        self.dispatcher = Dispatcher(notices, store) if notices is not None else None
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -121,6 +129,8 @@ class UWSService:
         """Add the worker middleware to ``broker`` and declare one actor per kind."""
         broker.add_middleware(self.watchdog)
         broker.add_middleware(self.scheduler)
+        if self.dispatcher is not None:
+            self.dispatcher.attach(broker)
         for kind in self.kinds.values():
             self.actors[kind.name] = dramatiq.Actor(
                 self._actor_body(kind), broker=broker, actor_name=kind.actor_name,
@@ -168,6 +178,16 @@ class UWSService:
         self.check_stored_parameters(shown)
         return Parsed(shown, value)
 
+    def parse_notices(self, values: list[str], anonymous: bool) -> list[str]:
+        """The job's NOTIFY targets, checked against what the service allows (UsageError)."""
+        return parse_targets(values, self.notices, anonymous)
+
+    def notice_link(self, request_list_url: str, path: str) -> str:
+        """The URL of the job list at ``path`` that notices show: under the service's public
+        URL when it has one, else as the creating request saw it."""
+        public = self.notices.public_url if self.notices is not None else ""
+        return public.rstrip("/") + path if public else request_list_url
+
     def check_stored_parameters(self, shown: Params) -> None:
         """What a job keeps of its parameters is bounded, whatever its kind shows."""
         count, most = len(shown), self.config.max_job_parameters
@@ -182,20 +202,27 @@ class UWSService:
 
     def create(self, kind: JobKind[P], *, owner: str | None, parameters: Parsed[P],
                run_id: str | None, execution_duration: int | None,
-               destruction: dt.datetime | None, allowance: Allowance = UNLIMITED) -> JobView:
+               destruction: dt.datetime | None, allowance: Allowance = UNLIMITED,
+               notices: list[str] | None = None, link: str = "") -> JobView:
         """A new PENDING job, refused (429) when its owner has ``max_unfinished_jobs`` jobs
-        not yet finished: checked with the insert, as one unit per owner."""
+        not yet finished: checked with the insert, as one unit per owner. ``notices``: its
+        checked NOTIFY targets (``parse_notices``), shown with its parameters; ``link``:
+        the job list's URL they show."""
         now = utcnow()
         duration = self.clamp_duration(
             self.config.default_execution_duration if execution_duration is None else execution_duration)
         default_end = now + dt.timedelta(seconds=self.config.default_destruction_seconds)
         end = self.clamp_destruction(now, destruction or default_end, allowance.max_destruction_seconds)
+        shown = list(parameters.shown) + [(NOTIFY, target) for target in notices or ()]
+        if notices:
+            self.check_stored_parameters(shown)
         try:
-            return self.store.create(kind=kind.name, owner=owner, parameters=parameters.shown,
+            return self.store.create(kind=kind.name, owner=owner, parameters=shown,
                                      run_id=run_id, execution_duration=duration, destruction=end,
                                      request_id=context.request_id.get(),
                                      typed_parameters=kind.dump(parameters.value),
-                                     max_unfinished=allowance.max_unfinished_jobs)
+                                     max_unfinished=allowance.max_unfinished_jobs,
+                                     notices=notices or (), link=link)
         except UnfinishedLimitReached as exc:
             check_create(allowance, Usage(active_jobs=0, result_bytes=0, unfinished_jobs=exc.unfinished),
                          owner_name(owner))
@@ -292,7 +319,7 @@ class UWSService:
             except ValidationError:
                 log.warning("job %s: stored parameters no longer fit %s; parsing them again",
                             job.id, kind.name)
-        return kind.parse(list(job.parameters), job.owner)
+        return kind.parse([(n, v) for n, v in job.parameters if n.upper() != NOTIFY], job.owner)
 
     # --- scheduled work (one worker at a time) ----------------------------------------
 
@@ -309,6 +336,11 @@ class UWSService:
             self._recover(job, report)
         self._resend_lost_messages(now, report)
         report.orphans = self._delete_orphans()
+        if self.dispatcher is not None:
+            try:
+                report.notices = self.dispatcher.resend_lost(now)
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                log.exception("sweep of notices failed")
         for name, hook in self.sweep_hooks.items():
             try:
                 deleted = hook(now)
@@ -399,6 +431,8 @@ class UWSService:
         for job in self.store.waiting_queued():
             if job.id not in recovered:
                 self._resend(job, report)
+        if self.dispatcher is not None:
+            report.notices = self.dispatcher.resend_all()
         return report
 
 

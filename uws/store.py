@@ -2,15 +2,19 @@
 
 A transition names the phases it may start from; the UPDATE matches only while the
 row is still in one of them, so a late message or a racing request can never move a
-finished job back. A successful transition is published to the notifier (WAIT).
+finished job back. A successful transition is published to the notifier (WAIT); one to a
+final phase is also told to the ``ended`` observers (the notices of ``uws.dispatch``),
+after its UPDATE, so nothing they do is part of it or can undo it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,8 +25,10 @@ from dali.params import Params
 from dali.timestamps import utcnow
 from uws.tables import JobTables
 from uws.notify import Notifier
-from uws.phases import ABORTABLE, RUNNABLE, UNFINISHED, Phase
+from uws.phases import ABORTABLE, FINAL, RUNNABLE, UNFINISHED, Phase
 from uws.quota import Usage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,24 @@ class JobView:
         return next((r for r in self.results if r.id == result_id), None)
 
 
+@dataclass(frozen=True)
+class NoticeView:
+    id: int
+    job: str
+    target: str
+    link: str
+    state: str
+    phase: str | None
+    attempts: int
+    last_error: str | None
+    due: dt.datetime | None = None
+
+    @staticmethod
+    def of(row: pw.Model) -> "NoticeView":
+        return NoticeView(row.id, row.job, row.target, row.link, row.state, row.phase,
+                          row.attempts, row.last_error, row.due)
+
+
 class UnfinishedLimitReached(Exception):
     """A job was not created: its owner already has this many jobs not yet finished."""
 
@@ -93,6 +117,8 @@ class JobStore:
         self.db = db
         self.tables = JobTables(db)
         self.notifier = notifier
+        # Called with (job id, phase) once a job reached a final phase; never raise into it.
+        self.ended: list[Callable[[str, Phase], None]] = []
 
     @contextmanager
     def _session(self) -> Iterator[None]:
@@ -189,15 +215,18 @@ class JobStore:
     def create(self, *, kind: str, owner: str | None, parameters: Params, run_id: str | None,
                execution_duration: int, destruction: dt.datetime | None,
                request_id: str | None = None, typed_parameters: str | None = None,
-               max_unfinished: int = 0) -> JobView:
+               max_unfinished: int = 0, notices: Iterable[str] = (), link: str = "") -> JobView:
         """A new PENDING job; with ``max_unfinished``, only while its owner has fewer jobs
         not yet finished (else UnfinishedLimitReached). The count and the insert are one
-        unit per owner: two creations at once cannot both pass the limit."""
+        unit per owner: two creations at once cannot both pass the limit. ``notices``: the
+        targets told when it ends, ``link`` the job list's URL they show (inserted with it)."""
         # Kept at the precision the documents show, so AFTER=<a creationTime we showed>
         # excludes that job (UWS §2.2.2.1: strictly after).
         now = utcnow()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        with self._session(), self._owner_exclusive(owner, locked=bool(max_unfinished)):
+        notices = list(notices)
+        with self._session(), self._owner_exclusive(owner, locked=bool(max_unfinished)), \
+                (self.db.atomic() if notices else contextlib.nullcontext()):
             if max_unfinished:
                 unfinished = self.tables.Job.select().where(
                     self._owned_by(owner) & self.tables.Job.phase.in_([p.value for p in UNFINISHED])).count()
@@ -209,6 +238,9 @@ class JobStore:
                 execution_duration=execution_duration, destruction=destruction,
                 parameters=json.dumps([list(p) for p in parameters]), request_id=request_id,
                 typed_parameters=typed_parameters)
+            if notices:
+                self.tables.Notice.insert_many(
+                    [{"job": row.id, "target": t, "link": link, "state": "waiting"} for t in notices]).execute()
             return JobView.of(row)
 
     @contextmanager
@@ -248,6 +280,7 @@ class JobStore:
         with self._session():
             with self.db.atomic():
                 self.tables.Result.delete().where(self.tables.Result.job == job_id).execute()
+                self.tables.Notice.delete().where(self.tables.Notice.job == job_id).execute()
                 gone = self.tables.Job.delete().where(self.tables.Job.id == job_id).execute() == 1
         if gone:
             self.notifier.publish(job_id)
@@ -264,7 +297,16 @@ class JobStore:
             changed = self.tables.Job.update(phase=target.value, **fields).where(where).execute() == 1
         if changed:
             self.notifier.publish(job_id)
+            if target in FINAL:
+                self._tell_ended(job_id, target)
         return changed
+
+    def _tell_ended(self, job_id: str, phase: Phase) -> None:
+        for observer in self.ended:
+            try:
+                observer(job_id, phase)
+            except Exception:  # noqa: BLE001 - the job has ended whatever its observers do
+                log.exception("after job %s ended %s", job_id, phase.value)
 
     def queue(self, job_id: str) -> bool:
         return self._transition(job_id, RUNNABLE, Phase.QUEUED, queued_at=utcnow())
@@ -365,6 +407,69 @@ class JobStore:
             return self.tables.Lock.update(holder=holder, expires_at=expires).where(
                 (self.tables.Lock.name == name) & ((self.tables.Lock.holder == holder) | (self.tables.Lock.expires_at < now))
             ).execute() == 1
+
+    # --- notices (uws.dispatch) --------------------------------------------------------
+
+    def notices(self, job_id: str) -> list[NoticeView]:
+        Notice = self.tables.Notice
+        with self._session():
+            return [NoticeView.of(r) for r in Notice.select().where(Notice.job == job_id).order_by(Notice.id)]
+
+    def notice(self, notice_id: int) -> NoticeView | None:
+        with self._session():
+            row = self.tables.Notice.get_or_none(self.tables.Notice.id == notice_id)
+            return None if row is None else NoticeView.of(row)
+
+    def start_notices(self, job_id: str, phase: Phase) -> list[int]:
+        """The job's waiting notices, now due (sending), telling ``phase``."""
+        Notice = self.tables.Notice
+        with self._session():
+            ids = [r.id for r in Notice.select(Notice.id).where((Notice.job == job_id) & (Notice.state == "waiting"))]
+            if ids:
+                Notice.update(state="sending", phase=phase.value, due=utcnow()).where(
+                    Notice.id.in_(ids) & (Notice.state == "waiting")).execute()
+        return ids
+
+    def claim_notice(self, notice_id: int, attempt: int, hold: dt.datetime) -> bool:
+        """Attempt ``attempt`` (1 = the first) is this delivery's: only one of several
+        messages for it can win. ``hold``: when it counts as lost if still unfinished."""
+        Notice = self.tables.Notice
+        with self._session():
+            return Notice.update(attempts=attempt, due=hold).where(
+                (Notice.id == notice_id) & (Notice.state == "sending") & (Notice.attempts == attempt - 1)
+            ).execute() == 1
+
+    def notice_done(self, notice_id: int, state: str, error: str | None = None) -> None:
+        """delivered, or failed for good (``error``); the last failure is kept either way."""
+        Notice = self.tables.Notice
+        fields: dict[str, object] = {"state": state, "due": None, "finished": utcnow()}
+        if error is not None:
+            fields["last_error"] = error
+        with self._session():
+            Notice.update(**fields).where(
+                (Notice.id == notice_id) & (Notice.state == "sending")).execute()
+
+    def notice_retry(self, notice_id: int, error: str, due: dt.datetime) -> None:
+        Notice = self.tables.Notice
+        with self._session():
+            Notice.update(due=due, last_error=error).where(
+                (Notice.id == notice_id) & (Notice.state == "sending")).execute()
+
+    def overdue_notices(self, cutoff: dt.datetime, limit: int = 500) -> list[NoticeView]:
+        """Notices due before ``cutoff`` and not yet attempted again: their message was lost."""
+        Notice = self.tables.Notice
+        with self._session():
+            return [NoticeView.of(r) for r in Notice.select().where(
+                (Notice.state == "sending") & (Notice.due < cutoff)).limit(limit)]
+
+    def unstarted_notices(self, limit: int = 500) -> list[tuple[str, Phase]]:
+        """Jobs that ended with notices still waiting (their process stopped in between)."""
+        Notice, Job = self.tables.Notice, self.tables.Job
+        with self._session():
+            rows = (Job.select(Job.id, Job.phase).join(Notice, on=(Notice.job == Job.id))
+                    .where((Notice.state == "waiting") & Job.phase.in_([p.value for p in FINAL]))
+                    .distinct().limit(limit).tuples())
+            return [(job_id, Phase(phase)) for job_id, phase in rows]
 
     def ping(self) -> None:
         with self._session():

@@ -16,7 +16,7 @@ from playhouse.migrate import migrate as migrate_schema
 
 
 class JobTables:
-    """uws_job, uws_result and uws_lock as peewee models of one database."""
+    """uws_job, uws_result, uws_lock and uws_notice as peewee models of one database."""
 
     def __init__(self, db: pw.Database) -> None:
         self.db = db
@@ -75,9 +75,28 @@ class JobTables:
             class Meta:
                 table_name = "uws_lock"
 
+        class Notice(Base):
+            """One notice to send when a job ends (NOTIFY, ``uws.notices``), and how its
+            delivery went."""
+
+            job = pw.CharField(max_length=32, index=True)
+            target = pw.TextField()  # mailto:... or https://...
+            link = pw.TextField()    # the job list's public URL: the job's is link/<id>
+            # waiting (the job runs), sending (due or retrying), delivered, failed
+            state = pw.CharField(max_length=16, index=True)
+            phase = pw.CharField(max_length=16, null=True)  # the final phase it tells
+            attempts = pw.IntegerField(default=0)
+            due = pw.DateTimeField(null=True)  # while sending: when the next attempt is due
+            last_error = pw.TextField(null=True)
+            finished = pw.DateTimeField(null=True)
+
+            class Meta:
+                table_name = "uws_notice"
+
         self.Job = Job
         self.Result = Result
         self.Lock = Lock
+        self.Notice = Notice
 
 
 def _v1(db: pw.Database) -> None:
@@ -102,5 +121,10 @@ def _v3(db: pw.Database) -> None:
     _add_job_column(db, "typed_parameters")
 
 
+def _v4(db: pw.Database) -> None:
+    """uws_notice: the notices to send when jobs end."""
+    db.create_tables([JobTables(db).Notice])
+
+
 # Append migrations here; never edit one that has shipped.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2, _v3, _v4]

@@ -49,6 +49,9 @@ WORKER_BUSY = Gauge("cutout_worker_busy_threads", "Job worker threads running a 
                     multiprocess_mode="livesum")
 SWEEPS = Counter("cutout_sweeps_total", "Scheduled sweeps run (destruction, lost workers, lost messages)")
 SWEPT = Counter("cutout_sweep_jobs_total", "Jobs handled by sweeps", ["action"])
+NOTICES = Counter("cutout_job_notices_total", "Attempts to send the notices of ended jobs (NOTIFY), "
+                  "by outcome: delivered, retried (failed, tried again later), failed (given up)",
+                  ["outcome"])
 
 
 def multiprocess_dir() -> str | None:
@@ -59,9 +62,13 @@ def observe_cutout(extension: str, seconds: float) -> None:
     CUTOUT_SECONDS.labels(extension).observe(seconds)
 
 
+def observe_notice(outcome: str) -> None:
+    NOTICES.labels(outcome).inc()
+
+
 def observe_sweep(report: "SweepReport") -> None:
     SWEEPS.inc()
-    for action in ("destroyed", "orphans", "requeued", "failed", "resent"):
+    for action in ("destroyed", "orphans", "requeued", "failed", "resent", "notices"):
         count = getattr(report, action)
         if count:
             SWEPT.labels(action).inc(count)
@@ -110,9 +117,9 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
     depths = {}
     for queue in sorted(q for q in broker.get_declared_queues()):
         client = getattr(broker, "client", None)
-        if client is not None:  # Redis: the queue list plus its delayed messages
+        if client is not None:  # Redis: the queue list plus its delayed messages (a list too)
             namespace = getattr(broker, "namespace", "dramatiq")
-            depths[queue] = int(client.llen(f"{namespace}:{queue}")) + int(client.zcard(f"{namespace}:{queue}.DQ"))
+            depths[queue] = int(client.llen(f"{namespace}:{queue}")) + int(client.llen(f"{namespace}:{queue}.DQ"))
         else:  # the embedded stub broker
             depths[queue] = broker.queues[queue].qsize()  # type: ignore[attr-defined]
     return depths

@@ -28,13 +28,15 @@ from soda.jobs.cutout import cutout_job_kind
 from soda.ops.allowance import job_allowance
 from soda.ops.database import close_database, migrate, open_database
 from soda.ops.health import service_checks
-from soda.ops.metrics import WorkerMetrics, observe_cutout, observe_sweep
+from soda.ops.metrics import WorkerMetrics, observe_cutout, observe_notice, observe_sweep
 from soda.ops.pool import CutoutPool
 from soda.surveys.registry import load_datasets
 from storage import LocalStore
 from uws import JobKind, UWSConfig, UWSService
 from uws import tables as uws_tables
 from uws.broker import make_broker, start_worker
+from soda import SERVICE, VERSION
+from uws.notices import NoticeConfig
 from uws.notify import LocalNotifier, Notifier, RedisNotifier
 from uws.selftest import SELFTEST
 from uws.store import JobStore
@@ -70,6 +72,32 @@ def uws_config(settings: Settings) -> UWSConfig:
     )
 
 
+def notice_config(settings: Settings) -> NoticeConfig:
+    """What the service allows of the notices sent when jobs end (NOTIFY)."""
+    notify = settings.notify
+    return NoticeConfig(
+        max_targets=notify.notify_max_targets,
+        smtp_host=notify.notify_smtp_host,
+        smtp_port=notify.notify_smtp_port,
+        smtp_security=notify.notify_smtp_security,
+        smtp_user=notify.notify_smtp_user,
+        smtp_password=notify.notify_smtp_password.get_secret_value(),
+        mail_from=notify.notify_mail_from,
+        mail_domains=notify.notify_mail_domains,
+        webhook_secret=notify.notify_webhook_secret.get_secret_value(),
+        webhook_hosts=notify.notify_webhook_hosts,
+        allow_http=notify.notify_allow_http,
+        allow_private_targets=notify.notify_allow_private_targets,
+        anonymous=notify.notify_anonymous,
+        timeout_seconds=notify.notify_timeout_seconds,
+        retry_delays_seconds=notify.notify_retry_delays_seconds,
+        max_attempts=notify.notify_max_attempts,
+        public_url=settings.ops.public_url,
+        header_prefix="X-Cutout",
+        user_agent=f"{SERVICE}/{VERSION} (job notices)",
+    )
+
+
 def job_kinds(settings: Settings, cutouts: Cutouts) -> dict[str, JobKind]:
     """Job kinds by the path they are mounted at."""
     kinds: dict[str, JobKind] = {"/async": cutout_job_kind(cutouts)}
@@ -97,7 +125,8 @@ class Runtime:
                                    if ops.broker_url else LocalNotifier())
         self.store = JobStore(self.db, self.notifier)
         self.uws = UWSService(uws_config(settings), self.store, self.storage, self.notifier,
-                              allowance=lambda caller: job_allowance(settings.limits, caller))
+                              allowance=lambda caller: job_allowance(settings.limits, caller),
+                              notices=notice_config(settings))
         self.mounts = job_kinds(settings, self.cutouts)
         for kind in self.mounts.values():
             self.uws.register(kind)
@@ -106,6 +135,8 @@ class Runtime:
         self.broker.add_middleware(WorkerMetrics())
         self.uws.attach(self.broker)
         self.uws.sweep_observers.append(observe_sweep)
+        if self.uws.dispatcher is not None:
+            self.uws.dispatcher.observers.append(observe_notice)
         # Expired API tokens, sessions and SAML requests go with the job sweeps (uws knows
         # nothing of auth, so the runtime hands the sweep over).
         self.uws.sweep_hooks["auth"] = functools.partial(

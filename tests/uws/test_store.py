@@ -44,7 +44,7 @@ def new_job(store: JobStore, owner: str | None = "alice", **kw) -> str:
 
 
 def test_migrate_is_idempotent(store):
-    assert migrate(store.db, UWS) == migrate(store.db, UWS) == {"uws": 3}
+    assert migrate(store.db, UWS) == migrate(store.db, UWS) == {"uws": len(MIGRATIONS)}
 
 
 def test_migration_adds_request_id_to_a_version_1_database(store):
@@ -56,7 +56,7 @@ def test_migration_adds_request_id_to_a_version_1_database(store):
     migrate(store.db, UWS)
     with store.db.connection_context():
         assert "request_id" in {c.name for c in store.db.get_columns("uws_job")}
-        assert SchemaVersion.select().first().version == 3
+        assert SchemaVersion.select().first().version == len(MIGRATIONS)
     job_id = store.create(kind="k", owner=None, parameters=[], run_id=None, execution_duration=1,
                           destruction=None, request_id="req-1").id
     assert store.get(job_id).request_id == "req-1"
@@ -251,3 +251,35 @@ def test_results_store_failure_is_transient(store, tmp_path):
     job = store.get(job_id)
     assert (job.phase, job.error_type) == (Phase.ERROR, "transient")
     assert job.error_message == "ServiceUnavailable: the results store failed (No space left on device)"
+
+
+def test_notices_from_creation_to_delivery(store):
+    """uws_notice: made with the job, due when it ends (its observers told after the
+    update), one claim per attempt, overdue ones found, gone with the job."""
+    told = []
+    store.ended.append(lambda job_id, phase: told.append((job_id, phase)))
+    job_id = new_job(store, notices=["mailto:a@example.org", "https://8.8.8.8/h"], link="https://svc/async")
+    other = new_job(store)
+    with store.db.connection_context():
+        store.tables.Notice.delete().where(store.tables.Notice.job != job_id).execute()  # shared PostgreSQL
+    first, second = store.notices(job_id)
+    assert (first.state, first.link, second.target) == ("waiting", "https://svc/async", "https://8.8.8.8/h")
+    assert store.unstarted_notices() == []
+    assert store.queue(job_id) and store.claim(job_id, "t") and store.complete(job_id, "t")
+    assert told == [(job_id, Phase.COMPLETED)]  # once, for the final phase only
+    assert store.unstarted_notices() == [(job_id, Phase.COMPLETED)]  # nothing scheduled them
+    assert store.start_notices(job_id, Phase.COMPLETED) == [first.id, second.id]
+    assert store.start_notices(job_id, Phase.COMPLETED) == []
+    hold = utcnow() + dt.timedelta(seconds=60)
+    assert store.claim_notice(first.id, 1, hold)
+    assert not store.claim_notice(first.id, 1, hold)  # a duplicate message
+    assert not store.claim_notice(first.id, 3, hold)  # not the next attempt
+    store.notice_retry(first.id, "451 later", utcnow() - dt.timedelta(seconds=5))
+    assert [n.id for n in store.overdue_notices(utcnow())] == [first.id, second.id]
+    assert store.claim_notice(first.id, 2, hold)
+    store.notice_done(first.id, "delivered")
+    done = store.notice(first.id)
+    assert (done.state, done.attempts, done.last_error) == ("delivered", 2, "451 later")
+    assert [n.id for n in store.overdue_notices(utcnow())] == [second.id]
+    assert store.delete(job_id) and store.notices(job_id) == [] and store.notice(second.id) is None
+    assert store.get(other) is not None

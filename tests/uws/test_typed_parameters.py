@@ -130,8 +130,8 @@ def test_migration_adds_typed_parameters_to_a_version_2_database(tmp_path) -> No
     with db.connection_context():
         db.execute_sql("ALTER TABLE uws_job DROP COLUMN typed_parameters")  # as version 2 made it
         assert "typed_parameters" not in {c.name for c in db.get_columns("uws_job")}
-    assert migrate(db, [("uws", MIGRATIONS)]) == {"uws": 3}
+    assert migrate(db, [("uws", MIGRATIONS)]) == {"uws": len(MIGRATIONS)}
     with db.connection_context():
         assert "typed_parameters" in {c.name for c in db.get_columns("uws_job")}
-        assert version_table(db, "uws").select().first().version == 3
+        assert version_table(db, "uws").select().first().version == len(MIGRATIONS)
     db.close()
