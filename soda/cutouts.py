@@ -29,6 +29,7 @@ from soda.output.pictures import render
 from soda.plan import Target, plan
 from soda.request.model import SodaRequest, parse_request
 from soda.request.params import ShapeLimits
+from soda.sky.regions import Shape
 from soda.surveys.base import ImageRef
 from soda.surveys.registry import Datasets
 
@@ -201,6 +202,20 @@ class Cutouts:
             return self.thumbnails.cuts(target.images, target.shape, size)
         except ImageUnreadable as exc:
             raise _unreadable(target.images[0], exc) from None
+
+    def cut_image(self, image: ImageRef, shape: Shape, limits: CutoutLimits) -> Cut | None:
+        """One image's cut of ``shape`` (every configured HDU, across its edges where the
+        survey has neighbours), within the caller's pixel limit; None when they miss."""
+        try:
+            return cut_across(image, shape, limits.max_pixels, self.datasets.surveys.get(image.survey),
+                              limit_name=limits.name, files=self.files)
+        except ImageUnreadable as exc:
+            raise _unreadable(image, exc) from None
+
+    @staticmethod
+    def fits_file(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:
+        """The cuts in one multi-extension FITS file (each cut's planes under its EXTVER)."""
+        return fits_cutouts(cuts, names)
 
     def encode(self, parts: Sequence[tuple[str, list[Cut]]], request: SodaRequest) -> bytes:
         """Each combination's cuts under its name: FITS holds them all, a picture one."""

@@ -32,7 +32,7 @@ its size is known, ``put_result``; else deleted once written) and the job stops 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -53,6 +53,11 @@ P = TypeVar("P")
 RESULT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
+def upload_key(job_id: str, name: str) -> str:
+    """Where a job's uploaded file is kept: beside its results, gone with the job."""
+    return f"jobs/{job_id}/uploads/{name}"
+
+
 class JobInterrupted(BaseException):
     """Raised inside a running job's thread when it was aborted, timed out or destroyed.
 
@@ -65,6 +70,10 @@ def as_given(parsed: object, pairs: Params) -> Params:
     return pairs
 
 
+# The files a job was created with, by field name (DALI 1.1 §3.4.5 UPLOAD, inline).
+Uploads = Mapping[str, bytes]
+
+
 @dataclass(frozen=True)
 class JobKind(Generic[P]):
     name: str
@@ -73,6 +82,11 @@ class JobKind(Generic[P]):
     run: Callable[["JobContext[P]"], None]
     description: str = ""
     shown: Callable[[P, Params], Params] = field(default=as_given)
+    # A kind that takes files: at most ``uploads`` of them, checked and typed by
+    # ``parse_uploads`` (pairs, files, owner) instead of ``parse``. The files are kept with
+    # the job (``JobContext.upload``), not in its parameters.
+    uploads: int = 0
+    parse_uploads: Callable[[Params, Uploads, str | None], P] | None = None
 
     @property
     def queue(self) -> str:
@@ -136,6 +150,13 @@ class JobContext(Generic[P]):
         used = self._store.result_bytes(self.job.owner)
         if used + size > limit:
             raise quota_reached(self._allowance, used, size, owner_name(self.job.owner))
+
+    def upload(self, name: str) -> bytes:
+        """A file the job was created with (its field name in the creating request)."""
+        path = self._storage.local_path(upload_key(self.job.id, name))
+        if path is None or not path.is_file():
+            raise ServiceError(f"the uploaded file {name!r} of job {self.job.id} is missing")
+        return path.read_bytes()
 
     def put_result(self, result_id: str, data: bytes, mime_type: str) -> None:
         """Write one result of known size: refused before a byte is written when it would

@@ -30,7 +30,7 @@ from storage.protocol import ResultStore
 from uws import context
 from uws.broker import held_job_ids, unacked_messages
 from uws.dispatch import Dispatcher
-from uws.kinds import JobContext, JobInterrupted, JobKind
+from uws.kinds import JobContext, JobInterrupted, JobKind, Uploads, upload_key
 from uws.notices import NAME as NOTIFY
 from uws.notices import NoticeConfig, parse_targets
 from uws.notify import Notifier
@@ -74,12 +74,14 @@ class UWSConfig:
     # What a job stores of its client's parameters (as its kind shows them); 0: no limit.
     max_job_parameters: int
     max_job_parameter_bytes: int
+    max_upload_bytes: int  # the files of one job together
 
 
 @dataclass(frozen=True)
 class Parsed(Generic[P]):
     shown: Params  # what the UWS parameters document lists
     value: P       # what the worker gets
+    files: Uploads = field(default_factory=dict)  # kept with the job (JobContext.upload)
 
 
 @dataclass
@@ -171,12 +173,18 @@ class UWSService:
             seconds = min(seconds, limit_seconds)
         return min(when, creation + dt.timedelta(seconds=seconds))
 
-    def parse(self, kind: JobKind[P], pairs: Params, owner: str | None) -> Parsed[P]:
-        """The client's parameters, checked and typed by the kind (raises UsageError)."""
-        value = kind.parse(pairs, owner)
+    def parse(self, kind: JobKind[P], pairs: Params, owner: str | None, files: Uploads | None = None) -> Parsed[P]:
+        """The client's parameters (and files, for a kind that takes them), checked and
+        typed by the kind (raises UsageError)."""
+        if kind.parse_uploads is not None:
+            value = kind.parse_uploads(pairs, files or {}, owner)
+        elif files:
+            raise UsageError(f"{kind.name} jobs take no files ({', '.join(sorted(files))} sent)")
+        else:
+            value = kind.parse(pairs, owner)
         shown = kind.shown(value, pairs)
         self.check_stored_parameters(shown)
-        return Parsed(shown, value)
+        return Parsed(shown, value, dict(files or {}))
 
     def parse_notices(self, values: list[str], anonymous: bool) -> list[str]:
         """The job's NOTIFY targets, checked against what the service allows (UsageError)."""
@@ -217,16 +225,25 @@ class UWSService:
         if notices:
             self.check_stored_parameters(shown)
         try:
-            return self.store.create(kind=kind.name, owner=owner, parameters=shown,
-                                     run_id=run_id, execution_duration=duration, destruction=end,
-                                     request_id=context.request_id.get(),
-                                     typed_parameters=kind.dump(parameters.value),
-                                     max_unfinished=allowance.max_unfinished_jobs,
-                                     notices=notices or (), link=link)
+            job = self.store.create(kind=kind.name, owner=owner, parameters=shown,
+                                    run_id=run_id, execution_duration=duration, destruction=end,
+                                    request_id=context.request_id.get(),
+                                    typed_parameters=kind.dump(parameters.value),
+                                    max_unfinished=allowance.max_unfinished_jobs,
+                                    notices=notices or (), link=link)
         except UnfinishedLimitReached as exc:
             check_create(allowance, Usage(active_jobs=0, result_bytes=0, unfinished_jobs=exc.unfinished),
                          owner_name(owner))
             raise  # check_create raised already; this keeps type checkers sure
+        try:
+            for name, data in parameters.files.items():
+                with self.storage.writer(upload_key(job.id, name)) as fh:
+                    fh.write(data)
+        except OSError as exc:
+            self.destroy(job.id)  # nothing the client sent is kept half
+            raise ServiceUnavailable("the job's files cannot be stored now; no job was created, "
+                                     "send the request again later", headers={"Retry-After": "30"}) from exc
+        return job
 
     def set_parameters(self, kind: JobKind[P], job_id: str, parameters: Parsed[P]) -> bool:
         """UWS §2.1.11: False when the job has left PENDING."""
