@@ -26,10 +26,9 @@ from soda.engine.pixels import PixelBox
 from soda.engine.thumbnails import Thumbnails
 from soda.output.fits import fits_cutouts
 from soda.output.pictures import render
-from soda.plan import Target, plan
+from soda.plan import FieldGroup, Target, plan, plan_positions
 from soda.request.model import SodaRequest, parse_request
 from soda.request.params import ShapeLimits
-from soda.sky.regions import Shape
 from soda.surveys.base import ImageRef
 from soda.surveys.registry import Datasets
 
@@ -203,14 +202,17 @@ class Cutouts:
         except ImageUnreadable as exc:
             raise _unreadable(target.images[0], exc) from None
 
-    def cut_image(self, image: ImageRef, shape: Shape, limits: CutoutLimits) -> Cut | None:
-        """One image's cut of ``shape`` (every configured HDU, across its edges where the
-        survey has neighbours), within the caller's pixel limit; None when they miss."""
-        try:
-            return cut_across(image, shape, limits.max_pixels, self.datasets.surveys.get(image.survey),
-                              limit_name=limits.name, files=self.files)
-        except ImageUnreadable as exc:
-            raise _unreadable(image, exc) from None
+    def plan_positions(self, ra: Sequence[float], dec: Sequence[float], radius: Sequence[float],
+                       bands: Sequence[Sequence[str]]) -> tuple[list[FieldGroup], dict[int, str]]:
+        """Many positions' targets grouped by the field that serves them (``soda.plan``)."""
+        return plan_positions(self.datasets, ra, dec, radius, bands)
+
+    def cut_target(self, target: Target, limits: CutoutLimits) -> list[Cut]:
+        """Every image's cut of the target (every configured HDU, across image edges where
+        the survey has neighbours), within the caller's pixel limit; those that miss left out."""
+        cuts = (_cut(image, target=target, limit=limits.max_pixels, planes=None, limit_name=limits.name,
+                     datasets=self.datasets, files=self.files) for image in target.images)
+        return [c for c in cuts if c is not None]
 
     @staticmethod
     def fits_file(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:

@@ -18,17 +18,15 @@ import csv
 import io
 import math
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
 
 from dali.errors import ServiceError, UsageError
 from dali.params import Params, RequestParams
-from soda.cutouts import CutoutLimits, Cutouts
+from soda.cutouts import CutoutLimits, Cutouts, FieldGroup
 from soda.request.positions import PositionTable, read_positions
-from soda.sky.regions import Circle
-from soda.surveys.base import ImageRef
 from uws.kinds import JobContext, JobKind, Uploads
 
 PARAM_NAMES = frozenset({"UPLOAD", "RADIUS", "FILTER", "RESPONSEFORMAT"})
@@ -64,15 +62,6 @@ class RowOutcome:
     status: str               # ok, failed, no image, bad row
     result: str = ""
     error: str = ""
-
-
-@dataclass
-class Group:
-    """The rows one image field serves, with the images of each row's bands."""
-
-    field: str
-    rows: list[int] = field(default_factory=list)            # indices into the position table
-    images: list[tuple[ImageRef, ...]] = field(default_factory=list)
 
 
 # --- creation ------------------------------------------------------------------------------
@@ -122,74 +111,58 @@ def shown(request: BulkRequest, pairs: Params) -> Params:
     return [(name, value) for name, value in pairs if name.upper() in PARAM_NAMES]
 
 
-# --- planning -----------------------------------------------------------------------------
+# --- planning and cutting -------------------------------------------------------------
 
-def groups(cutouts: Cutouts, table: PositionTable, request: BulkRequest,
-           outcomes: dict[int, RowOutcome]) -> list[Group]:
-    """Each row's images, grouped by field (the first survey with an image there serves it)."""
-    found: dict[tuple[str, str], Group] = {}
-    surveys = list(cutouts.datasets.surveys.values())
-    for i in range(len(table)):
-        bands = request.filters or ((table.band[i],) if table.band[i] else ())
-        for survey in surveys:
-            wanted = bands or survey.bands
-            images = tuple(survey.at(float(table.ra[i]), float(table.dec[i]), wanted))
-            if images:
-                break
-        else:
-            outcome = outcomes[i]
-            outcome.status, outcome.error = "no image", (
-                f"no survey of this service has an image at ({table.ra[i]:.6f}, {table.dec[i]:.6f})"
-                + (f" in band {', '.join(bands)}" if bands else ""))
-            continue
-        key = (images[0].survey, images[0].tile)
-        group = found.setdefault(key, Group(field=f"{key[0]}:{key[1]}"))
-        group.rows.append(i)
-        group.images.append(images)
-    return list(found.values())
+def plan(cutouts: Cutouts, table: PositionTable, request: BulkRequest,
+         outcomes: dict[int, RowOutcome]) -> list[FieldGroup]:
+    """The rows grouped by the field that serves them; rows no survey serves are marked."""
+    bands = [request.filters or ((b,) if b else ()) for b in table.band]
+    groups, problems = cutouts.plan_positions(table.ra, table.dec, [outcomes[i].radius for i in range(len(table))],
+                                              bands)
+    for i, why in problems.items():
+        outcomes[i].status, outcomes[i].error = "no image", why
+    return groups
 
-
-# --- running ------------------------------------------------------------------------------
 
 def result_name(row: int, ident: str) -> str:
     safe = _SAFE.sub("_", ident).strip("_")[:60]
     return f"{row:07d}_{safe}.fits" if safe else f"{row:07d}.fits"
 
 
-def cut_group(ctx: JobContext[BulkRequest], cutouts: Cutouts, limits: CutoutLimits, table: PositionTable,
-              group: Group, outcomes: dict[int, RowOutcome]) -> Iterator[RowOutcome]:
-    for i, images in zip(group.rows, group.images, strict=True):
+def cut_group(ctx: JobContext[BulkRequest], cutouts: Cutouts, limits: CutoutLimits, group: FieldGroup,
+              outcomes: dict[int, RowOutcome]) -> None:
+    """The group's rows, each one FITS file; its images' files and tiles read once for all."""
+    for i, target in group.members:
         outcome = outcomes[i]
-        shape = Circle(float(table.ra[i]), float(table.dec[i]), outcome.radius)
         try:
-            cuts = [c for c in (cutouts.cut_image(image, shape, limits) for image in images) if c is not None]
+            cuts = cutouts.cut_target(target, limits)
             if not cuts:
-                outcome.status, outcome.error = "no image", f"{shape.dali()} does not overlap {images[0].dataset_id}"
-            else:
-                body = cutouts.fits_file(cuts, [image.band for image in images][:len(cuts)])
-                outcome.result = result_name(outcome.row, outcome.id)
-                ctx.put_result(outcome.result, body, FITS)
-                outcome.status = "ok"
-        except UsageError as exc:
+                outcome.status, outcome.error = "no image", target.why_empty()
+                continue
+            body = cutouts.fits_file(cuts, [cut.image.band for cut in cuts])
+            outcome.result = result_name(outcome.row, outcome.id)
+            ctx.put_result(outcome.result, body, FITS)
+            outcome.status = "ok"
+        except ServiceError as exc:  # UsageError (too many pixels) or an unreadable image
             outcome.status, outcome.error = "failed", exc.message
-        except ServiceError as exc:
-            outcome.status, outcome.error = "failed", exc.message
-        yield outcome
+
+
+def outcomes_of(table: PositionTable, request: BulkRequest) -> dict[int, RowOutcome]:
+    return {i: RowOutcome(int(table.row[i]), table.id[i] or str(int(table.row[i])), float(table.ra[i]),
+                          float(table.dec[i]),
+                          float(table.radius[i]) if math.isfinite(table.radius[i]) else request.radius,
+                          "pending")
+            for i in range(len(table))}
 
 
 def run(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> None:
     request = ctx.params
     table = read_positions(ctx.upload(request.upload), max(request.rows + request.bad_rows, 1))
-    outcomes = {i: RowOutcome(int(table.row[i]), table.id[i] or str(int(table.row[i])), float(table.ra[i]),
-                              float(table.dec[i]),
-                              float(table.radius[i]) if math.isfinite(table.radius[i]) else request.radius,
-                              "pending")
-                for i in range(len(table))}
+    outcomes = outcomes_of(table, request)
     limits = cutouts.limits(ctx.job.owner)
     with cutouts.busy():
-        for group in groups(cutouts, table, request, outcomes):
-            for _ in cut_group(ctx, cutouts, limits, table, group, outcomes):
-                pass
+        for group in plan(cutouts, table, request, outcomes):
+            cut_group(ctx, cutouts, limits, group, outcomes)
     bad = [RowOutcome(row, "", math.nan, math.nan, math.nan, "bad row", error=why) for row, why in table.bad]
     rows = sorted([*outcomes.values(), *bad], key=lambda o: o.row)
     ctx.put_result("manifest.csv", manifest_csv(rows), "text/csv")
