@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 FINISH = -1  # the index a finish message carries instead of a part's
 
+
+def message_key(job_id: str, index: int) -> str:
+    """A part's message, as ``held`` names it."""
+    return f"{job_id}:{index}"
+
 TRANSIENT = (ServiceUnavailable, OSError, pw.OperationalError, pw.InterfaceError)
 
 
@@ -55,13 +60,17 @@ class PartedExecution:
     def __init__(self, store: JobStore, storage: ResultStore, watchdog: JobWatchdog,
                  allowance: Callable[[Owner], Allowance], params: Callable[[JobKind, JobView], object],
                  send: Callable[[str, str, int], None], *, transient_retries: int,
-                 max_attempts: int) -> None:
+                 max_attempts: int,
+                 held: Callable[[str, set[str]], set[str] | None] = lambda kind, among: None) -> None:
         self.store = store
         self.storage = storage
         self.watchdog = watchdog
         self.allowance = allowance
         self.params = params
         self.send = send  # (kind name, job id, part index or FINISH)
+        # Which of a kind's part messages (``message_key``) the broker holds for delivery;
+        # None: it cannot say.
+        self.held = held
         self.transient_retries = transient_retries
         self.max_attempts = max_attempts
 
@@ -206,10 +215,12 @@ class PartedExecution:
 
     # --- recovery (the sweeps) -------------------------------------------------------
 
-    def recover(self, stale: dt.datetime, lost: dt.datetime | None) -> PartsReport:
+    def recover(self, stale: dt.datetime, grace: dt.datetime | None,
+                overdue: dt.datetime | None) -> PartsReport:
         """Parts whose worker stopped sending heartbeats before ``stale``; queued parts
-        whose message may be lost (queued before ``lost``; None: every one); finishings
-        nobody holds."""
+        whose message is lost (as for jobs: queued before ``grace`` and not held by the
+        broker, or queued before ``overdue`` whatever it says; None: every one);
+        finishings nobody holds."""
         report = PartsReport()
         sent: set[tuple[str, int]] = set()
         for part in self.store.stale_parts(stale):
@@ -227,7 +238,9 @@ class PartedExecution:
                                      f"{part.attempts} times"):
                 report.failed += 1
                 report.resent += self._send(part.kind, part.job, FINISH)
-        waiting = [p for p in self.store.waiting_parts(lost) if (p.job, p.seq) not in sent]
+        waiting = [p for p in self.store.waiting_parts(grace) if (p.job, p.seq) not in sent]
+        if grace is not None and waiting:
+            waiting = self._lost(waiting, overdue)
         by_job: dict[str, list[int]] = {}
         for part in waiting:
             by_job.setdefault(part.job, []).append(part.seq)
@@ -242,6 +255,16 @@ class PartedExecution:
                 log.warning("job %s lost the worker finishing it; finishing again", job.id)
             report.resent += self._send(job.kind, job.id, FINISH)
         return report
+
+    def _lost(self, waiting: list[PartView], overdue: dt.datetime | None) -> list[PartView]:
+        late = {(p.job, p.seq) for p in self.store.waiting_parts(overdue)}
+        lost = []
+        for kind in {p.kind for p in waiting}:
+            mine = [p for p in waiting if p.kind == kind]
+            held = self.held(kind, {message_key(p.job, p.seq) for p in mine})
+            lost += [p for p in mine if (p.job, p.seq) in late
+                     or (held is not None and message_key(p.job, p.seq) not in held)]
+        return lost
 
     def _send(self, kind: str, job_id: str, index: int) -> int:
         try:

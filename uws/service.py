@@ -34,7 +34,7 @@ from uws.kinds import JobContext, JobInterrupted, JobKind
 from uws.notices import NAME as NOTIFY
 from uws.notices import NoticeConfig, parse_targets
 from uws.notify import Notifier
-from uws.parts import PartedExecution
+from uws.parts import PartedExecution, message_key
 from uws.quota import UNLIMITED, Allowance, AllowanceFor, Owner, Usage, check_create, owner_name, unlimited
 from uws.store import JobStore, JobView, UnfinishedLimitReached
 from uws.worker import JobWatchdog, Scheduler
@@ -125,7 +125,7 @@ class UWSService:
         self.parted = PartedExecution(store, storage, self.watchdog, lambda owner: self.allowance(owner),
                                       self._params, self._send_part,
                                       transient_retries=config.transient_retries,
-                                      max_attempts=config.max_job_attempts)
+                                      max_attempts=config.max_job_attempts, held=self._held_parts)
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -169,6 +169,13 @@ class UWSService:
 
     def _send_part(self, kind: str, job_id: str, index: int) -> None:
         self.part_actors[kind].send(job_id, index)
+
+    def _held_parts(self, kind: str, among: set[str]) -> set[str] | None:
+        actor = self.part_actors.get(kind)
+        if actor is None:
+            return None
+        return held_job_ids(actor.broker, self.kinds[kind].parts_queue, self.config.stale_job_seconds,
+                            among, key=lambda args: message_key(str(args[0]), int(args[1])))
 
     def _should_retry(self, retries: int, exc: BaseException) -> bool:
         return isinstance(exc, ServiceUnavailable) and retries < self.config.transient_retries
@@ -364,7 +371,8 @@ class UWSService:
         stale = now - dt.timedelta(seconds=self.config.stale_job_seconds)
         for job in self.store.stale_executing(stale):
             self._recover(job, report)
-        self._recover_parts(stale, now - dt.timedelta(seconds=self.config.requeue_after_seconds), report)
+        self._recover_parts(stale, now - dt.timedelta(seconds=self.config.lost_message_grace_seconds),
+                            now - dt.timedelta(seconds=self.config.requeue_after_seconds), report)
         self._resend_lost_messages(now, report)
         report.orphans = self._delete_orphans()
         if self.dispatcher is not None:
@@ -443,12 +451,13 @@ class UWSService:
                              f"{job.attempts} times; submit the job again"):
             report.failed += 1
 
-    def _recover_parts(self, stale: dt.datetime, lost: dt.datetime | None, report: SweepReport) -> None:
+    def _recover_parts(self, stale: dt.datetime, grace: dt.datetime | None, overdue: dt.datetime | None,
+                       report: SweepReport) -> None:
         """Parts of parted jobs: a lost worker's part is run again, not the whole job."""
         if not self.part_actors:
             return
         try:
-            parts = self.parted.recover(stale, lost)
+            parts = self.parted.recover(stale, grace, overdue)
         except Exception:  # noqa: BLE001 - the next sweep tries again
             log.exception("sweep of job parts failed")
             return
@@ -476,7 +485,7 @@ class UWSService:
             if job.id not in recovered:
                 self._resend(job, report)
         later = utcnow() + dt.timedelta(days=1)
-        self._recover_parts(later, None, report)
+        self._recover_parts(later, None, None, report)
         if self.dispatcher is not None:
             report.notices = self.dispatcher.resend_all()
         return report
