@@ -219,10 +219,11 @@ class JobStore:
             return {row.id for row in self.tables.Job.select(self.tables.Job.id).where(self.tables.Job.id.in_(ids))}
 
     def count_active(self, kind: str) -> int:
-        """Jobs of a kind that should have a message at the broker (QUEUED or EXECUTING)."""
+        """Jobs of a kind that should have a message at the broker's job queue (QUEUED or
+        EXECUTING; a parted job's message is done once its parts are planned)."""
         with self._session():
             return self.tables.Job.select().where((self.tables.Job.kind == kind) & self.tables.Job.phase.in_(
-                [Phase.QUEUED.value, Phase.EXECUTING.value])).count()
+                [Phase.QUEUED.value, Phase.EXECUTING.value]) & self.tables.Job.parts.is_null()).count()
 
     def usage(self, owner: str | None) -> "Usage":
         """Jobs QUEUED or EXECUTING, jobs not finished, and bytes of results kept, of one
