@@ -31,6 +31,8 @@ part has ended, ``finish`` runs once, in one worker, with each part and its repo
 the part failed for good), and the job is COMPLETED. A part raising ``UsageError`` fails
 for good and the job goes on; a transient failure is retried; a lost worker's part is run
 again, not the whole job. Results written by parts are listed while the job is EXECUTING.
+In ``run_part`` the context's ``job`` is read without its results (``job.results`` is
+empty: a job of many parts may have very many); ``finish`` gets them all.
 
 Results count against the owner's result space (``uws.quota.Allowance.max_result_bytes``)
 as they are written: a result that would pass it is refused (before it is written when

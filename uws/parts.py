@@ -130,7 +130,7 @@ class PartedExecution:
 
     def _run_claimed(self, kind: JobKind, part: PartView, token: str) -> None:
         assert kind.run_part is not None
-        job = self.store.get(part.job)
+        job = self.store.get(part.job, results=False)  # a part never reads the others' results
         if job is None or job.phase != Phase.EXECUTING:
             return
         self.watchdog.track_part(job.id, token, _seconds_left(job))

@@ -172,14 +172,17 @@ class JobStore:
 
     # --- reading -------------------------------------------------------------------
 
-    def get(self, job_id: str) -> JobView | None:
+    def get(self, job_id: str, *, results: bool = True) -> JobView | None:
+        """The job with its results (``results=False``: without them, e.g. for a part of a
+        job that has many) and, if parted, its progress."""
         with self._session():
             row = self.tables.Job.get_or_none(self.tables.Job.id == job_id)
             if row is None:
                 return None
-            results = list(self.tables.Result.select().where(self.tables.Result.job == job_id).order_by(self.tables.Result.seq))
+            listed = list(self.tables.Result.select().where(self.tables.Result.job == job_id)
+                          .order_by(self.tables.Result.seq)) if results else []
             progress = self._progress(job_id, row.parts) if row.parts is not None else None
-            return JobView.of(row, results, progress)
+            return JobView.of(row, listed, progress)
 
     def _progress(self, job_id: str, parts: int) -> Progress:
         Part = self.tables.Part

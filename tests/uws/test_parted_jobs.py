@@ -24,6 +24,7 @@ from uws.selftest import SELFTEST
 from uws.xml import PROGRESS_NS
 
 from test_service_core import World, config_with, new_store
+from test_store import new_job, store  # noqa: F401 - the fixture, on SQLite and PostgreSQL
 
 NS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0", "p": PROGRESS_NS}
 
@@ -318,3 +319,54 @@ def test_progress_and_results_show_while_the_job_runs(embedded):
     assert len(set(seen)) > 2, "progress was never seen moving"
     assert partial, "no result was listed while the job ran"
     assert doc.find("uws:jobInfo/p:progress", NS).get("eta") is None
+
+
+# --- the store's part rows, on SQLite and PostgreSQL ------------------------------------------------
+
+def test_part_rows_from_plan_to_finishing(store):
+    job_id = new_job(store)
+    assert store.queue(job_id) and store.claim(job_id, "job-token")
+    assert store.plan_parts(job_id, "job-token", [("a", 2), ("b", 3), ("c", 5)])
+    assert not store.plan_parts(job_id, "job-token", [("again", 1)])  # planned once
+    assert store.count_active("selftest") == 0
+    view = store.get(job_id)
+    assert view.parts == 3 and view.progress.total == 10 and view.progress.parts_ended == 0
+    a = store.claim_part(job_id, 0, "ta")
+    assert a is not None and (a.key, a.units, a.attempts, a.state) == ("a", 2, 1, "running")
+    assert store.claim_part(job_id, 0, "again") is None
+    assert store.running_parts(["ta", "nobody"]) == {"ta"}
+    assert not store.end_part(job_id, 0, "not-mine", "done", 2, 0)
+    assert store.end_part(job_id, 0, "ta", "done", 1, 1)
+    assert store.claim_part(job_id, 1, "tb") and store.requeue_part(job_id, 1, "tb")
+    assert [p.state for p in store.parts(job_id)] == ["done", "queued", "queued"]
+    assert [p.seq for p in store.waiting_parts()] == [1, 2]
+    assert not store.claim_finish(job_id, "f:early")  # parts remain
+    for seq, token in ((1, "tb2"), (2, "tc")):
+        assert store.claim_part(job_id, seq, token)
+    old = utcnow() - dt.timedelta(seconds=60)
+    with store.db.connection_context():
+        store.tables.Part.update(heartbeat=old).where(store.tables.Part.claim == "tc").execute()
+    assert [(p.seq, p.kind) for p in store.stale_parts(utcnow() - dt.timedelta(seconds=30))] == [(2, "selftest")]
+    assert store.end_part(job_id, 1, "tb2", "done", 3, 0)
+    assert store.end_part(job_id, 2, "tc", "failed", 0, 5, "lost")
+    view = store.get(job_id)
+    assert (view.progress.done, view.progress.failed, view.progress.parts_ended) == (4, 6, 3)
+    assert [j.id for j in store.unfinished_parted(utcnow())] == [job_id]
+    assert store.claim_finish(job_id, "f:one") and not store.claim_finish(job_id, "f:two")
+    assert store.unfinished_parted(utcnow() - dt.timedelta(seconds=30)) == []  # its heartbeat is fresh
+    assert not store.reopen_finish(job_id, "f:one", utcnow() - dt.timedelta(seconds=30))
+    assert store.reopen_finish(job_id, "f:one", utcnow() + dt.timedelta(seconds=1))
+    assert store.claim_finish(job_id, "f:two") and store.complete(job_id, "f:two")
+    assert store.claim_part(job_id, 0, "late") is None
+    assert store.delete(job_id) and store.parts(job_id) == []
+    with store.db.connection_context():
+        assert store.tables.Part.select().where(store.tables.Part.job == job_id).count() == 0
+
+
+def test_parts_of_a_job_that_is_not_executing_are_never_claimed(store):
+    job_id = new_job(store)
+    assert store.queue(job_id) and store.claim(job_id, "t")
+    assert store.plan_parts(job_id, "t", [("a", 1)])
+    assert store.abort(job_id)
+    assert store.claim_part(job_id, 0, "p") is None
+    assert store.waiting_parts() == [] and store.stale_parts(utcnow()) == []
