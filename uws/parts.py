@@ -27,6 +27,7 @@ from dramatiq.middleware import CurrentMessage
 from dali.errors import MultiValuedParamNotSupported, ServiceError, ServiceUnavailable, UsageError
 from dali.timestamps import utcnow
 from storage.protocol import ResultStore
+from uws import context
 from uws.kinds import MAX_PART_KEY, JobContext, JobInterrupted, JobKind, Part, PartReport
 from uws.phases import Phase
 from uws.quota import Allowance, Owner
@@ -133,6 +134,7 @@ class PartedExecution:
         job = self.store.get(part.job, results=False)  # a part never reads the others' results
         if job is None or job.phase != Phase.EXECUTING:
             return
+        context.request_id.set(job.request_id)  # the logs of every part carry the creating request's id
         self.watchdog.track_part(job.id, token, _seconds_left(job))
         try:
             try:
