@@ -14,13 +14,14 @@ import dramatiq
 import pytest
 
 from conftest import assert_uws, eventually, uws_text
+from dali.errors import UsageError
 from dali.timestamps import utcnow
 from storage import LocalStore
 from uws import UWSService
 from uws.broker import make_broker
 from uws.parts import FINISH
 from uws.phases import Phase
-from uws.selftest import SELFTEST
+from uws.selftest import SELFTEST, parse
 from uws.xml import PROGRESS_NS
 
 from test_service_core import World, config_with, new_store
@@ -370,3 +371,23 @@ def test_parts_of_a_job_that_is_not_executing_are_never_claimed(store):
     assert store.abort(job_id)
     assert store.claim_part(job_id, 0, "p") is None
     assert store.waiting_parts() == [] and store.stale_parts(utcnow()) == []
+
+
+# --- the self-test kind's part parameters -----------------------------------------------------
+
+@pytest.mark.parametrize(("pairs", "text"), [
+    ([("PARTS", "1001")], "PARTS must be between 0 and 1000"),
+    ([("UNITS", "0")], "UNITS must be between 1 and 1000000"),
+    ([("FAIL_PART", "x")], "FAIL_PART must be a number"),
+    ([("PART_DURATION", "-1")], "PART_DURATION must be between"),
+])
+def test_selftest_part_parameters_are_checked(pairs, text):
+    with pytest.raises(UsageError, match=text):
+        parse(pairs)
+
+
+def test_selftest_part_parameters_are_typed():
+    parsed = parse([("parts", "3"), ("Units", "7"), ("PART_DURATION", "0.5"), ("FLAKY_PART", "2")])
+    assert (parsed.parts, parsed.units, parsed.part_duration, parsed.flaky_part, parsed.fail_part) == (
+        3, 7, 0.5, 2, None)
+    assert parse([]).parts is None  # without PARTS the job runs whole
