@@ -88,6 +88,9 @@ class Part:
     # Filled by the service when it hands the part to ``run_part``:
     index: int = -1   # its place in the plan (0, 1, ...)
     attempt: int = 0  # 1 on its first run, 2 when run again (lost worker, transient failure)
+    # For ``finish``: why a part failed for good (its error text: a UsageError's, a lost
+    # worker's), None when it ran.
+    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ class PartedExecution:
         job = self.store.get(job_id)
         if job is None:
             return
-        ended = [(Part(p.key, p.units, index=p.seq, attempt=p.attempts),
+        ended = [(Part(p.key, p.units, index=p.seq, attempt=p.attempts, error=p.error),
                   PartReport(p.done, p.failed) if p.state == "done" else None)
                  for p in self.store.parts(job_id)]
         left = _seconds_left(job)

@@ -140,7 +140,7 @@ def run_part(ctx: JobContext[SelftestParams], part: Part) -> PartReport:
 
 def finish(ctx: JobContext[SelftestParams], ended: Sequence[tuple[Part, PartReport | None]]) -> None:
     lines = [f"part {json.loads(part.key)['part']}: " +
-             (f"done {report.done} failed {report.failed}" if report else "failed") + "\n"
+             (f"done {report.done} failed {report.failed}" if report else f"failed: {part.error}") + "\n"
              for part, report in ended]
     ctx.put_result("manifest.txt", "".join(lines).encode(), "text/plain")
 

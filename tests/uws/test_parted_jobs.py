@@ -105,7 +105,8 @@ def test_a_part_failing_with_a_usage_error_fails_alone(world, worker):
     assert (job.progress.done, job.progress.failed, job.progress.parts_ended) == (20, 10, 3)
     assert "part-1.txt" not in result_ids(world, job_id)
     assert (world.results / job_id / "manifest.txt").read_text() == (
-        "part 0: done 10 failed 0\npart 1: failed\npart 2: done 10 failed 0\n")
+        "part 0: done 10 failed 0\npart 1: failed: UsageError: part 1 of this selftest job was asked to fail\n"
+        "part 2: done 10 failed 0\n")
     failed = world.store.parts(job_id)[1]
     assert failed.state == "failed" and "asked to fail" in (failed.error or "")
 
