@@ -200,6 +200,13 @@ class JobContext(Generic[P]):
         if used + size > limit:
             raise quota_reached(self._allowance, used, size, owner_name(self.job.owner))
 
+    def read_result(self, result_id: str) -> bytes | None:
+        """A result this job wrote (e.g. by one of its parts, for ``finish``); None if absent."""
+        if not RESULT_ID.match(result_id):
+            return None
+        path = self._storage.local_path(f"jobs/{self.job.id}/{result_id}")
+        return path.read_bytes() if path is not None and path.is_file() else None
+
     def upload(self, name: str) -> bytes:
         """A file the job was created with (its field name in the creating request)."""
         path = self._storage.local_path(upload_key(self.job.id, name))

@@ -7,17 +7,25 @@ tiles once. A row's file holds every band asked for (``FILTER``, the row's ``ban
 every band the survey has there), one extension set per band (EXTVER). A bad row, a row no
 survey covers, or a cut that fails is reported in the manifest, never fatal to the job.
 
-Results: ``<row>_<id>.fits`` per row as it is made (visible while the job runs), then
-``manifest.csv`` and ``manifest.xml`` (VOTable): input row, id, position, status, result,
-error text.
+The groups are the job's parts (``uws.parts``): separate messages that any worker takes,
+so N workers share one job and a lost worker costs only its part, which is run again.
+Progress (rows done, failed, total, rate, estimated end) is in the job's jobInfo.
+
+Results: ``<row>_<id>.fits`` per row as it is made (visible while the job runs), each
+part's lines of the manifest (``manifest-part-NNNNN.csv``; ``manifest-unserved.csv``: the
+rows no part cuts), then ``manifest.csv`` and ``manifest.xml`` (VOTable) of every row:
+input row, id, position, status, result, error text.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,7 +35,7 @@ from dali.errors import ServiceError, UsageError
 from dali.params import Params, RequestParams
 from soda.cutouts import CutoutLimits, Cutouts, FieldGroup
 from soda.request.positions import PositionTable, read_positions
-from uws.kinds import JobContext, JobKind, Uploads
+from uws.kinds import JobContext, JobKind, Part, PartReport, Uploads
 
 PARAM_NAMES = frozenset({"UPLOAD", "RADIUS", "FILTER", "RESPONSEFORMAT"})
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -155,6 +163,105 @@ def outcomes_of(table: PositionTable, request: BulkRequest) -> dict[int, RowOutc
             for i in range(len(table))}
 
 
+# --- parts: groups of rows spread over the workers --------------------------------------
+
+PART_ROWS = 2000   # rows of one part at most (a field with more rows is several parts)
+_tables: OrderedDict[str, PositionTable] = OrderedDict()  # per process: the last jobs' tables
+_tables_lock = threading.Lock()
+
+
+def _table(ctx: JobContext[BulkRequest]) -> PositionTable:
+    """The job's position table, read once per process (every part of a job needs it)."""
+    with _tables_lock:
+        kept = _tables.get(ctx.job_id)
+        if kept is not None:
+            _tables.move_to_end(ctx.job_id)
+            return kept
+    request = ctx.params
+    table = read_positions(ctx.upload(request.upload), max(request.rows + request.bad_rows, 1))
+    with _tables_lock:
+        _tables[ctx.job_id] = table
+        while len(_tables) > 2:
+            _tables.popitem(last=False)
+    return table
+
+
+def plan_parts(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> list[Part]:
+    """One part per field (per PART_ROWS rows of it); the rows no part will cut (bad, or
+    no survey there) go into the manifest at once (``manifest-unserved.csv``)."""
+    table = _table(ctx)
+    outcomes = outcomes_of(table, ctx.params)
+    parts = []
+    for group in plan(cutouts, table, ctx.params, outcomes):
+        rows = [i for i, _ in group.members]
+        for start in range(0, len(rows), PART_ROWS):
+            chunk = rows[start:start + PART_ROWS]
+            parts.append(Part(key=json.dumps({"field": group.field, "rows": chunk}), units=len(chunk)))
+    unserved = [o for o in outcomes.values() if o.status != "pending"] + bad_rows(table)
+    ctx.put_result("manifest-unserved.csv", manifest_csv(sorted(unserved, key=lambda o: o.row)), "text/csv")
+    return parts
+
+
+def run_part(ctx: JobContext[BulkRequest], part: Part, cutouts: Cutouts) -> PartReport:
+    """The part's rows cut, each image field's files read once; its rows' manifest lines
+    as a result of their own (the manifest so far, while the job runs)."""
+    table = _table(ctx)
+    rows: list[int] = json.loads(part.key)["rows"]
+    request = ctx.params
+    every = outcomes_of(table, request)
+    outcomes = {i: every[i] for i in rows}
+    limits = cutouts.limits(ctx.job.owner)
+    bands = [request.filters or ((table.band[i],) if table.band[i] else ()) for i in rows]
+    groups, problems = cutouts.plan_positions([table.ra[i] for i in rows], [table.dec[i] for i in rows],
+                                              [outcomes[i].radius for i in rows], bands)
+    for k, why in problems.items():
+        outcomes[rows[k]].status, outcomes[rows[k]].error = "no image", why
+    with cutouts.busy():
+        for group in groups:
+            group.members = [(rows[k], target) for k, target in group.members]
+            cut_group(ctx, cutouts, limits, group, outcomes)
+    ctx.put_result(f"manifest-part-{part.index:05d}.csv", manifest_csv(list(outcomes.values())), "text/csv")
+    done = sum(o.status == "ok" for o in outcomes.values())
+    return PartReport(done=done, failed=len(rows) - done)
+
+
+def finish(ctx: JobContext[BulkRequest], ended: Sequence[tuple[Part, PartReport | None]]) -> None:
+    """The manifest of every row: what each part wrote, or why a part failed for good."""
+    table = _table(ctx)
+    every = outcomes_of(table, ctx.params)
+    rows: list[RowOutcome] = read_manifest(ctx.read_result("manifest-unserved.csv"))
+    for part, report in ended:
+        written = ctx.read_result(f"manifest-part-{part.index:05d}.csv") if report is not None else None
+        if written is not None:
+            rows += read_manifest(written)
+            continue
+        for i in json.loads(part.key)["rows"]:
+            outcome = every[i]
+            outcome.status, outcome.error = "failed", part.error or "its part of the job failed"
+            rows.append(outcome)
+    rows.sort(key=lambda o: o.row)
+    ctx.put_result("manifest.csv", manifest_csv(rows), "text/csv")
+    ctx.put_result("manifest.xml", manifest_votable(rows), "application/x-votable+xml")
+
+
+def bad_rows(table: PositionTable) -> list[RowOutcome]:
+    return [RowOutcome(row, "", math.nan, math.nan, math.nan, "bad row", error=why) for row, why in table.bad]
+
+
+def read_manifest(data: bytes | None) -> list[RowOutcome]:
+    if not data:
+        return []
+    out = []
+    for r in csv.DictReader(io.StringIO(data.decode())):
+        out.append(RowOutcome(int(r["row"]), r["id"], _float(r["ra"]), _float(r["dec"]), _float(r["radius"]),
+                              r["status"], r["result"], r["error"]))
+    return out
+
+
+def _float(text: str) -> float:
+    return float(text) if text else math.nan
+
+
 def run(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> None:
     request = ctx.params
     table = read_positions(ctx.upload(request.upload), max(request.rows + request.bad_rows, 1))
@@ -163,8 +270,7 @@ def run(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> None:
     with cutouts.busy():
         for group in plan(cutouts, table, request, outcomes):
             cut_group(ctx, cutouts, limits, group, outcomes)
-    bad = [RowOutcome(row, "", math.nan, math.nan, math.nan, "bad row", error=why) for row, why in table.bad]
-    rows = sorted([*outcomes.values(), *bad], key=lambda o: o.row)
+    rows = sorted([*outcomes.values(), *bad_rows(table)], key=lambda o: o.row)
     ctx.put_result("manifest.csv", manifest_csv(rows), "text/csv")
     ctx.put_result("manifest.xml", manifest_votable(rows), "application/x-votable+xml")
 
@@ -220,4 +326,6 @@ def bulk_job_kind(cutouts: Cutouts, limits: BulkLimits, anonymous: BulkLimits) -
 
     return JobKind(name="bulk", params_type=BulkRequest, parse=no_files, run=lambda ctx: run(ctx, cutouts),
                    shown=shown, uploads=1, parse_uploads=parse_with,
+                   parts=lambda ctx: plan_parts(ctx, cutouts),
+                   run_part=lambda ctx, part: run_part(ctx, part, cutouts), finish=finish,
                    description="bulk cutouts: a table of positions, one FITS file per row, and a manifest")

@@ -117,3 +117,24 @@ def test_the_upload_is_kept_with_the_job_and_gone_with_it(embedded) -> None:  # 
     assert kept is not None and kept.read_bytes() == f"ra,dec\n{ra},{dec}\n".encode()
     assert embedded.delete(job).status_code in (200, 204, 303)
     assert not kept.exists()
+
+
+def test_a_bulk_job_runs_in_parts_by_field_with_progress(embedded) -> None:  # type: ignore[no-untyped-def]
+    from soda.jobs import bulk
+
+    ra, dec = DES
+    # Two DES tiles and a row nowhere: two parts (one per tile), the third row unserved.
+    table = f"ra,dec,id\n{ra},{dec},a\n{ra + 0.005},{dec},b\n0.0131,2.1583,c\n1.5,60,d\n"
+    job = _submit(embedded, table, PHASE="RUN", FILTER="r", RADIUS="0.002").headers["location"]
+    assert _finished(embedded, job) == "COMPLETED"
+    doc = assert_uws(embedded.get(job).content)
+    progress = doc.find("{http://www.ivoa.net/xml/UWS/v1.0}jobInfo")[0]
+    assert progress.get("total") == "3" and progress.get("done") == "3" and progress.get("failed") == "0"
+    assert progress.get("parts") == "2" and progress.get("partsDone") == "2"
+    results = {r.get("id") for r in doc.iter("{http://www.ivoa.net/xml/UWS/v1.0}result")}
+    assert {"manifest-part-00000.csv", "manifest-part-00001.csv", "manifest-unserved.csv",
+            "manifest.csv", "manifest.xml"} <= results
+    rows = _manifest(embedded, job)
+    assert [(m["id"], m["status"]) for m in rows] == [("a", "ok"), ("b", "ok"), ("c", "ok"), ("d", "no image")]
+    assert rows[2]["result"] == "0000003_c.fits"
+    assert bulk.PART_ROWS >= 1000
