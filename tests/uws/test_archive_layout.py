@@ -100,3 +100,49 @@ def test_range_headers(header: str | None, span: tuple[int, int] | None) -> None
 def test_unsatisfiable_ranges(header: str) -> None:
     with pytest.raises(Unsatisfiable):
         parse_range(header, 100)
+
+
+class ArchiveFile(io.RawIOBase):
+    """An archive as a seekable file that reads only the bytes asked for."""
+
+    def __init__(self, archive) -> None:  # type: ignore[no-untyped-def]
+        self.archive, self.position = archive, 0
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = [offset, self.position + offset, self.archive.size + offset][whence]
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = b"".join(self.archive.read(self.position, self.position + len(buffer)))
+        buffer[:len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+
+def test_a_zip_past_4_gib_for_real(tmp_path: Path) -> None:
+    """A sparse 4.5 GB file (no disk used) and a small one after it: sizes and an offset past
+    ZIP32's limit, read back by zipfile without reading the big file's contents."""
+    big, small = tmp_path / "big", tmp_path / "small"
+    with open(big, "wb") as fh:
+        fh.truncate(4_500_000_000)
+    small.write_bytes(b"after the big one")
+    archive = zip_archive([Member("big.fits", FilePart.of(big), 0),
+                           Member("small.txt", FilePart.of(small), crc32_of(small))], WHEN)
+    with zipfile.ZipFile(io.BufferedReader(ArchiveFile(archive))) as opened:  # type: ignore[arg-type]
+        infos = {i.filename: i for i in opened.infolist()}
+        assert infos["big.fits"].file_size == 4_500_000_000
+        assert infos["small.txt"].header_offset > 4_500_000_000
+        assert opened.read("small.txt") == b"after the big one"
+    with tarfile.open(fileobj=io.BufferedReader(ArchiveFile(tar_archive(  # type: ignore[arg-type]
+            [Member("big.fits", FilePart.of(big)), Member("small.txt", FilePart.of(small))], WHEN)))) as opened:
+        assert opened.getmember("big.fits").size == 4_500_000_000
+        assert opened.extractfile("small.txt").read() == b"after the big one"  # type: ignore[union-attr]

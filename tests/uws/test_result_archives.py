@@ -1,5 +1,6 @@
 """All of a job's results as one archive: ``{job}/results.zip`` and ``{job}/results.tar``,
-through the embedded app with the selftest kind (RFC 9110 §14 for the ranges)."""
+through the embedded app with the selftest kind and the SODA kind over the demo survey
+(RFC 9110 §14 for the ranges)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ import tracemalloc
 import uuid
 import zipfile
 import zlib
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from astropy.io import fits
 
 from conftest import eventually
+from soda.ops.database import migrate, open_database, version_table
 from test_rest import Caller, completed, create, hdr, path_of, wait_phase
+from uws.tables import MIGRATIONS
 
 FORMS = ("zip", "tar")
 
@@ -239,3 +244,30 @@ def test_a_200_mb_archive_is_streamed_in_bounded_memory(client: Caller) -> None:
         tracemalloc.stop()
     assert status == 200 and received[0] == size
     assert peak - before < 16 * 1024 * 1024, f"{(peak - before) / 1e6:.1f} MB held while streaming {size / 1e6:.0f} MB"
+
+
+def test_migration_adds_the_checksum_column_to_a_version_4_database(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    assert migrate(db, [("uws", MIGRATIONS[:4])]) == {"uws": 4}
+    with db.connection_context():
+        db.execute_sql("ALTER TABLE uws_result DROP COLUMN crc32")  # as version 4 made it
+    assert migrate(db, [("uws", MIGRATIONS)]) == {"uws": len(MIGRATIONS)}
+    with db.connection_context():
+        assert "crc32" in {c.name for c in db.get_columns("uws_result")}
+        assert version_table(db, "uws").select().first().version == len(MIGRATIONS)
+    db.close()
+
+
+def test_a_cutout_jobs_archive_holds_its_fits_files(client: Caller) -> None:
+    """The SODA job kind over the demo survey: every cutout in the archive opens as FITS."""
+    r = client.post("/async", data={"POS": "CIRCLE 24.9655 -44.9583 0.01", "FILTER": "g,r", "PHASE": "RUN"})
+    assert r.status_code == 303, r.text
+    job = path_of(r.headers["location"])
+    completed(client, job, timeout=60)
+    expected = stored(client, job)
+    assert len(expected) == 2 and all(name.endswith(".fits") for name in expected)
+    got = members("zip", client.get(f"{job}/results.zip").content)
+    assert got == expected == members("tar", client.get(f"{job}/results.tar").content)
+    for data in got.values():
+        with fits.open(io.BytesIO(data)) as hdul:
+            assert hdul[0].data is not None or hdul[1].data is not None
