@@ -3,7 +3,9 @@
 An archive is a fixed sequence of parts: headers (bytes, made here) and the result files
 (sent from disk as they are). Its size is known at once (Content-Length) and any byte
 range maps onto the parts, so a download can be resumed (HTTP Range) and nothing is
-built in memory: only the headers are held, a few hundred bytes per result.
+built in memory: only the headers and a description of each file are held while it is
+sent, about 0.7 KB per result for ZIP and 1.1 KB for tar (whose headers are 512-byte
+blocks): 70 and 110 MB for 100,000 results, whatever their size.
 
 - ZIP (APPNOTE 6.3.10): every entry STORED (method 0; results such as FITS cutouts
   hardly compress, and a compressed entry's size would not be known before it is sent),
@@ -44,15 +46,15 @@ BLOCK = 512
 class FilePart:
     """One stored file, as it was when the archive was laid out."""
 
-    path: Path
+    path: str  # not a Path: a str takes a third of the memory, and there is one per result
     size: int
     mtime_ns: int
     inode: int
 
     @staticmethod
-    def of(path: Path) -> "FilePart":
+    def of(path: Path | str) -> "FilePart":
         st = os.stat(path)
-        return FilePart(Path(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        return FilePart(os.fspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class Member:
     crc32: int = 0
 
 
-Part = bytes | FilePart
+Part = bytes | FilePart | int  # an int: that many zero bytes (tar's padding), held as a number
 
 
 class Archive:
@@ -89,6 +91,8 @@ class Archive:
         for part in self.parts:
             if isinstance(part, bytes):
                 digest.update(b"h%d:" % len(part) + part)
+            elif isinstance(part, int):
+                digest.update(b"z%d:" % part)
             else:
                 digest.update(f"f{part.path}:{part.size}:{part.mtime_ns}:{part.inode}".encode())
         return '"' + digest.hexdigest()[:32] + '"'
@@ -106,6 +110,9 @@ class Archive:
             if isinstance(part, bytes):
                 for offset in range(begin, end, chunk):
                     yield part[offset:min(offset + chunk, end)]
+            elif isinstance(part, int):
+                for offset in range(begin, end, chunk):
+                    yield bytes(min(chunk, end - offset))
             else:
                 yield from _file_bytes(part, begin, end, chunk)
             position = base + end
@@ -113,6 +120,8 @@ class Archive:
 
 
 def _length(part: Part) -> int:
+    if isinstance(part, int):
+        return part
     return len(part) if isinstance(part, bytes) else part.size
 
 
@@ -123,7 +132,7 @@ def _file_bytes(part: FilePart, begin: int, end: int, chunk: int) -> Iterator[by
         while left > 0:
             data = fh.read(min(chunk, left))
             if not data:
-                raise OSError(f"{part.path.name} is shorter than when the archive was laid out")
+                raise OSError(f"{os.path.basename(part.path)} is shorter than when the archive was laid out")
             left -= len(data)
             yield data
 
@@ -214,8 +223,8 @@ def tar_archive(members: Sequence[Member], when: dt.datetime, size_limit: int = 
             parts.append(_ustar_header(b"PaxHeaders/" + name[:89], len(data), mtime, b"x") + _padded(data))
         parts.append(_ustar_header(name[:100], 0 if "size" in records else size, mtime, b"0"))
         parts.append(member.file)
-        parts.append(bytes(-size % BLOCK))
-    parts.append(bytes(2 * BLOCK))  # the end of the archive: two zero blocks
+        parts.append(-size % BLOCK)
+    parts.append(2 * BLOCK)  # the end of the archive: two zero blocks
     return Archive(TAR_MEDIA_TYPE, parts)
 
 
