@@ -361,6 +361,9 @@ class JobRoutes:
                     crc = result.crc32 if known else crc32_of(path)  # type: ignore[assignment]
             except FileNotFoundError:
                 raise not_found(f"result {result.id!r} of job {job.id} is no longer stored") from None
+            except OSError as exc:  # the store unmounted or unreadable: may not last
+                raise ServiceUnavailable(f"the results store failed ({exc.strerror or exc})",
+                                         headers={"Retry-After": "10"}) from None
             members.append(Member(result.id, stored, crc))
         # One time for every entry, fixed for the job's life: the same results give the same bytes.
         if form == "zip":
