@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from dali.errors import ServiceError
 from dali.params import Params
 from storage.protocol import ResultStore
+from uws.archive import crc32_of
 from uws.quota import UNLIMITED, Allowance, owner_name, quota_reached
 
 if TYPE_CHECKING:
@@ -189,7 +190,11 @@ class JobContext(Generic[P]):
         except ServiceError:
             self._storage.delete_prefix(key)
             raise
-        self._store.add_result(self.job.id, result_id, key, mime_type, size)
+        # Read back once while it is fresh in the page cache: archives of the job's results
+        # need every file's checksum before their first byte (uws.archive).
+        path = self._storage.local_path(key)
+        crc = crc32_of(path) if path is not None else None
+        self._store.add_result(self.job.id, result_id, key, mime_type, size, crc)
 
     def _check_result_space(self, size: int) -> None:
         """Every result of the owner's counts, those of their other jobs running now too."""

@@ -25,6 +25,8 @@ from dali.params import Params, RequestParams
 from dali.timestamps import isoformat, parse_timestamp
 from dali.votable import VOTABLE_TYPE, error_document
 from uws import xml
+from uws.archive import Archive, FilePart, Member, crc32_of, tar_archive, zip_archive
+from uws.downloads import archive_response
 from uws.kinds import JobKind, Uploads
 from uws.notices import NAME as NOTIFY
 from uws.params import parse_duration, parse_last, parse_phase_filter, parse_run_id, parse_wait
@@ -72,6 +74,8 @@ class JobRoutes:
             p + "/{job_id}/error": {"GET": self.get_error},
             p + "/{job_id}/results": {"GET": self.get_results},
             p + "/{job_id}/results/{result_id}": {"GET": self.get_result},
+            p + "/{job_id}/results.zip": {"GET": self.get_zip},
+            p + "/{job_id}/results.tar": {"GET": self.get_tar},
             p + "/{job_id}/parameters": {"GET": self.get_parameters, "POST": self.post_parameters},
             p + "/{job_id}/owner": {"GET": self.get_owner},
         }
@@ -325,7 +329,48 @@ class JobRoutes:
 
     async def get_results(self, request: Request) -> Response:
         job, _ = await self._job(request)
-        return xml_response(xml.results_document(job, self.job_url_builder(request)))
+        response = xml_response(xml.results_document(job, self.job_url_builder(request)))
+        base = self.job_url(request, job.id) + "/results"
+        response.headers["Link"] = (f'<{base}.zip>; rel="alternate"; type="application/zip", '
+                                    f'<{base}.tar>; rel="alternate"; type="application/x-tar"')
+        return response
+
+    async def get_zip(self, request: Request) -> Response:
+        return await self._archive(request, "zip")
+
+    async def get_tar(self, request: Request) -> Response:
+        return await self._archive(request, "tar")
+
+    async def _archive(self, request: Request, form: str) -> Response:
+        """Every result listed now as one archive (``uws.archive``), sent by this process
+        (nginx has no archive to send), resumable with Range (``uws.downloads``). A job
+        still EXECUTING gives the results so far: its ETag changes as results arrive."""
+        job, _ = await self._job(request)
+        archive = await run_in_threadpool(self._lay_out, job, form)
+        return archive_response(request, archive, f"{job.id}.{form}")
+
+    def _lay_out(self, job: JobView, form: str) -> Archive:
+        members = []
+        for result in job.results:
+            path = self.service.storage.local_path(result.key)
+            try:
+                if path is None:
+                    raise FileNotFoundError(result.key)
+                stored = FilePart.of(path)
+                crc = 0
+                if form == "zip":  # kept with the result since it was written; else read now
+                    known = result.crc32 is not None and result.size == stored.size
+                    crc = result.crc32 if known else crc32_of(path)  # type: ignore[assignment]
+            except FileNotFoundError:
+                raise not_found(f"result {result.id!r} of job {job.id} is no longer stored") from None
+            except OSError as exc:  # the store unmounted or unreadable: may not last
+                raise ServiceUnavailable(f"the results store failed ({exc.strerror or exc})",
+                                         headers={"Retry-After": "10"}) from None
+            members.append(Member(result.id, stored, crc))
+        # One time for every entry, fixed for the job's life: the same results give the same bytes.
+        if form == "zip":
+            return zip_archive(members, job.creation_time)
+        return tar_archive(members, job.creation_time)
 
     async def get_result(self, request: Request) -> Response:
         job, _ = await self._job(request)

@@ -37,6 +37,7 @@ class ResultView:
     key: str
     mime_type: str | None
     size: int | None
+    crc32: int | None = None  # of the stored bytes, when kept
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class JobView:
             quote=row.quote,
             parameters=tuple((n, v) for n, v in json.loads(row.parameters)),
             error_type=row.error_type, error_message=row.error_message,
-            results=tuple(ResultView(r.result_id, r.key, r.mime_type, r.size) for r in results),
+            results=tuple(ResultView(r.result_id, r.key, r.mime_type, r.size, r.crc32) for r in results),
             attempts=row.attempts, claim=row.claim, request_id=row.request_id,
             typed_parameters=row.typed_parameters, parts=row.parts, progress=progress)
 
@@ -414,15 +415,16 @@ class JobStore:
                     self.tables.Job.id.in_(ids) & (self.tables.Job.phase == Phase.EXECUTING.value)).execute()
 
     def add_result(self, job_id: str, result_id: str, key: str, mime_type: str | None,
-                   size: int | None) -> None:
+                   size: int | None, crc32: int | None = None) -> None:
         # One statement (no read-then-write transaction): SQLite would refuse the lock
         # upgrade at once instead of waiting for a concurrent writer.
         seq = self.tables.Result.select(fn.COUNT(self.tables.Result.id)).where(self.tables.Result.job == job_id)
         with self._session():
             self.tables.Result.insert(job=job_id, result_id=result_id, key=key, mime_type=mime_type,
-                          size=size, seq=seq).on_conflict(
+                          size=size, seq=seq, crc32=crc32).on_conflict(
                 conflict_target=[self.tables.Result.job, self.tables.Result.result_id],
-                update={self.tables.Result.key: key, self.tables.Result.mime_type: mime_type, self.tables.Result.size: size},
+                update={self.tables.Result.key: key, self.tables.Result.mime_type: mime_type, self.tables.Result.size: size,
+                        self.tables.Result.crc32: crc32},
             ).execute()
 
     def expired(self, now: dt.datetime, limit: int = 500) -> list[str]:

@@ -64,6 +64,9 @@ class JobTables:
             mime_type = pw.CharField(max_length=128, null=True)
             size = pw.BigIntegerField(null=True)
             seq = pw.IntegerField()
+            # CRC-32 of the stored bytes, for archives of the results (uws.archive); null
+            # for results stored before it was kept.
+            crc32 = pw.BigIntegerField(null=True)
 
             class Meta:
                 table_name = "uws_result"
@@ -159,5 +162,12 @@ def _v5(db: pw.Database) -> None:
     db.create_tables([JobTables(db).Part])
 
 
+def _v6(db: pw.Database) -> None:
+    """uws_result.crc32: each result's checksum, kept for archives of a job's results."""
+    if "crc32" not in {c.name for c in db.get_columns("uws_result")}:
+        field = JobTables(db).Result._meta.fields["crc32"]
+        migrate_schema(SchemaMigrator.from_database(db).add_column("uws_result", "crc32", field))
+
+
 # Append migrations here; never edit one that has shipped.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]

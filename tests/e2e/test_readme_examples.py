@@ -33,8 +33,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,6 +352,8 @@ def expected_answer(args: list[str]) -> tuple[int, str]:
             if segments[-1].endswith(".csv"):
                 return 200, "text/csv"
             return 200, "application/fits" if segments[-1].endswith(".fits") else "text/plain"
+        if segments[2] in ("results.zip", "results.tar"):
+            return 200, "application/zip" if segments[2].endswith(".zip") else "application/x-tar"
         return 200, "text/plain"   # phase, executionduration, destruction, quote, owner
     if path == "/sync":
         asked = (parse_qs(parts.query).get("RESPONSEFORMAT") or ["fits"])[0]
@@ -382,6 +386,12 @@ def check_saved(path: Path) -> None:
         status = doc.find(".//v:RESOURCE[@type='results']/v:INFO[@name='QUERY_STATUS']", ns)
         assert status is not None and status.get("value") == "OK", path.name
         assert doc.findall(".//v:TABLEDATA/v:TR", ns), f"{path.name}: no rows"
+    elif suffix == "zip":   # all of a job's results
+        with zipfile.ZipFile(path) as archive:
+            assert archive.testzip() is None and archive.namelist(), path.name
+    elif suffix == "tar":
+        with tarfile.open(path) as archive:
+            assert all(m.isfile() and m.size for m in archive.getmembers()) and archive.getnames(), path.name
     elif suffix == "toml":   # a site file an example writes
         tomllib.loads(path.read_text(encoding="utf-8"))
     elif suffix in ("png", "jpg", "jpeg"):
