@@ -369,6 +369,9 @@ class SodaSettings(Group):
     sia_scan_limit: PositiveInt = Field(20000, description=(
         "SIA /query: the most images read from the index for one POS value before the other "
         "constraints are applied; beyond it the answer is marked OVERFLOW."))
+    bulk_default_radius: PositiveFloat = Field(0.005, description=(
+        "Bulk jobs: the radius (degrees) of the cutout of a row without size or radius, when "
+        "the job gives no RADIUS (0.005: 36 arcsec across, 137 DES pixels)."))
     coverage_max_order: int = Field(10, description=(
         "Coverage maps (/coverage/<survey>.fits|.json): the deepest HEALPix order of the MOCs "
         "(10: cells of 3.4 arcmin; each order more halves them). 0 to 20."))
@@ -571,6 +574,16 @@ class LimitsSettings(Group):
         "only the parameters it reads). 0: no limit."))
     max_job_parameter_bytes: LimitOrOff = Field(256 * 1024, description=(
         "Most bytes of parameter names and values a job stores (256 KiB). 0: no limit."))
+    bulk_max_rows: PositiveInt = Field(100_000, description=(
+        "Rows of a bulk job's position table (/bulk) for a logged-in user; a longer table is "
+        "refused when the job is created."))
+    anonymous_bulk_max_rows: NonNegativeInt = Field(1000, description=(
+        "Rows of a bulk job's position table for an anonymous caller (0: anonymous callers "
+        "make no bulk jobs)."))
+    max_upload_bytes: PositiveInt = Field(64 * 2**20, description=(
+        "Most bytes of the files one job takes (DALI UPLOAD, e.g. a bulk job's position table: "
+        "1,000,000 rows of CSV are about 30 MB), 64 MiB; the request body of a job list that "
+        "takes files may be this much larger than max_request_body_bytes."))
 
 
 class NotifySettings(Group):

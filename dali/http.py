@@ -26,7 +26,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dali.errors import ServiceError, UsageError, not_found
-from dali.limits import FORM_LIMITS, FormLimits
+from dali.limits import FORM_LIMITS, FormLimits, UploadLimits
 from dali.params import Params, RequestParams, clean
 from dali.votable import NOT_XML, VOTABLE_TYPE, error_document
 
@@ -69,17 +69,21 @@ class DaliRoute(Route):
         return match, child_scope
 
 
-async def read_params(request: Request) -> RequestParams:
-    """Query string plus, for POST, the form body (urlencoded or multipart), DALI §3.1."""
+async def read_params(request: Request, uploads: UploadLimits | None = None) -> RequestParams:
+    """Query string plus, for POST, the form body (urlencoded or multipart), DALI §3.1;
+    with ``uploads``, the files of a multipart body too (DALI §3.4.5), within those limits."""
     pairs: Params = list(request.query_params.multi_items())
+    files: dict[str, bytes] = {}
     if request.method == "POST":
         if is_form(request):
-            pairs += await read_form(request)
+            pairs += await read_form(request, uploads, files)
         elif await request.body():
             raise UsageError(
                 f"POST bodies must be application/x-www-form-urlencoded or multipart/form-data, "
                 f"not {_content_type(request) or 'untyped'}")
-    return clean(pairs)
+    params = clean(pairs)
+    params.files = files
+    return params
 
 
 def _content_type(request: Request) -> str:
@@ -90,9 +94,11 @@ def is_form(request: Request) -> bool:
     return _content_type(request) in FORM_TYPES
 
 
-async def read_form(request: Request) -> Params:
+async def read_form(request: Request, uploads: UploadLimits | None = None,
+                    files: dict[str, bytes] | None = None) -> Params:
     """The fields of a form body, within the body limits (``dali.limits``); every refusal
-    is a UsageError (413 for too many or too large fields)."""
+    is a UsageError (413 for too many or too large fields). Files are refused unless
+    ``uploads`` allows them; then they go into ``files`` by field name."""
     limits: FormLimits | None = request.scope.get(FORM_LIMITS)
     bounds = {} if limits is None else dict(max_fields=limits.max_fields, max_part_size=limits.max_field_bytes)
     try:
@@ -102,10 +108,21 @@ async def read_form(request: Request) -> Params:
     except Exception as exc:  # malformed multipart bodies raise several types
         raise _form_error(exc, limits) from None
     pairs: Params = []
+    total = 0
     for name, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            raise UsageError(f"file upload ({name}) is not supported by this service")
-        pairs.append((name, value))
+        if not isinstance(value, UploadFile):
+            pairs.append((name, value))
+            continue
+        if uploads is None or files is None:
+            raise UsageError(f"file upload ({name}) is not supported here")
+        if name in files or len(files) >= uploads.max_files:
+            raise UsageError(f"a request here takes at most {uploads.max_files} files, each under its own "
+                             f"field name ({name!r} is one too many)")
+        data = await value.read(uploads.max_bytes - total + 1)
+        total += len(data)
+        if total > uploads.max_bytes:
+            raise UsageError(f"the uploaded files are larger than {uploads.max_bytes} bytes", status=413)
+        files[name] = data
     return pairs
 
 

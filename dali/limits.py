@@ -27,15 +27,26 @@ class FormLimits:
     max_field_bytes: int
 
 
+@dataclass(frozen=True)
+class UploadLimits:
+    """Files a route takes in a multipart body (DALI 1.1 §3.4.5 UPLOAD)."""
+
+    max_files: int
+    max_bytes: int  # all files together
+
+
 def body_too_large(max_bytes: int) -> UsageError:
     return UsageError(f"request body larger than {max_bytes} bytes", status=413)
 
 
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, *, max_bytes: int, max_fields: int, max_field_bytes: int,
-                 body_timeout: float) -> None:
+                 body_timeout: float, upload_paths: frozenset[str] = frozenset(), upload_bytes: int = 0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Multipart POSTs to these paths may carry files (job lists: UPLOAD), so a larger body.
+        self.upload_paths = upload_paths
+        self.upload_bytes = max(upload_bytes, max_bytes)
         self.form_limits = FormLimits(max_fields, max_field_bytes)
         self.body_timeout = body_timeout
 
@@ -44,6 +55,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         scope[FORM_LIMITS] = self.form_limits
+        max_bytes = self.upload_bytes if self._uploading(scope) else self.max_bytes
         declared = _content_length(scope)
         received = 0
         complete = False
@@ -52,8 +64,8 @@ class BodyLimitMiddleware:
             nonlocal received, complete
             if complete:  # after the body: waiting for a disconnect is not bounded here
                 return await receive()
-            if declared is not None and declared > self.max_bytes:
-                raise body_too_large(self.max_bytes)  # refused before a byte is read
+            if declared is not None and declared > max_bytes:
+                raise body_too_large(max_bytes)  # refused before a byte is read
             try:
                 message = await asyncio.wait_for(receive(), self.body_timeout)
             except TimeoutError:
@@ -61,14 +73,22 @@ class BodyLimitMiddleware:
                                  status=408, headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise body_too_large(self.max_bytes)
+                if received > max_bytes:
+                    raise body_too_large(max_bytes)
                 complete = not message.get("more_body", False)
             else:
                 complete = True
             return message
 
         await self.app(scope, limited_receive, send)
+
+    def _uploading(self, scope: Scope) -> bool:
+        if scope.get("method") != "POST" or scope.get("path", "").rstrip("/") not in self.upload_paths:
+            return False
+        for name, value in scope.get("headers", ()):
+            if name == b"content-type":
+                return value.split(b";")[0].strip().lower() == b"multipart/form-data"
+        return False
 
 
 def _content_length(scope: Scope) -> int | None:

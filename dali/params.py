@@ -13,10 +13,13 @@ Params = list[tuple[str, str]]
 
 
 class RequestParams:
-    """Parameters of one request: names case-insensitive, values case-sensitive."""
+    """Parameters of one request: names case-insensitive, values case-sensitive; ``files``:
+    the uploaded files of a multipart body by field name (DALI 1.1 §3.4.5), where the
+    route reads them."""
 
-    def __init__(self, pairs: Params) -> None:
+    def __init__(self, pairs: Params, files: dict[str, bytes] | None = None) -> None:
         self.pairs = pairs
+        self.files = files or {}
 
     def all(self, name: str) -> list[str]:
         upper = name.upper()

@@ -26,7 +26,7 @@ from soda.engine.pixels import PixelBox
 from soda.engine.thumbnails import Thumbnails
 from soda.output.fits import fits_cutouts
 from soda.output.pictures import render
-from soda.plan import Target, plan
+from soda.plan import FieldGroup, Target, plan, plan_positions
 from soda.request.model import SodaRequest, parse_request
 from soda.request.params import ShapeLimits
 from soda.surveys.base import ImageRef
@@ -201,6 +201,23 @@ class Cutouts:
             return self.thumbnails.cuts(target.images, target.shape, size)
         except ImageUnreadable as exc:
             raise _unreadable(target.images[0], exc) from None
+
+    def plan_positions(self, ra: Sequence[float], dec: Sequence[float], radius: Sequence[float],
+                       bands: Sequence[Sequence[str]]) -> tuple[list[FieldGroup], dict[int, str]]:
+        """Many positions' targets grouped by the field that serves them (``soda.plan``)."""
+        return plan_positions(self.datasets, ra, dec, radius, bands)
+
+    def cut_target(self, target: Target, limits: CutoutLimits) -> list[Cut]:
+        """Every image's cut of the target (every configured HDU, across image edges where
+        the survey has neighbours), within the caller's pixel limit; those that miss left out."""
+        cuts = (_cut(image, target=target, limit=limits.max_pixels, planes=None, limit_name=limits.name,
+                     datasets=self.datasets, files=self.files) for image in target.images)
+        return [c for c in cuts if c is not None]
+
+    @staticmethod
+    def fits_file(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:
+        """The cuts in one multi-extension FITS file (each cut's planes under its EXTVER)."""
+        return fits_cutouts(cuts, names)
 
     def encode(self, parts: Sequence[tuple[str, list[Cut]]], request: SodaRequest) -> bytes:
         """Each combination's cuts under its name: FITS holds them all, a picture one."""

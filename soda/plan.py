@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 from dali.errors import UsageError
 from soda.request.params import CutoutParams, Interval
 from soda.request.render import RGBRequest
-from soda.sky.regions import Shape, centre
+from soda.sky.regions import Circle, Shape, centre
 from soda.surveys.base import ImageRef, Survey
 from soda.surveys.registry import Datasets
 
@@ -350,3 +350,38 @@ def _plan_rgb(params: CutoutParams, datasets: Datasets, rgb: RGBRequest) -> list
         tile = next(iter(found.values())).tile
         combos.append(_colour(f"{k:02d}_{tile}", shape, [found.get(b) for b in bands], bands, tile))
     return combos
+
+
+# --- many positions (bulk jobs) -----------------------------------------------------------
+
+@dataclass
+class FieldGroup:
+    """The rows one image field (DES tile, LSST patch) serves: each a target named by its row."""
+
+    field: str
+    members: list[tuple[int, Target]]  # (index into the caller's rows, its target)
+
+
+def plan_positions(datasets: Datasets, ra: Sequence[float], dec: Sequence[float], radius: Sequence[float],
+                   bands: Sequence[Sequence[str]]) -> tuple[list[FieldGroup], dict[int, str]]:
+    """Each position's circle on the images of the first survey (in the settings' order) with
+    an image there, in ``bands`` (empty: every band it has there), grouped by field; and why
+    each position no survey serves has no target."""
+    groups: dict[tuple[str, str], FieldGroup] = {}
+    problems: dict[int, str] = {}
+    surveys = list(datasets.surveys.values())
+    for i, (a, d, r, wanted) in enumerate(zip(ra, dec, radius, bands, strict=True)):
+        images: list[ImageRef] = []
+        for survey in surveys:
+            images = survey.at(float(a), float(d), tuple(wanted) or survey.bands)
+            if images:
+                break
+        if not images:
+            problems[i] = (f"no survey of this service has an image at ({a:.6f}, {d:.6f})"
+                           + (f" in band {', '.join(wanted)}" if wanted else ""))
+            continue
+        key = (images[0].survey, images[0].tile)
+        group = groups.setdefault(key, FieldGroup(f"{key[0]}:{key[1]}", []))
+        group.members.append((i, Target(name=str(i), shape=Circle(float(a), float(d), float(r)),
+                                        images=tuple(images))))
+    return list(groups.values()), problems

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import dramatiq
 import redis
@@ -51,9 +53,13 @@ def unacked_messages(broker: dramatiq.Broker, queue: str) -> int | None:
         return None  # broker down: nothing to compare now; the next sweep looks again
 
 
+def first_argument(args: Sequence[Any]) -> str:
+    return str(args[0])
+
+
 def held_job_ids(broker: dramatiq.Broker, queue: str, dead_after: float, among: set[str],
-                 chunk: int = 500) -> set[str] | None:
-    """Which of the job ids ``among`` have a message that ``queue`` holds where it will be
+                 chunk: int = 500, key: Callable[[Sequence[Any]], str] = first_argument) -> set[str] | None:
+    """Which of the job ids ``among`` (or other ``key`` of a message's arguments) have a message that ``queue`` holds where it will be
     delivered: waiting in the queue (or its delay queue), or taken by a worker that is
     still alive (a heartbeat within ``dead_after`` seconds). None when the broker cannot say
     (the stub broker, or Redis is unreachable).
@@ -84,8 +90,8 @@ def held_job_ids(broker: dramatiq.Broker, queue: str, dead_after: float, among: 
                 if message_id in taken_by_dead:
                     continue
                 args = json.loads(data).get("args") or []
-                if args and str(args[0]) in among:
-                    held.add(str(args[0]))
+                if args and key(args) in among:
+                    held.add(key(args))
         return held
     except (redis.RedisError, ValueError):
         return None

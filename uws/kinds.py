@@ -23,6 +23,17 @@ parameters (DALI §3.1, SODA §3.5) should keep only those it reads, so what a c
 but the service never uses is not stored. Either way the service bounds their number and
 bytes (``UWSConfig.max_job_parameters``, ``max_job_parameter_bytes``).
 
+A kind may also split a job into **parts** that any worker runs on its own (``Part``):
+``parts`` plans them once, in the worker that claimed the job (returning None runs the
+job with ``run`` as usual); ``run_part`` runs one part, in whichever worker takes its
+message, and says how many of its units were done or failed (``PartReport``); once every
+part has ended, ``finish`` runs once, in one worker, with each part and its report (None:
+the part failed for good), and the job is COMPLETED. A part raising ``UsageError`` fails
+for good and the job goes on; a transient failure is retried; a lost worker's part is run
+again, not the whole job. Results written by parts are listed while the job is EXECUTING.
+In ``run_part`` the context's ``job`` is read without its results (``job.results`` is
+empty: a job of many parts may have very many); ``finish`` gets them all.
+
 Results count against the owner's result space (``uws.quota.Allowance.max_result_bytes``)
 as they are written: a result that would pass it is refused (before it is written when
 its size is known, ``put_result``; else deleted once written) and the job stops with a
@@ -32,7 +43,8 @@ its size is known, ``put_result``; else deleted once written) and the job stops 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -53,6 +65,11 @@ P = TypeVar("P")
 RESULT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
+def upload_key(job_id: str, name: str) -> str:
+    """Where a job's uploaded file is kept: beside its results, gone with the job."""
+    return f"jobs/{job_id}/uploads/{name}"
+
+
 class JobInterrupted(BaseException):
     """Raised inside a running job's thread when it was aborted, timed out or destroyed.
 
@@ -65,6 +82,31 @@ def as_given(parsed: object, pairs: Params) -> Params:
     return pairs
 
 
+# The files a job was created with, by field name (DALI 1.1 §3.4.5 UPLOAD, inline).
+Uploads = Mapping[str, bytes]
+MAX_PART_KEY = 64 * 1024  # characters of a part's key
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a parted job, as the kind planned it."""
+
+    key: str        # the kind's own description of the part (text, e.g. JSON), stored
+    units: int = 1  # units of work in it (e.g. rows), for progress
+    # Filled by the service when it hands the part to ``run_part``:
+    index: int = -1   # its place in the plan (0, 1, ...)
+    attempt: int = 0  # 1 on its first run, 2 when run again (lost worker, transient failure)
+    # For ``finish``: why a part failed for good (its error text: a UsageError's, a lost
+    # worker's), None when it ran.
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PartReport:
+    done: int    # units done
+    failed: int  # units failed (the kind records why in its own results)
+
+
 @dataclass(frozen=True)
 class JobKind(Generic[P]):
     name: str
@@ -73,6 +115,15 @@ class JobKind(Generic[P]):
     run: Callable[["JobContext[P]"], None]
     description: str = ""
     shown: Callable[[P, Params], Params] = field(default=as_given)
+    # A kind that takes files: at most ``uploads`` of them, checked and typed by
+    # ``parse_uploads`` (pairs, files, owner) instead of ``parse``. The files are kept with
+    # the job (``JobContext.upload``), not in its parameters.
+    uploads: int = 0
+    parse_uploads: Callable[[Params, Uploads, str | None], P] | None = None
+    # Parted jobs (see the module's text); a kind without them runs as one piece.
+    parts: Callable[["JobContext[P]"], Sequence[Part] | None] | None = None
+    run_part: Callable[["JobContext[P]", Part], PartReport] | None = None
+    finish: Callable[["JobContext[P]", Sequence[tuple[Part, PartReport | None]]], None] | None = None
 
     @property
     def queue(self) -> str:
@@ -81,6 +132,18 @@ class JobKind(Generic[P]):
     @property
     def actor_name(self) -> str:
         return f"uws_run_{self.name}"
+
+    @property
+    def parted(self) -> bool:
+        return self.parts is not None and self.run_part is not None
+
+    @property
+    def parts_queue(self) -> str:
+        return f"uws-{self.name}-parts"
+
+    @property
+    def parts_actor_name(self) -> str:
+        return f"uws_parts_{self.name}"
 
     @cached_property
     def _stored(self) -> type[BaseModel]:
@@ -136,6 +199,13 @@ class JobContext(Generic[P]):
         used = self._store.result_bytes(self.job.owner)
         if used + size > limit:
             raise quota_reached(self._allowance, used, size, owner_name(self.job.owner))
+
+    def upload(self, name: str) -> bytes:
+        """A file the job was created with (its field name in the creating request)."""
+        path = self._storage.local_path(upload_key(self.job.id, name))
+        if path is None or not path.is_file():
+            raise ServiceError(f"the uploaded file {name!r} of job {self.job.id} is missing")
+        return path.read_bytes()
 
     def put_result(self, result_id: str, data: bytes, mime_type: str) -> None:
         """Write one result of known size: refused before a byte is written when it would

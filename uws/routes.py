@@ -19,12 +19,13 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dali.errors import AuthenticationError, AuthorizationError, ServiceUnavailable, UsageError, not_found
+from dali.limits import UploadLimits
 from dali.http import Endpoint, client_address, path_param, public_base, read_params, text_response, xml_response
 from dali.params import Params, RequestParams
 from dali.timestamps import isoformat, parse_timestamp
 from dali.votable import VOTABLE_TYPE, error_document
 from uws import xml
-from uws.kinds import JobKind
+from uws.kinds import JobKind, Uploads
 from uws.notices import NAME as NOTIFY
 from uws.params import parse_duration, parse_last, parse_phase_filter, parse_run_id, parse_wait
 from uws.phases import ABORTABLE, ACTIVE, RUNNABLE, Phase, forbidden_in_phase
@@ -57,6 +58,7 @@ class JobRoutes:
         self.path = path.rstrip("/")
         self.identify = identify
         self.waits = WaitSlots(service.config.wait_max_per_caller, service.config.wait_max_total)
+        self.upload_limits = UploadLimits(kind.uploads, service.config.max_upload_bytes)
 
     def routes(self) -> list[BaseRoute]:
         p = self.path
@@ -110,8 +112,8 @@ class JobRoutes:
             raise not_found(f"job {job_id!r} no longer exists")
         return job
 
-    async def _parse(self, parameters: Params, owner: str | None) -> Parsed[Any]:
-        return await run_in_threadpool(self.service.parse, self.kind, parameters, owner)
+    async def _parse(self, parameters: Params, owner: str | None, files: Uploads | None = None) -> Parsed[Any]:
+        return await run_in_threadpool(self.service.parse, self.kind, parameters, owner, files)
 
     async def _check_run_quotas(self, identity: Caller, allowance: Allowance) -> None:
         """Quotas are checked before a job is queued, so nothing runs over them: the active
@@ -144,7 +146,7 @@ class JobRoutes:
         allowance = self.allowance(identity)
         if not allowance.may_create:
             raise refuse_creation(identity)
-        params = await read_params(request)
+        params = await read_params(request, self.upload_limits if self.kind.uploads else None)
         phase = params.single("PHASE")
         if phase is not None and phase != "RUN":
             raise UsageError(f"PHASE in a job creation request may only be RUN, not {phase!r}")
@@ -152,7 +154,7 @@ class JobRoutes:
         duration = params.single("EXECUTIONDURATION")
         destruction = params.single("DESTRUCTION")
         notices = await run_in_threadpool(self.service.parse_notices, params.all(NOTIFY), identity.anonymous)
-        job_parameters = await self._parse(params.without(CONTROL | {NOTIFY}), identity.user_id)
+        job_parameters = await self._parse(params.without(CONTROL | {NOTIFY}), identity.user_id, params.files)
         # Refused before the job exists: nothing half-made is left behind.
         if phase == "RUN":
             await self._check_run_quotas(identity, allowance)

@@ -30,10 +30,11 @@ from storage.protocol import ResultStore
 from uws import context
 from uws.broker import held_job_ids, unacked_messages
 from uws.dispatch import Dispatcher
-from uws.kinds import JobContext, JobInterrupted, JobKind
+from uws.kinds import JobContext, JobInterrupted, JobKind, Uploads, upload_key
 from uws.notices import NAME as NOTIFY
 from uws.notices import NoticeConfig, parse_targets
 from uws.notify import Notifier
+from uws.parts import PartedExecution, message_key
 from uws.quota import UNLIMITED, Allowance, AllowanceFor, Owner, Usage, check_create, owner_name, unlimited
 from uws.store import JobStore, JobView, UnfinishedLimitReached
 from uws.worker import JobWatchdog, Scheduler
@@ -74,12 +75,14 @@ class UWSConfig:
     # What a job stores of its client's parameters (as its kind shows them); 0: no limit.
     max_job_parameters: int
     max_job_parameter_bytes: int
+    max_upload_bytes: int  # the files of one job together
 
 
 @dataclass(frozen=True)
 class Parsed(Generic[P]):
     shown: Params  # what the UWS parameters document lists
     value: P       # what the worker gets
+    files: Uploads = field(default_factory=dict)  # kept with the job (JobContext.upload)
 
 
 @dataclass
@@ -90,6 +93,9 @@ class SweepReport:
     failed: int = 0
     resent: int = 0
     notices: int = 0  # notices sent again (lost messages)
+    parts_requeued: int = 0  # parts of parted jobs whose worker was lost, queued again
+    parts_failed: int = 0    # ... failed for good (lost max_job_attempts times)
+    parts_resent: int = 0    # part and finish messages sent again
     others: dict[str, int] = field(default_factory=dict)  # rows deleted by each sweep hook
 
 
@@ -117,6 +123,11 @@ class UWSService:
         # NOTIFY: notices when a job ends (None: the service sends none).
         self.notices = notices
         self.dispatcher = Dispatcher(notices, store) if notices is not None else None
+        self.part_actors: dict[str, dramatiq.Actor[Any, Any]] = {}
+        self.parted = PartedExecution(store, storage, self.watchdog, lambda owner: self.allowance(owner),
+                                      self._params, self._send_part,
+                                      transient_retries=config.transient_retries,
+                                      max_attempts=config.max_job_attempts, held=self._held_parts)
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -131,22 +142,42 @@ class UWSService:
         broker.add_middleware(self.scheduler)
         if self.dispatcher is not None:
             self.dispatcher.attach(broker)
+        options = {
+            "throws": (JobInterrupted,),
+            "retry_when": self._should_retry,
+            "min_backoff": self.config.retry_backoff_ms,
+            "max_backoff": self.config.retry_backoff_ms * 30,
+        }
         for kind in self.kinds.values():
             self.actors[kind.name] = dramatiq.Actor(
                 self._actor_body(kind), broker=broker, actor_name=kind.actor_name,
-                queue_name=kind.queue, priority=0,
-                options={
-                    "throws": (JobInterrupted,),
-                    "retry_when": self._should_retry,
-                    "min_backoff": self.config.retry_backoff_ms,
-                    "max_backoff": self.config.retry_backoff_ms * 30,
-                })
+                queue_name=kind.queue, priority=0, options=dict(options))
+            if kind.parted:
+                self.part_actors[kind.name] = dramatiq.Actor(
+                    self._parts_body(kind), broker=broker, actor_name=kind.parts_actor_name,
+                    queue_name=kind.parts_queue, priority=0, options=dict(options))
 
     def _actor_body(self, kind: JobKind):  # type: ignore[no-untyped-def]
         def run_job(job_id: str) -> None:
             self.execute(kind, job_id)
         run_job.__name__ = kind.actor_name
         return run_job
+
+    def _parts_body(self, kind: JobKind):  # type: ignore[no-untyped-def]
+        def run_part(job_id: str, index: int) -> None:
+            self.parted.run(kind, job_id, index)
+        run_part.__name__ = kind.parts_actor_name
+        return run_part
+
+    def _send_part(self, kind: str, job_id: str, index: int) -> None:
+        self.part_actors[kind].send(job_id, index)
+
+    def _held_parts(self, kind: str, among: set[str]) -> set[str] | None:
+        actor = self.part_actors.get(kind)
+        if actor is None:
+            return None
+        return held_job_ids(actor.broker, self.kinds[kind].parts_queue, self.config.stale_job_seconds,
+                            among, key=lambda args: message_key(str(args[0]), int(args[1])))
 
     def _should_retry(self, retries: int, exc: BaseException) -> bool:
         return isinstance(exc, ServiceUnavailable) and retries < self.config.transient_retries
@@ -171,12 +202,18 @@ class UWSService:
             seconds = min(seconds, limit_seconds)
         return min(when, creation + dt.timedelta(seconds=seconds))
 
-    def parse(self, kind: JobKind[P], pairs: Params, owner: str | None) -> Parsed[P]:
-        """The client's parameters, checked and typed by the kind (raises UsageError)."""
-        value = kind.parse(pairs, owner)
+    def parse(self, kind: JobKind[P], pairs: Params, owner: str | None, files: Uploads | None = None) -> Parsed[P]:
+        """The client's parameters (and files, for a kind that takes them), checked and
+        typed by the kind (raises UsageError)."""
+        if kind.parse_uploads is not None:
+            value = kind.parse_uploads(pairs, files or {}, owner)
+        elif files:
+            raise UsageError(f"{kind.name} jobs take no files ({', '.join(sorted(files))} sent)")
+        else:
+            value = kind.parse(pairs, owner)
         shown = kind.shown(value, pairs)
         self.check_stored_parameters(shown)
-        return Parsed(shown, value)
+        return Parsed(shown, value, dict(files or {}))
 
     def parse_notices(self, values: list[str], anonymous: bool) -> list[str]:
         """The job's NOTIFY targets, checked against what the service allows (UsageError)."""
@@ -217,16 +254,25 @@ class UWSService:
         if notices:
             self.check_stored_parameters(shown)
         try:
-            return self.store.create(kind=kind.name, owner=owner, parameters=shown,
-                                     run_id=run_id, execution_duration=duration, destruction=end,
-                                     request_id=context.request_id.get(),
-                                     typed_parameters=kind.dump(parameters.value),
-                                     max_unfinished=allowance.max_unfinished_jobs,
-                                     notices=notices or (), link=link)
+            job = self.store.create(kind=kind.name, owner=owner, parameters=shown,
+                                    run_id=run_id, execution_duration=duration, destruction=end,
+                                    request_id=context.request_id.get(),
+                                    typed_parameters=kind.dump(parameters.value),
+                                    max_unfinished=allowance.max_unfinished_jobs,
+                                    notices=notices or (), link=link)
         except UnfinishedLimitReached as exc:
             check_create(allowance, Usage(active_jobs=0, result_bytes=0, unfinished_jobs=exc.unfinished),
                          owner_name(owner))
             raise  # check_create raised already; this keeps type checkers sure
+        try:
+            for name, data in parameters.files.items():
+                with self.storage.writer(upload_key(job.id, name)) as fh:
+                    fh.write(data)
+        except OSError as exc:
+            self.destroy(job.id)  # nothing the client sent is kept half
+            raise ServiceUnavailable("the job's files cannot be stored now; no job was created, "
+                                     "send the request again later", headers={"Retry-After": "30"}) from exc
+        return job
 
     def set_parameters(self, kind: JobKind[P], job_id: str, parameters: Parsed[P]) -> bool:
         """UWS §2.1.11: False when the job has left PENDING."""
@@ -275,10 +321,15 @@ class UWSService:
         context.request_id.set(job.request_id)  # the worker's logs carry the creating request's id
         log.info("job %s (%s) started, attempt %d", job_id, kind.name, job.attempts)
         self.watchdog.track(job_id, token, job.execution_duration)
+        planned = None  # the parts of a parted job (uws.parts)
         try:
             try:
-                kind.run(JobContext(job, self._params(kind, job), self.store, self.storage,
-                                    self.allowance(Owner(job.owner))))
+                ctx = JobContext(job, self._params(kind, job), self.store, self.storage,
+                                 self.allowance(Owner(job.owner)))
+                if kind.parted and kind.name in self.part_actors:
+                    planned = self.parted.plan(kind, ctx, token)
+                if planned is None:
+                    kind.run(ctx)
             finally:
                 self.watchdog.untrack(job_id)
         except JobInterrupted:
@@ -305,7 +356,10 @@ class UWSService:
             self.store.fail(job_id, token, "fatal",
                             f"Error: internal failure while running the job, logged as incident {incident}")
         else:
-            self.store.complete(job_id, token)
+            if planned is None:
+                self.store.complete(job_id, token)
+            else:  # the job stays EXECUTING until its parts have ended
+                self.parted.start(kind, job_id, planned)
 
     def _params(self, kind: JobKind[P], job: JobView) -> P:
         """The job's parameters as its kind parsed them at creation.
@@ -334,6 +388,8 @@ class UWSService:
         stale = now - dt.timedelta(seconds=self.config.stale_job_seconds)
         for job in self.store.stale_executing(stale):
             self._recover(job, report)
+        self._recover_parts(stale, now - dt.timedelta(seconds=self.config.lost_message_grace_seconds),
+                            now - dt.timedelta(seconds=self.config.requeue_after_seconds), report)
         self._resend_lost_messages(now, report)
         report.orphans = self._delete_orphans()
         if self.dispatcher is not None:
@@ -412,6 +468,20 @@ class UWSService:
                              f"{job.attempts} times; submit the job again"):
             report.failed += 1
 
+    def _recover_parts(self, stale: dt.datetime, grace: dt.datetime | None, overdue: dt.datetime | None,
+                       report: SweepReport) -> None:
+        """Parts of parted jobs: a lost worker's part is run again, not the whole job."""
+        if not self.part_actors:
+            return
+        try:
+            parts = self.parted.recover(stale, grace, overdue)
+        except Exception:  # noqa: BLE001 - the next sweep tries again
+            log.exception("sweep of job parts failed")
+            return
+        report.parts_requeued += parts.requeued
+        report.parts_failed += parts.failed
+        report.parts_resent += parts.resent
+
     def _resend(self, job: JobView, report: SweepReport) -> None:
         if job.kind not in self.actors:
             return
@@ -431,6 +501,8 @@ class UWSService:
         for job in self.store.waiting_queued():
             if job.id not in recovered:
                 self._resend(job, report)
+        later = utcnow() + dt.timedelta(days=1)
+        self._recover_parts(later, None, None, report)
         if self.dispatcher is not None:
             report.notices = self.dispatcher.resend_all()
         return report

@@ -40,6 +40,41 @@ class ResultView:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far a parted job is (``uws.parts``): counts only grow as parts end."""
+
+    parts: int        # parts planned
+    parts_ended: int  # parts done or failed for good
+    total: int        # units in all parts
+    done: int         # units done, in ended parts
+    failed: int       # units failed, in ended parts
+
+
+@dataclass(frozen=True)
+class PartView:
+    job: str
+    kind: str
+    seq: int
+    key: str
+    units: int
+    state: str  # queued, running, done, failed
+    attempts: int
+    claim: str | None
+    done: int
+    failed: int
+    error: str | None
+
+    @staticmethod
+    def of(row: pw.Model, kind: str) -> "PartView":
+        return PartView(row.job, kind, row.seq, row.key, row.units, row.state, row.attempts,
+                        row.claim, row.done, row.failed, row.error)
+
+
+PART_UNFINISHED = ("queued", "running")
+FINISHING = "f:"  # prefix of the claim of the worker finishing a parted job
+
+
+@dataclass(frozen=True)
 class JobView:
     """A job as the other layers see it: plain values, no lazy queries."""
 
@@ -62,9 +97,12 @@ class JobView:
     claim: str | None = None
     request_id: str | None = None
     typed_parameters: str | None = None  # JSON of the kind's parsed parameters (uws.kinds)
+    parts: int | None = None  # a parted job's number of parts (None: not parted)
+    progress: Progress | None = None  # a parted job's, when read with ``JobStore.get``
 
     @staticmethod
-    def of(row: pw.Model, results: Iterable[pw.Model] = ()) -> "JobView":
+    def of(row: pw.Model, results: Iterable[pw.Model] = (),
+           progress: Progress | None = None) -> "JobView":
         return JobView(
             id=row.id, kind=row.kind, owner=row.owner, run_id=row.run_id,
             phase=Phase(row.phase), creation_time=row.creation_time,
@@ -75,7 +113,7 @@ class JobView:
             error_type=row.error_type, error_message=row.error_message,
             results=tuple(ResultView(r.result_id, r.key, r.mime_type, r.size) for r in results),
             attempts=row.attempts, claim=row.claim, request_id=row.request_id,
-            typed_parameters=row.typed_parameters)
+            typed_parameters=row.typed_parameters, parts=row.parts, progress=progress)
 
     def result(self, result_id: str) -> ResultView | None:
         return next((r for r in self.results if r.id == result_id), None)
@@ -134,13 +172,28 @@ class JobStore:
 
     # --- reading -------------------------------------------------------------------
 
-    def get(self, job_id: str) -> JobView | None:
+    def get(self, job_id: str, *, results: bool = True) -> JobView | None:
+        """The job with its results (``results=False``: without them, e.g. for a part of a
+        job that has many) and, if parted, its progress."""
         with self._session():
             row = self.tables.Job.get_or_none(self.tables.Job.id == job_id)
             if row is None:
                 return None
-            results = list(self.tables.Result.select().where(self.tables.Result.job == job_id).order_by(self.tables.Result.seq))
-            return JobView.of(row, results)
+            listed = list(self.tables.Result.select().where(self.tables.Result.job == job_id)
+                          .order_by(self.tables.Result.seq)) if results else []
+            progress = self._progress(job_id, row.parts) if row.parts is not None else None
+            return JobView.of(row, listed, progress)
+
+    def _progress(self, job_id: str, parts: int) -> Progress:
+        Part = self.tables.Part
+        ended = Part.state.not_in(PART_UNFINISHED)
+        total, done, failed, parts_ended = Part.select(
+            fn.COALESCE(fn.SUM(Part.units), 0), fn.COALESCE(fn.SUM(Part.done), 0),
+            fn.COALESCE(fn.SUM(Part.failed), 0),
+            fn.COALESCE(fn.SUM(pw.Case(None, [(ended, 1)], 0)), 0),
+        ).where(Part.job == job_id).tuples().get()
+        return Progress(parts=parts, parts_ended=int(parts_ended), total=int(total),
+                        done=int(done), failed=int(failed))
 
     def list(self, *, owner: str | None, kind: str | None = None,
              phases: Iterable[Phase] | None = None, after: dt.datetime | None = None,
@@ -169,10 +222,11 @@ class JobStore:
             return {row.id for row in self.tables.Job.select(self.tables.Job.id).where(self.tables.Job.id.in_(ids))}
 
     def count_active(self, kind: str) -> int:
-        """Jobs of a kind that should have a message at the broker (QUEUED or EXECUTING)."""
+        """Jobs of a kind that should have a message at the broker's job queue (QUEUED or
+        EXECUTING; a parted job's message is done once its parts are planned)."""
         with self._session():
             return self.tables.Job.select().where((self.tables.Job.kind == kind) & self.tables.Job.phase.in_(
-                [Phase.QUEUED.value, Phase.EXECUTING.value])).count()
+                [Phase.QUEUED.value, Phase.EXECUTING.value]) & self.tables.Job.parts.is_null()).count()
 
     def usage(self, owner: str | None) -> "Usage":
         """Jobs QUEUED or EXECUTING, jobs not finished, and bytes of results kept, of one
@@ -281,6 +335,7 @@ class JobStore:
             with self.db.atomic():
                 self.tables.Result.delete().where(self.tables.Result.job == job_id).execute()
                 self.tables.Notice.delete().where(self.tables.Notice.job == job_id).execute()
+                self.tables.Part.delete().where(self.tables.Part.job == job_id).execute()
                 gone = self.tables.Job.delete().where(self.tables.Job.id == job_id).execute() == 1
         if gone:
             self.notifier.publish(job_id)
@@ -378,7 +433,9 @@ class JobStore:
 
     def stale_executing(self, cutoff: dt.datetime) -> list[JobView]:
         with self._session():
+            # A parted job has no one thread to keep it alive: its parts are judged instead.
             rows = self.tables.Job.select().where((self.tables.Job.phase == Phase.EXECUTING.value)
+                                      & self.tables.Job.parts.is_null()
                                       & (self.tables.Job.heartbeat.is_null() | (self.tables.Job.heartbeat < cutoff)))
             return [JobView.of(r) for r in rows]
 
@@ -407,6 +464,149 @@ class JobStore:
             return self.tables.Lock.update(holder=holder, expires_at=expires).where(
                 (self.tables.Lock.name == name) & ((self.tables.Lock.holder == holder) | (self.tables.Lock.expires_at < now))
             ).execute() == 1
+
+    # --- parts of parted jobs (uws.kinds.Part) ------------------------------------------
+
+    def plan_parts(self, job_id: str, token: str, parts: Iterable[tuple[str, int]],
+                   batch: int = 500) -> bool:
+        """Store a claimed job's parts, all queued, and mark it parted: one transaction,
+        only while ``token`` still holds the job."""
+        Job, Part = self.tables.Job, self.tables.Part
+        rows = [{"job": job_id, "seq": seq, "key": key, "units": units, "state": "queued",
+                 "queued_at": utcnow()} for seq, (key, units) in enumerate(parts)]
+        with self._session(), self.db.atomic() as transaction:
+            if Job.update(parts=len(rows)).where(
+                    (Job.id == job_id) & (Job.phase == Phase.EXECUTING.value) & self._mine(token)
+                    & Job.parts.is_null()).execute() != 1:
+                transaction.rollback()
+                return False
+            for start in range(0, len(rows), batch):
+                Part.insert_many(rows[start:start + batch]).execute()
+        self.notifier.publish(job_id)
+        return True
+
+    def _executing(self, job_id: str | pw.Expression) -> pw.Expression:
+        Job = self.tables.Job
+        return pw.fn.EXISTS(Job.select(Job.id).where((Job.id == job_id) & (Job.phase == Phase.EXECUTING.value)))
+
+    def claim_part(self, job_id: str, seq: int, token: str) -> PartView | None:
+        """A worker takes a queued part of an EXECUTING job; only one delivery can win."""
+        Part = self.tables.Part
+        now = utcnow()
+        with self._session():
+            if Part.update(state="running", claim=token, attempts=Part.attempts + 1, heartbeat=now,
+                           started=now).where(
+                    (Part.job == job_id) & (Part.seq == seq) & (Part.state == "queued")
+                    & self._executing(job_id)).execute() != 1:
+                return None
+            row = Part.get((Part.job == job_id) & (Part.seq == seq))
+            kind = self.tables.Job.get_by_id(job_id).kind
+        return PartView.of(row, kind)
+
+    def end_part(self, job_id: str, seq: int, token: str, state: str, done: int, failed: int,
+                 error: str | None = None) -> bool:
+        """The part ran (``done``) or failed for good (``failed``), while ``token`` held it."""
+        Part = self.tables.Part
+        with self._session():
+            ended = Part.update(state=state, done=done, failed=failed, error=error, ended=utcnow(),
+                                heartbeat=None).where(
+                (Part.job == job_id) & (Part.seq == seq) & (Part.state == "running")
+                & (Part.claim == token)).execute() == 1
+        if ended:
+            self.notifier.publish(job_id)  # progress: WAIT callers see it at their next look
+        return ended
+
+    def requeue_part(self, job_id: str, seq: int, token: str) -> bool:
+        """Back to queued for another delivery (transient failure, lost worker)."""
+        Part = self.tables.Part
+        with self._session():
+            return Part.update(state="queued", claim=None, heartbeat=None, queued_at=utcnow()).where(
+                (Part.job == job_id) & (Part.seq == seq) & (Part.state == "running")
+                & (Part.claim == token)).execute() == 1
+
+    def part_heartbeat(self, tokens: Iterable[str]) -> None:
+        claims = list(tokens)
+        if claims:
+            Part = self.tables.Part
+            with self._session():
+                Part.update(heartbeat=utcnow()).where(
+                    Part.claim.in_(claims) & (Part.state == "running")).execute()
+
+    def running_parts(self, tokens: Iterable[str]) -> set[str]:
+        """Which of these claims still hold a running part."""
+        claims = list(tokens)
+        if not claims:
+            return set()
+        Part = self.tables.Part
+        with self._session():
+            return {row.claim for row in Part.select(Part.claim).where(
+                Part.claim.in_(claims) & (Part.state == "running"))}
+
+    def parts(self, job_id: str) -> list[PartView]:
+        Part = self.tables.Part
+        with self._session():
+            job = self.tables.Job.get_or_none(self.tables.Job.id == job_id)
+            if job is None:
+                return []
+            return [PartView.of(row, job.kind) for row in
+                    Part.select().where(Part.job == job_id).order_by(Part.seq)]
+
+    def claim_finish(self, job_id: str, token: str) -> bool:
+        """One worker takes the finishing of a parted job whose parts have all ended;
+        ``token`` (starting with ``FINISHING``) then holds the job."""
+        Job, Part = self.tables.Job, self.tables.Part
+        unfinished = Part.select(Part.id).where((Part.job == job_id) & Part.state.in_(PART_UNFINISHED))
+        with self._session():
+            return Job.update(claim=token, heartbeat=utcnow()).where(
+                (Job.id == job_id) & (Job.phase == Phase.EXECUTING.value) & Job.parts.is_null(False)
+                & (Job.claim.is_null() | ~Job.claim.startswith(FINISHING))
+                & ~pw.fn.EXISTS(unfinished)).execute() == 1
+
+    def reopen_finish(self, job_id: str, token: str, cutoff: dt.datetime) -> bool:
+        """A finishing whose worker stopped sending heartbeats before ``cutoff`` may be
+        claimed again."""
+        Job = self.tables.Job
+        with self._session():
+            return Job.update(claim=None).where(
+                (Job.id == job_id) & (Job.phase == Phase.EXECUTING.value) & (Job.claim == token)
+                & (Job.heartbeat.is_null() | (Job.heartbeat < cutoff))).execute() == 1
+
+    def stale_parts(self, cutoff: dt.datetime) -> list[PartView]:
+        """Running parts of EXECUTING jobs without a heartbeat since ``cutoff``."""
+        Job, Part = self.tables.Job, self.tables.Part
+        with self._session():
+            rows = (Part.select(Part, Job.kind.alias("job_kind")).join(Job, on=(Job.id == Part.job))
+                    .where((Job.phase == Phase.EXECUTING.value) & (Part.state == "running")
+                           & (Part.heartbeat.is_null() | (Part.heartbeat < cutoff))))
+            return [PartView.of(row, row.job_kind) for row in rows.objects()]
+
+    def waiting_parts(self, cutoff: dt.datetime | None = None, limit: int = 10_000) -> list[PartView]:
+        """Queued parts of EXECUTING jobs, queued before ``cutoff``: their message may be lost."""
+        Job, Part = self.tables.Job, self.tables.Part
+        query = (Part.select(Part, Job.kind.alias("job_kind")).join(Job, on=(Job.id == Part.job))
+                 .where((Job.phase == Phase.EXECUTING.value) & (Part.state == "queued")))
+        if cutoff is not None:
+            query = query.where(Part.queued_at.is_null() | (Part.queued_at < cutoff))
+        with self._session():
+            return [PartView.of(row, row.job_kind) for row in query.order_by(Part.job, Part.seq).limit(limit).objects()]
+
+    def touch_parts(self, job_id: str, seqs: Iterable[int]) -> None:
+        Part = self.tables.Part
+        with self._session():
+            Part.update(queued_at=utcnow()).where(
+                (Part.job == job_id) & Part.seq.in_(list(seqs)) & (Part.state == "queued")).execute()
+
+    def unfinished_parted(self, cutoff: dt.datetime) -> list[JobView]:
+        """Parted EXECUTING jobs whose parts have all ended but which nobody finishes: not
+        claimed, or claimed by a worker without a heartbeat since ``cutoff``."""
+        Job, Part = self.tables.Job, self.tables.Part
+        unfinished = Part.select(Part.id).where((Part.job == Job.id) & Part.state.in_(PART_UNFINISHED))
+        with self._session():
+            rows = Job.select().where(
+                (Job.phase == Phase.EXECUTING.value) & Job.parts.is_null(False) & ~pw.fn.EXISTS(unfinished)
+                & (Job.claim.is_null() | ~Job.claim.startswith(FINISHING)
+                   | Job.heartbeat.is_null() | (Job.heartbeat < cutoff)))
+            return [JobView.of(row) for row in rows]
 
     # --- notices (uws.dispatch) --------------------------------------------------------
 

@@ -16,7 +16,8 @@ from playhouse.migrate import migrate as migrate_schema
 
 
 class JobTables:
-    """uws_job, uws_result, uws_lock and uws_notice as peewee models of one database."""
+    """uws_job, uws_result, uws_lock, uws_notice and uws_part as peewee models of one
+    database."""
 
     def __init__(self, db: pw.Database) -> None:
         self.db = db
@@ -49,6 +50,9 @@ class JobTables:
             request_id = pw.CharField(max_length=64, null=True)  # of the HTTP request that created it
             # The kind's parsed parameters as JSON (uws.kinds), read by the worker.
             typed_parameters = pw.TextField(null=True)
+            # A parted job (uws.parts): how many parts it was split into; None: not parted
+            # (or not yet planned).
+            parts = pw.IntegerField(null=True)
 
             class Meta:
                 table_name = "uws_job"
@@ -93,10 +97,33 @@ class JobTables:
             class Meta:
                 table_name = "uws_notice"
 
+        class Part(Base):
+            """One part of a parted job (``uws.parts``): run by any worker, on its own."""
+
+            job = pw.CharField(max_length=32, index=True)
+            seq = pw.IntegerField()  # 0, 1, ... in the order the kind planned them
+            key = pw.TextField()     # the kind's own description of the part
+            units = pw.IntegerField()
+            state = pw.CharField(max_length=16, index=True)  # queued, running, done, failed
+            attempts = pw.IntegerField(default=0)
+            claim = pw.CharField(max_length=64, null=True)
+            queued_at = pw.DateTimeField(null=True)
+            heartbeat = pw.DateTimeField(null=True)
+            started = pw.DateTimeField(null=True)
+            ended = pw.DateTimeField(null=True)
+            done = pw.IntegerField(default=0)    # units done, once ended
+            failed = pw.IntegerField(default=0)  # units failed, once ended
+            error = pw.TextField(null=True)      # why the part failed for good, if it did
+
+            class Meta:
+                table_name = "uws_part"
+                indexes = ((("job", "seq"), True),)
+
         self.Job = Job
         self.Result = Result
         self.Lock = Lock
         self.Notice = Notice
+        self.Part = Part
 
 
 def _v1(db: pw.Database) -> None:
@@ -126,5 +153,11 @@ def _v4(db: pw.Database) -> None:
     db.create_tables([JobTables(db).Notice])
 
 
+def _v5(db: pw.Database) -> None:
+    """uws_part and uws_job.parts: jobs split into parts run by any worker."""
+    _add_job_column(db, "parts")
+    db.create_tables([JobTables(db).Part])
+
+
 # Append migrations here; never edit one that has shipped.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2, _v3, _v4, _v5]

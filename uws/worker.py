@@ -1,7 +1,8 @@
 """Dramatiq middleware that gives worker processes their UWS duties.
 
-- ``JobWatchdog``: keeps the heartbeat of running jobs, enforces executionDuration
-  (UWS §2.1.4) and interrupts a job's thread when the job is aborted or destroyed.
+- ``JobWatchdog``: keeps the heartbeat of running jobs and parts of jobs, enforces
+  executionDuration (UWS §2.1.4) and interrupts a job's (or part's) thread when the job
+  is aborted or destroyed (or the part was taken over).
 - ``Scheduler``: runs the periodic sweeps (destruction, lost workers, lost messages).
   Every worker process has one, but a lease in the database lets only one of them
   sweep at a time, so no host crontab is needed and N workers do not sweep N times.
@@ -32,6 +33,8 @@ class _Running:
     thread_id: int
     deadline: float | None  # time.monotonic() value, None = unlimited
     interrupted: bool = False
+    job_id: str = ""
+    part: bool = False  # a part of a parted job: ``token`` is the part's claim
 
 
 class _Ticker:
@@ -101,42 +104,64 @@ class JobWatchdog(_Periodic):
         self._running: dict[str, _Running] = {}
         self._last_beat = 0.0
 
-    def track(self, job_id: str, token: str, execution_duration: int) -> None:
+    def track(self, job_id: str, token: str, execution_duration: float) -> None:
+        """The calling thread runs the job ``job_id``, claimed with ``token``, for at most
+        ``execution_duration`` seconds from now (0 or less: unlimited)."""
         deadline = time.monotonic() + execution_duration if execution_duration > 0 else None
         with self._lock:
-            self._running[job_id] = _Running(token, threading.get_ident(), deadline)
+            self._running[job_id] = _Running(token, threading.get_ident(), deadline, job_id=job_id)
 
     def untrack(self, job_id: str) -> None:
         with self._lock:
             self._running.pop(job_id, None)
+
+    def track_part(self, job_id: str, token: str, seconds_left: float | None) -> None:
+        """The calling thread runs a part of the parted job ``job_id``, claimed with
+        ``token``, within the job's execution duration (``seconds_left``; None: unlimited)."""
+        deadline = time.monotonic() + seconds_left if seconds_left is not None else None
+        with self._lock:
+            self._running[token] = _Running(token, threading.get_ident(), deadline, job_id=job_id, part=True)
+
+    def untrack_part(self, token: str) -> None:
+        self.untrack(token)
 
     def tick(self) -> None:
         with self._lock:
             running = dict(self._running)
         if not running:
             return
-        states = self.store.phases(running)
+        states = self.store.phases({entry.job_id for entry in running.values()})
+        parts = [key for key, entry in running.items() if entry.part]
+        still_running = self.store.running_parts(parts) if parts else set()
         now = time.monotonic()
-        for job_id, entry in running.items():
-            state = states.get(job_id)
-            if state is None or state != (Phase.EXECUTING, entry.token):
-                self._interrupt(job_id, "aborted, destroyed or taken over")
+        for key, entry in running.items():
+            state = states.get(entry.job_id)
+            if entry.part:
+                # Any claim of the job's: its parts run while it is planned and EXECUTING.
+                lost = state is None or state[0] != Phase.EXECUTING or key not in still_running
+            else:
+                lost = state is None or state != (Phase.EXECUTING, entry.token)
+            if lost:
+                self._interrupt(key, "aborted, destroyed or taken over")
             elif entry.deadline is not None and now > entry.deadline:
-                if self.store.abort_running(job_id, entry.token, "Error: executionDuration exceeded; "
-                                            "the job was aborted (UWS 1.1 §2.1.4)"):
-                    log.info("job %s exceeded its executionDuration", job_id)
-                self._interrupt(job_id, "executionDuration exceeded")
+                message = "Error: executionDuration exceeded; the job was aborted (UWS 1.1 §2.1.4)"
+                if (self.store.abort(entry.job_id, message) if entry.part
+                        else self.store.abort_running(entry.job_id, entry.token, message)):
+                    log.info("job %s exceeded its executionDuration", entry.job_id)
+                self._interrupt(key, "executionDuration exceeded")
         if now - self._last_beat >= self.heartbeat_seconds:
-            self.store.heartbeat(running)
+            self.store.heartbeat({entry.job_id for entry in running.values() if not entry.part})
+            self.store.part_heartbeat(parts)
             self._last_beat = now
 
-    def _interrupt(self, job_id: str, why: str) -> None:
+    def _interrupt(self, key: str, why: str) -> None:
         with self._lock:
-            entry = self._running.get(job_id)
+            entry = self._running.get(key)
             if entry is None or entry.interrupted:
                 return
             entry.interrupted = True
-            log.info("interrupting job %s: %s", job_id, why)
+            what = f"a part of job {entry.job_id}" if entry.part else f"job {entry.job_id}"
+            log.info("interrupting %s: %s", what, why)
             raise_thread_exception(entry.thread_id, JobInterrupted)
 
 

@@ -11,13 +11,15 @@ from collections.abc import Callable, Iterable
 
 from lxml import etree
 
-from dali.timestamps import isoformat
+from dali.timestamps import isoformat, utcnow
 from uws.store import JobView
 
 UWS_NS = "http://www.ivoa.net/xml/UWS/v1.0"
 XLINK_NS = "http://www.w3.org/1999/xlink"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 NSMAP = {"uws": UWS_NS, "xlink": XLINK_NS, "xsi": XSI_NS}
+# Our own elements inside uws:jobInfo (UWS 1.1 §2.2.3: any XML the service chooses).
+PROGRESS_NS = "urn:x-uws:progress:v1"
 UWS_VERSION = "1.1"
 
 JobUrl = Callable[[str], str]
@@ -92,7 +94,34 @@ def job_document(job: JobView, job_url: JobUrl) -> bytes:
         summary.set("type", job.error_type or "fatal")
         summary.set("hasDetail", "true")
         _el(summary, "message", job.error_message)
+    if job.progress is not None:
+        progress_element(job, _el(root, "jobInfo"))
     return serialize(root)
+
+
+def progress_element(job: JobView, parent: etree._Element, now: dt.datetime | None = None) -> etree._Element:
+    """A parted job's progress: units in all parts (``total``), done and failed in the
+    parts ended so far, parts planned and ended; while it runs, its rate (units per
+    second since it started) and, once the rate is known, when it should end."""
+    progress = job.progress
+    assert progress is not None
+    element = etree.SubElement(parent, f"{{{PROGRESS_NS}}}progress", nsmap={None: PROGRESS_NS})
+    ended = progress.done + progress.failed
+    element.set("total", str(progress.total))
+    element.set("done", str(progress.done))
+    element.set("failed", str(progress.failed))
+    element.set("parts", str(progress.parts))
+    element.set("partsDone", str(progress.parts_ended))
+    if job.start_time is not None:
+        until = job.end_time or now or utcnow()
+        seconds = (until - job.start_time).total_seconds()
+        if seconds > 0:
+            rate = ended / seconds
+            element.set("rate", f"{rate:.6g}")
+            if job.end_time is None and rate > 0 and ended < progress.total:
+                eta = until + dt.timedelta(seconds=(progress.total - ended) / rate)
+                element.set("eta", isoformat(eta))
+    return element
 
 
 def job_list_document(jobs: Iterable[JobView], job_url: JobUrl) -> bytes:

@@ -24,6 +24,7 @@ from soda.cutouts import Cutouts
 from soda.index import tables as index_tables
 from soda.index.catalogue import IndexCatalogue
 from soda.index.surveys import prepare_demo_surveys
+from soda.jobs.bulk import BulkLimits, bulk_job_kind
 from soda.jobs.cutout import cutout_job_kind
 from soda.ops.allowance import job_allowance
 from soda.ops.database import close_database, migrate, open_database
@@ -69,6 +70,7 @@ def uws_config(settings: Settings) -> UWSConfig:
         watchdog_interval=uws.watchdog_interval_seconds,
         max_job_parameters=settings.limits.max_job_parameters,
         max_job_parameter_bytes=settings.limits.max_job_parameter_bytes,
+        max_upload_bytes=settings.limits.max_upload_bytes,
     )
 
 
@@ -100,7 +102,12 @@ def notice_config(settings: Settings) -> NoticeConfig:
 
 def job_kinds(settings: Settings, cutouts: Cutouts) -> dict[str, JobKind]:
     """Job kinds by the path they are mounted at."""
-    kinds: dict[str, JobKind] = {"/async": cutout_job_kind(cutouts)}
+    limits = settings.limits
+    kinds: dict[str, JobKind] = {
+        "/async": cutout_job_kind(cutouts),
+        "/bulk": bulk_job_kind(cutouts, BulkLimits(limits.bulk_max_rows, settings.soda.bulk_default_radius),
+                               BulkLimits(limits.anonymous_bulk_max_rows, settings.soda.bulk_default_radius)),
+    }
     if settings.uws.selftest_jobs:
         kinds["/selftest"] = SELFTEST
     return kinds

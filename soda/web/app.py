@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None,
     # Aladin Lite and other browser clients call the VO endpoints from other origins; they
     # get no credentials that way (no allow_credentials), so the session cookie stays home.
     middleware = [Middleware(ForwardedHeaders, trusted=settings.ops.trusted_proxies),
-                  Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware), body_limits(settings),
+                  Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware), body_limits(settings, runtime),
                   Middleware(CORSMiddleware, allow_origins=list(settings.ops.cors_origins),
                              allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"],
                              expose_headers=["Location", "Content-Disposition", "WWW-Authenticate",
@@ -112,12 +112,15 @@ def create_app(settings: Settings | None = None,
     return app
 
 
-def body_limits(settings: Settings) -> Middleware:
-    """Request bodies and form fields bounded in size and count, slow bodies in time."""
+def body_limits(settings: Settings, runtime: Runtime) -> Middleware:
+    """Request bodies and form fields bounded in size and count, slow bodies in time; the job
+    lists whose jobs take files (UPLOAD) take up to max_upload_bytes more."""
     ops = settings.ops
+    uploading = frozenset(path.rstrip("/") for path, kind in runtime.mounts.items() if kind.uploads)
     return Middleware(BodyLimitMiddleware, max_bytes=ops.max_request_body_bytes,
                       max_fields=ops.max_form_fields, max_field_bytes=ops.max_form_field_bytes,
-                      body_timeout=ops.request_body_timeout_seconds)
+                      body_timeout=ops.request_body_timeout_seconds, upload_paths=uploading,
+                      upload_bytes=ops.max_request_body_bytes + settings.limits.max_upload_bytes)
 
 
 # Account pages: they show tokens (a new one in full), CSRF tokens and who is logged in.

@@ -53,7 +53,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DEFAULT_URL = "127.0.0.1:8000"
 
 # Commands a shell example may start with (after VAR=value assignments).
-SHELL_COMMANDS = {"curl", "export", "python3", ".venv/bin/cutout", ".venv/bin/pip", ".venv/bin/python",
+SHELL_COMMANDS = {"curl", "export", "printf", "python3", ".venv/bin/cutout", ".venv/bin/pip", ".venv/bin/python",
                   ".venv/bin/pytest", "cutout"}
 
 # Examples (a substring of the command, or of the Python block) that cannot run here, and why.
@@ -86,6 +86,9 @@ PROMISES: dict[str, Callable[[str], bool]] = {
     '"$JOB?WAIT=30&PHASE=EXECUTING"   # ... once it has finished: its results':
         lambda out: _phase(out) == "COMPLETED" and "01_DES0139-4457_r.fits" in out,
     "$JOB/results/result-1.txt": lambda out: len(out) > 0,
+    "# once finished: a file per row, the manifest":
+        lambda out: _phase(out) == "COMPLETED" and "0000001_first.fits" in out and "0000002_second.fits" in out,
+    '"$JOB/results/manifest.csv"': lambda out: [line.split(",")[5] for line in out.splitlines()[1:]] == ["ok", "ok"],
     "$JOB/phase           # ABORTED": lambda out: out == "ABORTED",
     "/whoami": lambda out: json.loads(out) == {"user": "alice", "authenticated": True, "method": "token"},
     '"http://127.0.0.1:8000/async?LAST=10"': lambda out: len(assert_uws(out.encode())) == 1,
@@ -336,14 +339,16 @@ def expected_answer(args: list[str]) -> tuple[int, str]:
     url = next(a for a in args if a.startswith("http"))
     parts = urlsplit(url)
     path = parts.path
-    method = args[args.index("-X") + 1] if "-X" in args else ("POST" if "-d" in args else "GET")
+    method = args[args.index("-X") + 1] if "-X" in args else ("POST" if "-d" in args or "-F" in args else "GET")
     segments = [s for s in path.split("/") if s]
-    if segments and segments[0] in ("async", "selftest"):
+    if segments and segments[0] in ("async", "selftest", "bulk"):
         if method in ("POST", "DELETE"):
             return 303, ""
         if len(segments) <= 2 or segments[2] == "results" and len(segments) == 3:
             return 200, "text/xml"
         if segments[2] == "results":
+            if segments[-1].endswith(".csv"):
+                return 200, "text/csv"
             return 200, "application/fits" if segments[-1].endswith(".fits") else "text/plain"
         return 200, "text/plain"   # phase, executionduration, destruction, quote, owner
     if path == "/sync":

@@ -1,0 +1,223 @@
+"""The bulk job kind (``/bulk``): a table of positions (DALI UPLOAD: CSV, VOTable, FITS or,
+with pyarrow, Parquet; ``soda.request.positions``) cut into one FITS file per row.
+
+Rows are grouped by the image field (DES tile, LSST patch) that holds them, each group cut
+with its images opened once, so a thousand positions on one tile decode its header and
+tiles once. A row's file holds every band asked for (``FILTER``, the row's ``band``, or
+every band the survey has there), one extension set per band (EXTVER). A bad row, a row no
+survey covers, or a cut that fails is reported in the manifest, never fatal to the job.
+
+Results: ``<row>_<id>.fits`` per row as it is made (visible while the job runs), then
+``manifest.csv`` and ``manifest.xml`` (VOTable): input row, id, position, status, result,
+error text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
+
+from dali.errors import ServiceError, UsageError
+from dali.params import Params, RequestParams
+from soda.cutouts import CutoutLimits, Cutouts, FieldGroup
+from soda.request.positions import PositionTable, read_positions
+from uws.kinds import JobContext, JobKind, Uploads
+
+PARAM_NAMES = frozenset({"UPLOAD", "RADIUS", "FILTER", "RESPONSEFORMAT"})
+_SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+FITS = "application/fits"
+
+
+@dataclass(frozen=True)
+class BulkLimits:
+    max_rows: int             # rows of one table
+    default_radius: float     # degrees, for rows without size or radius
+
+
+@dataclass(frozen=True)
+class BulkRequest:
+    """What a bulk job was created with (the table itself is kept as its upload)."""
+
+    upload: str               # the multipart field holding the table
+    table_name: str           # its name in UPLOAD (DALI §3.4.5)
+    rows: int                 # good rows when it was checked
+    bad_rows: int
+    radius: float             # degrees: rows without size/radius
+    filters: tuple[str, ...] = ()  # band names; empty: the row's band, else every band there
+
+
+@dataclass
+class RowOutcome:
+    row: int
+    id: str
+    ra: float
+    dec: float
+    radius: float
+    status: str               # ok, failed, no image, bad row
+    result: str = ""
+    error: str = ""
+
+
+# --- creation ------------------------------------------------------------------------------
+
+def parse_upload_param(value: str) -> tuple[str, str]:
+    """DALI 1.1 §3.4.5: ``UPLOAD=name,param:field`` (inline); a URL is not fetched."""
+    name, _, source = value.partition(",")
+    if not name or not source:
+        raise UsageError(f"UPLOAD must be 'table-name,param:field-name', not {value[:80]!r}")
+    if not source.startswith("param:"):
+        raise UsageError("UPLOAD takes the table inline in the request (UPLOAD=positions,param:positions "
+                         "and a multipart file field 'positions'); this service fetches no URL")
+    return name.strip(), source[len("param:"):].strip()
+
+
+def parse(pairs: Params, files: Uploads, limits: BulkLimits) -> BulkRequest:
+    params = RequestParams(pairs)
+    upload = params.single("UPLOAD")
+    if upload is None:
+        raise UsageError("a bulk job needs its position table: UPLOAD=positions,param:positions with a "
+                         "multipart file field 'positions' (CSV, VOTable, FITS table)")
+    table_name, field_name = parse_upload_param(upload)
+    if field_name not in files:
+        raise UsageError(f"UPLOAD names the file field {field_name!r}, which the request does not carry")
+    fmt = params.single("RESPONSEFORMAT")
+    if fmt is not None and fmt.lower() not in (FITS, "image/fits", "fits"):
+        raise UsageError(f"a bulk job makes FITS files (RESPONSEFORMAT=application/fits), not {fmt!r}")
+    radius = limits.default_radius
+    if (text := params.single("RADIUS")) is not None:
+        try:
+            radius = float(text)
+        except ValueError:
+            raise UsageError(f"RADIUS must be a number of degrees, not {text[:40]!r}") from None
+        if not 0 < radius <= 10:
+            raise UsageError(f"RADIUS must be between 0 and 10 degrees, not {radius:g}")
+    filters = tuple(f.strip() for value in params.all("FILTER") for f in value.split(",") if f.strip())
+    table = read_positions(files[field_name], limits.max_rows)
+    if not len(table):
+        raise UsageError(f"the position table has no usable row ({len(table.bad)} bad: "
+                         f"row {table.bad[0][0]}: {table.bad[0][1]})" if table.bad else
+                         "the position table has no rows")
+    return BulkRequest(upload=field_name, table_name=table_name, rows=len(table), bad_rows=len(table.bad),
+                       radius=radius, filters=filters)
+
+
+def shown(request: BulkRequest, pairs: Params) -> Params:
+    return [(name, value) for name, value in pairs if name.upper() in PARAM_NAMES]
+
+
+# --- planning and cutting -------------------------------------------------------------
+
+def plan(cutouts: Cutouts, table: PositionTable, request: BulkRequest,
+         outcomes: dict[int, RowOutcome]) -> list[FieldGroup]:
+    """The rows grouped by the field that serves them; rows no survey serves are marked."""
+    bands = [request.filters or ((b,) if b else ()) for b in table.band]
+    groups, problems = cutouts.plan_positions(table.ra, table.dec, [outcomes[i].radius for i in range(len(table))],
+                                              bands)
+    for i, why in problems.items():
+        outcomes[i].status, outcomes[i].error = "no image", why
+    return groups
+
+
+def result_name(row: int, ident: str) -> str:
+    safe = _SAFE.sub("_", ident).strip("_")[:60]
+    return f"{row:07d}_{safe}.fits" if safe else f"{row:07d}.fits"
+
+
+def cut_group(ctx: JobContext[BulkRequest], cutouts: Cutouts, limits: CutoutLimits, group: FieldGroup,
+              outcomes: dict[int, RowOutcome]) -> None:
+    """The group's rows, each one FITS file; its images' files and tiles read once for all."""
+    for i, target in group.members:
+        outcome = outcomes[i]
+        try:
+            cuts = cutouts.cut_target(target, limits)
+            if not cuts:
+                outcome.status, outcome.error = "no image", target.why_empty()
+                continue
+            body = cutouts.fits_file(cuts, [cut.image.band for cut in cuts])
+            outcome.result = result_name(outcome.row, outcome.id)
+            ctx.put_result(outcome.result, body, FITS)
+            outcome.status = "ok"
+        except ServiceError as exc:  # UsageError (too many pixels) or an unreadable image
+            outcome.status, outcome.error = "failed", exc.message
+
+
+def outcomes_of(table: PositionTable, request: BulkRequest) -> dict[int, RowOutcome]:
+    return {i: RowOutcome(int(table.row[i]), table.id[i] or str(int(table.row[i])), float(table.ra[i]),
+                          float(table.dec[i]),
+                          float(table.radius[i]) if math.isfinite(table.radius[i]) else request.radius,
+                          "pending")
+            for i in range(len(table))}
+
+
+def run(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> None:
+    request = ctx.params
+    table = read_positions(ctx.upload(request.upload), max(request.rows + request.bad_rows, 1))
+    outcomes = outcomes_of(table, request)
+    limits = cutouts.limits(ctx.job.owner)
+    with cutouts.busy():
+        for group in plan(cutouts, table, request, outcomes):
+            cut_group(ctx, cutouts, limits, group, outcomes)
+    bad = [RowOutcome(row, "", math.nan, math.nan, math.nan, "bad row", error=why) for row, why in table.bad]
+    rows = sorted([*outcomes.values(), *bad], key=lambda o: o.row)
+    ctx.put_result("manifest.csv", manifest_csv(rows), "text/csv")
+    ctx.put_result("manifest.xml", manifest_votable(rows), "application/x-votable+xml")
+
+
+# --- the manifest ------------------------------------------------------------------------
+
+COLUMNS = ("row", "id", "ra", "dec", "radius", "status", "result", "error")
+
+
+def manifest_csv(rows: Sequence[RowOutcome]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in rows:
+        writer.writerow([r.row, r.id, _num(r.ra), _num(r.dec), _num(r.radius), r.status, r.result, r.error])
+    return out.getvalue().encode()
+
+
+def _num(value: float) -> str:
+    return f"{value:.10g}" if math.isfinite(value) else ""
+
+
+def manifest_votable(rows: Sequence[RowOutcome]) -> bytes:
+    votable = VOTableFile()
+    resource = Resource()
+    votable.resources.append(resource)
+    table = TableElement(votable, name="manifest")
+    resource.tables.append(table)
+    table.fields.extend([
+        Field(votable, name="row", datatype="long", ucd="meta.number"),
+        Field(votable, name="id", datatype="char", arraysize="*", ucd="meta.id"),
+        Field(votable, name="ra", datatype="double", unit="deg", ucd="pos.eq.ra"),
+        Field(votable, name="dec", datatype="double", unit="deg", ucd="pos.eq.dec"),
+        Field(votable, name="radius", datatype="double", unit="deg"),
+        Field(votable, name="status", datatype="char", arraysize="*", ucd="meta.code.status"),
+        Field(votable, name="result", datatype="char", arraysize="*", ucd="meta.ref.url"),
+        Field(votable, name="error", datatype="char", arraysize="*", ucd="meta.code.error"),
+    ])
+    table.create_arrays(len(rows))
+    for n, r in enumerate(rows):
+        table.array[n] = (r.row, r.id, r.ra, r.dec, r.radius, r.status, r.result, r.error)
+    out = io.BytesIO()
+    votable.to_xml(out)
+    return out.getvalue()
+
+
+def bulk_job_kind(cutouts: Cutouts, limits: BulkLimits, anonymous: BulkLimits) -> JobKind[BulkRequest]:
+    def parse_with(pairs: Params, files: Uploads, owner: str | None) -> BulkRequest:
+        return parse(pairs, files, anonymous if owner is None else limits)
+
+    def no_files(pairs: Params, owner: str | None) -> BulkRequest:
+        raise UsageError("a bulk job needs its position table (UPLOAD)")
+
+    return JobKind(name="bulk", params_type=BulkRequest, parse=no_files, run=lambda ctx: run(ctx, cutouts),
+                   shown=shown, uploads=1, parse_uploads=parse_with,
+                   description="bulk cutouts: a table of positions, one FITS file per row, and a manifest")
