@@ -12,8 +12,10 @@ of cutouts there would slow WAIT, logins and job pages. Cutouts get pools of the
 Both are bounded. At most ``cutout_queue`` cuts may wait for a process; beyond that a
 request is refused at once (503 ServiceUnavailable with Retry-After) instead of queueing
 without end. A process that dies (killed, out of memory) fails only its own request: the
-pool is replaced and the next request finds it whole. Each process is replaced after
-``cutout_process_tasks`` cuts, and the processes end when none has cut anything for
+pool is replaced and the next request finds it whole. The processes are replaced after
+``cutout_process_tasks`` cuts each (a new pool takes the next cuts while the old one
+finishes its own: Python 3.11's ``max_tasks_per_child`` can leave work waiting for a
+replacement process that never starts), and they end when none has cut anything for
 ``cutout_idle_seconds``, which returns whatever memory their caches and the C allocator
 held; the next cut starts them again (about half a second).
 """
@@ -67,6 +69,7 @@ class CutoutPool:
         self._tasks_per_process = tasks_per_process
         self._lock = threading.Lock()
         self._processes: ProcessPoolExecutor | None = None
+        self._submitted = 0  # cuts sent to the current pool of processes
         self._in_flight = 0
         self._last_done = time.monotonic()
         self._closed = threading.Event()
@@ -101,12 +104,17 @@ class CutoutPool:
         with self._lock:
             if self._in_flight >= self.processes + self.max_queued:
                 raise CutoutsBusy(self._in_flight - self.processes)
+            if self._tasks_per_process and self._submitted >= self._tasks_per_process * self.processes:
+                retired, self._processes = self._processes, None
+                if retired is not None:
+                    retired.shutdown(wait=False)  # finishes what it holds, then its processes end
             executor = self._process_executor()
             try:
                 future = executor.submit(fn, *args)
             except BrokenProcessPool:  # broken since the last request: start afresh
                 self._processes = None
                 future = self._process_executor().submit(fn, *args)
+            self._submitted += 1
             self._in_flight += 1
         future.add_done_callback(self._done)
         return future
@@ -149,7 +157,8 @@ class CutoutPool:
             context.set_forkserver_preload(_PRELOAD)
             self._processes = ProcessPoolExecutor(
                 max_workers=self.processes, mp_context=context, initializer=cutting.start,
-                initargs=(self._settings,), max_tasks_per_child=self._tasks_per_process)
+                initargs=(self._settings,))
+            self._submitted = 0
         return self._processes
 
     def _replace_broken(self) -> None:

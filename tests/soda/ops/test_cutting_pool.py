@@ -123,3 +123,24 @@ def test_idle_processes_end_and_start_again_on_the_next_cut(tmp_path: Path, demo
         assert not process.is_alive()
         assert client.get("/sync", params=CUT).status_code == 200
         assert pool.running_processes == 1
+
+
+def _pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_processes_are_replaced_after_their_cuts_and_nothing_waits_for_ever(tmp_path: Path) -> None:
+    from conf import load_settings
+
+    pool = CutoutPool(1, 2, settings=load_settings(environ={"CUTOUT_DATA_DIR": str(tmp_path)}),
+                      queue=64, tasks_per_process=3)
+    try:
+        # Many cuts at once across several replacements (with max_tasks_per_child, Python
+        # 3.11 could leave some waiting for a process that never started).
+        futures = [pool._submit(_pid, 0.01) for _ in range(40)]
+        pids = [f.result(timeout=60) for f in futures]
+        assert len(set(pids)) >= 40 // (3 * 2)  # a new pair of processes every 6 cuts
+        eventually(lambda: pool._in_flight == 0, timeout=5)
+    finally:
+        pool.close()
