@@ -1,7 +1,8 @@
 """A bulk job of 10,000 positions in the distributed shape for real: PostgreSQL, Redis, a web
 process and two `cutout worker` processes share its parts (one per field and 2000 rows);
 one worker is SIGKILLed mid-job and the job still ends with every row cut once, the
-progress in jobInfo only growing, and each file the cut a single /sync request makes."""
+progress in jobInfo only growing, each file the cut a single /sync request makes, and the
+job's ZIP archive holding them all."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import signal
 import time
 import uuid
+import zipfile
 
 import httpx
 import numpy as np
@@ -82,8 +84,13 @@ def test_ten_thousand_positions_on_two_workers_one_killed(tmp_path, postgres_url
         rows = list(csv.DictReader(io.StringIO(httpx.get(job + "/results/manifest.csv", timeout=60).text)))
         assert len(rows) == ROWS and {m["status"] for m in rows} == {"ok"}
         assert len({m["result"] for m in rows}) == ROWS
+        # All of it as one archive: every row's file, each byte for byte the one listed.
+        archive = zipfile.ZipFile(io.BytesIO(httpx.get(job + "/results.zip", timeout=300).content))
+        names = set(archive.namelist())
+        assert {m["result"] for m in rows} <= names and {"manifest.csv", "manifest.xml"} <= names
         for m in rows[:: ROWS // 10]:  # ten rows, each against a single /sync cutout
             mine = httpx.get(f"{job}/results/{m['result']}", timeout=30).content
+            assert archive.read(m["result"]) == mine
             single = httpx.get(base + "/sync", params={"POS": f"CIRCLE {m['ra']} {m['dec']} 0.001", "FILTER": "r"},
                                timeout=30)
             assert single.status_code == 200, single.text
