@@ -232,20 +232,37 @@ def _unit(column: object, name: str) -> u.UnitBase | None:
     return _unit_suffix(normalised(name))[1]
 
 
-def _numbers(column: object, problems: list[str | None], what: str) -> np.ndarray:
-    """Floats of a column; NaN and a problem where a value is missing or not a number."""
+def _floats(column: object) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """A column as floats (NaN where missing or unreadable), its mask of missing values, and
+    the rows whose text is not a number."""
     values = np.ma.asarray(column)
     mask = np.ma.getmaskarray(values)
-    out = np.full(len(values), np.nan)
     if values.dtype.kind in "fiu":
-        out = np.ma.asarray(values, dtype=float).filled(np.nan)
-    else:
-        for i, v in enumerate(values.tolist()):
-            if not mask[i]:
-                try:
-                    out[i] = float(str(v).strip())
-                except ValueError:
-                    out[i] = np.nan
+        return np.ma.asarray(values, dtype=float).filled(np.nan), mask, []
+    out = np.full(len(values), np.nan)
+    unreadable = []
+    for i, v in enumerate(values.tolist()):
+        text = str(v).strip()
+        if not mask[i] and text:
+            try:
+                out[i] = float(text)
+            except ValueError:
+                unreadable.append(i)
+    return out, mask, unreadable
+
+
+def _in_degrees(values: np.ndarray, unit: u.UnitBase | None, name: str) -> np.ndarray:
+    if unit is None:
+        return values
+    try:
+        return (values * unit).to_value(u.deg)
+    except u.UnitConversionError:
+        raise UsageError(f"column {name!r} has unit {unit}, not an angle") from None
+
+
+def _numbers(column: object, problems: list[str | None], what: str) -> np.ndarray:
+    """Floats of a column; NaN and a problem where a value is missing or not a number."""
+    out, mask, _ = _floats(column)
     for i in np.flatnonzero(mask | ~np.isfinite(out)):
         if problems[i] is None:
             problems[i] = f"no {what}" if mask[i] else f"{what} is not a number"
@@ -262,12 +279,7 @@ def _angles(column: object, role: str, problems: list[str | None]) -> np.ndarray
     unit = _unit(column, name)
     if role == "ra" and unit == u.hour:  # FITS and VOUnit have hours of time, not hour angles
         unit = u.hourangle
-    if unit is not None:
-        try:
-            out = (out * unit).to_value(u.deg)
-        except u.UnitConversionError:
-            raise UsageError(f"column {name!r} has unit {unit}, not an angle") from None
-    return out
+    return _in_degrees(out, unit, name)
 
 
 def _text_angles(values: np.ma.MaskedArray, role: str, problems: list[str | None]) -> np.ndarray:
@@ -293,24 +305,10 @@ def _text_angles(values: np.ma.MaskedArray, role: str, problems: list[str | None
 
 
 def _sizes(column: object, name: str, role: str, problems: list[str | None], largest: float) -> np.ndarray:
-    values = np.ma.asarray(column)
-    mask = np.ma.getmaskarray(values)
-    out = np.full(len(values), np.nan)
-    if values.dtype.kind in "fiu":
-        out = np.ma.asarray(values, dtype=float).filled(np.nan)
-    else:
-        for i, v in enumerate(values.tolist()):
-            if not mask[i] and str(v).strip():
-                try:
-                    out[i] = float(str(v).strip())
-                except ValueError:
-                    problems[i] = problems[i] or f"{role} {str(v)[:40]!r} is not a number"
-    unit = _unit(column, name)
-    if unit is not None:
-        try:
-            out = (out * unit).to_value(u.deg)
-        except u.UnitConversionError:
-            raise UsageError(f"column {name!r} has unit {unit}, not an angle") from None
+    values, _, unreadable = _floats(column)
+    for i in unreadable:
+        problems[i] = problems[i] or f"{role} {str(np.ma.asarray(column)[i])[:40]!r} is not a number"
+    out = _in_degrees(values, _unit(column, name), name)
     for i in np.flatnonzero(np.isfinite(out)):  # an empty size: the job's default
         if not 0 < out[i] <= largest and problems[i] is None:
             problems[i] = f"{role} {out[i]:g} deg is not between 0 and {largest:g}"
