@@ -23,9 +23,8 @@ from pathlib import Path
 import peewee as pw
 
 from soda.index.retile import DEFAULT_TILE, NotRetilable, RetileResult, retile_file
-from soda.index.tables import IndexTables, session
+from soda.index.tables import IndexTables, one_at_a_time, session
 from soda.surveys.base import FITS_SUFFIXES
-from soda.surveys.locks import exclusive
 
 Say = Callable[[str], None]  # one line of progress for the operator
 _PG_LOCK = 727015  # advisory lock id: one retile run of a database at a time
@@ -70,19 +69,7 @@ def copy_path(folder: Path, root: Path, original: Path) -> Path:
 @contextlib.contextmanager
 def retile_lock(db: pw.Database) -> Iterator[None]:
     """One retile run per database at a time (a run deletes the copies no row names)."""
-    if isinstance(db, pw.PostgresqlDatabase):
-        with session(db):
-            db.execute_sql("SELECT pg_advisory_lock(%s)", (_PG_LOCK,))
-            try:
-                yield
-            finally:
-                db.execute_sql("SELECT pg_advisory_unlock(%s)", (_PG_LOCK,))
-        return
-    name = str(db.database)
-    if name in ("", ":memory:"):
-        yield
-        return
-    with exclusive(Path(f"{name}.retile-lock")):
+    with one_at_a_time(db, _PG_LOCK, "retile"):
         yield
 
 

@@ -20,10 +20,9 @@ import peewee as pw
 
 from soda.index.cells import footprint_cells
 from soda.index.scan import BadFile, scan_file
-from soda.index.tables import IndexTables, session
+from soda.index.tables import IndexTables, one_at_a_time, session
 from soda.surveys.base import FITS_SUFFIXES, Survey
 from soda.surveys.catalogue import CatalogueImage
-from soda.surveys.locks import exclusive
 
 Progress = Callable[[int, int], None]  # (files done, files in all)
 _BATCH = 200
@@ -62,19 +61,7 @@ def fits_files(root: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def ingest_lock(db: pw.Database) -> Iterator[None]:
     """One ingest at a time per database, across processes (and hosts, on PostgreSQL)."""
-    if isinstance(db, pw.PostgresqlDatabase):
-        with session(db):
-            db.execute_sql("SELECT pg_advisory_lock(%s)", (_PG_LOCK,))
-            try:
-                yield
-            finally:
-                db.execute_sql("SELECT pg_advisory_unlock(%s)", (_PG_LOCK,))
-        return
-    name = str(db.database)
-    if name in ("", ":memory:"):
-        yield
-        return
-    with exclusive(Path(f"{name}.ingest-lock")):
+    with one_at_a_time(db, _PG_LOCK, "ingest"):
         yield
 
 

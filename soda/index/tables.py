@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import peewee as pw
+
+from soda.surveys.locks import exclusive
 
 # Order 8: cells of about 0.23 degrees, so a DES tile (0.73 degrees a side) covers a few
 # dozen, a small image one to four.
@@ -32,6 +35,26 @@ def session(db: pw.Database) -> Iterator[None]:
         yield
     finally:
         db.close()
+
+
+@contextlib.contextmanager
+def one_at_a_time(db: pw.Database, pg_lock: int, name: str) -> Iterator[None]:
+    """One holder per database at a time, across processes: a PostgreSQL advisory lock
+    (``pg_lock``, across hosts too), else a lock file beside the SQLite file (``.<name>-lock``)."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        with session(db):
+            db.execute_sql("SELECT pg_advisory_lock(%s)", (pg_lock,))
+            try:
+                yield
+            finally:
+                db.execute_sql("SELECT pg_advisory_unlock(%s)", (pg_lock,))
+        return
+    database = str(db.database)
+    if database in ("", ":memory:"):
+        yield
+        return
+    with exclusive(Path(f"{database}.{name}-lock")):
+        yield
 
 
 class IndexTables:
