@@ -105,7 +105,7 @@ def test_too_many_rows_is_refused_before_reading() -> None:
     (b"x,y\n1,2\n", "needs RA and Dec columns"),
     (b"SIMPLE  =                    T" + b" " * 50 + b"garbage", "cannot be read as FITS"),
     (b"<VOTABLE><broken", "cannot be read as VOTABLE"),
-    (b"PAR1\x00\x00", "Parquet"),
+    (b"PAR1\x00\x00", "cannot be read as PARQUET"),
     (b"\xff\xfe\x00r\x00a", "not UTF-8"),
 ])
 def test_unreadable_tables_are_labelled(body: bytes, message: str) -> None:
@@ -126,3 +126,23 @@ def test_a_million_rows_read_in_columns() -> None:
     t = read_positions(body, n)
     assert len(t) == n and not t.bad
     assert np.allclose(t.ra, ra, atol=1e-6) and np.allclose(t.dec, dec, atol=1e-6)
+
+
+def test_parquet_tables_with_pyarrow(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    table = Table({"RA_ICRS": [10.0, 20.0] * u.deg, "DE_ICRS": [1.0, -2.0] * u.deg, "name": ["x", "y"]})
+    path = tmp_path / "t.parquet"
+    table.write(path, format="parquet")
+    data = path.read_bytes()
+    assert sniff(data) == "parquet"
+    t = read_positions(data, 10)
+    assert (t.ra.tolist(), t.dec.tolist(), t.id) == ([10.0, 20.0], [1.0, -2.0], ["x", "y"])
+
+
+def test_parquet_without_pyarrow_is_a_labelled_refusal(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    path = tmp_path / "t.parquet"
+    Table({"ra": [1.0], "dec": [2.0]}).write(path, format="parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as where it is not installed
+    with pytest.raises(UsageError, match="Parquet tables need pyarrow"):
+        read_positions(path.read_bytes(), 10)
