@@ -69,6 +69,10 @@ class DaliRoute(Route):
         return match, child_scope
 
 
+# What a file field may be called: it names the file where the job keeps it.
+_FILE_FIELD = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+
+
 async def read_params(request: Request, uploads: UploadLimits | None = None) -> RequestParams:
     """Query string plus, for POST, the form body (urlencoded or multipart), DALI §3.1;
     with ``uploads``, the files of a multipart body too (DALI §3.4.5), within those limits."""
@@ -114,7 +118,10 @@ async def read_form(request: Request, uploads: UploadLimits | None = None,
             pairs.append((name, value))
             continue
         if uploads is None or files is None:
-            raise UsageError(f"file upload ({name}) is not supported here")
+            raise UsageError(f"file upload ({name[:40]!r}) is not supported here")
+        if not _FILE_FIELD.fullmatch(name):
+            raise UsageError(f"a file's field name must be letters, digits, '.', '_' or '-' (at most 64, "
+                             f"not starting with '.'), not {name[:40]!r}")
         if name in files or len(files) >= uploads.max_files:
             raise UsageError(f"a request here takes at most {uploads.max_files} files, each under its own "
                              f"field name ({name!r} is one too many)")

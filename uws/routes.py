@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -119,6 +119,38 @@ class JobRoutes:
     async def _parse(self, parameters: Params, owner: str | None, files: Uploads | None = None) -> Parsed[Any]:
         return await run_in_threadpool(self.service.parse, self.kind, parameters, owner, files)
 
+    async def _uploads_from_own_results(self, request: Request, identity: Caller, pairs: Params,
+                                        files: Uploads) -> tuple[Params, Uploads]:
+        """DALI 1.1 §3.4.5 ``UPLOAD=name,URL`` where the URL is a result of one of the caller's
+        own jobs on this service (e.g. another job's table): read from the store, as if sent
+        inline. Any other URL is left for the kind to refuse: the service fetches nothing."""
+        base = public_base(request, self.service.config.trust_forwarded_headers)
+        taken, out = dict(files), []
+        for name, value in pairs:
+            table, _, source = value.partition(",")
+            if name.upper() != "UPLOAD" or not source.startswith(base + "/"):
+                out.append((name, value))
+                continue
+            job_id, result_id = _result_path(source[len(base):])
+            data = await self._own_result(identity, job_id, result_id, source)
+            field = f"url-{len(taken) + 1}"
+            if len(taken) >= self.kind.uploads:
+                raise UsageError(f"a job here takes at most {self.kind.uploads} files ({source[:200]} is one too many)")
+            if len(data) > self.service.config.max_upload_bytes:
+                raise UsageError(f"{source[:200]} is larger than {self.service.config.max_upload_bytes} bytes",
+                                 status=413)
+            taken[field] = data
+            out.append((name, f"{table},param:{field}"))
+        return out, taken
+
+    async def _own_result(self, identity: Caller, job_id: str, result_id: str, url: str) -> bytes:
+        job = await run_in_threadpool(self.store.get, job_id)
+        result = job.result(result_id) if job is not None and job.owner == identity.user_id else None
+        path = await run_in_threadpool(self.service.storage.local_path, result.key) if result else None
+        if path is None or not path.is_file():
+            raise UsageError(f"UPLOAD names {url[:200]}, which is no result of a job of yours on this service")
+        return await run_in_threadpool(path.read_bytes)
+
     async def _check_run_quotas(self, identity: Caller, allowance: Allowance) -> None:
         """Quotas are checked before a job is queued, so nothing runs over them: the active
         jobs and the result space. (The jobs not yet finished are counted by the creation
@@ -158,7 +190,10 @@ class JobRoutes:
         duration = params.single("EXECUTIONDURATION")
         destruction = params.single("DESTRUCTION")
         notices = await run_in_threadpool(self.service.parse_notices, params.all(NOTIFY), identity.anonymous)
-        job_parameters = await self._parse(params.without(CONTROL | {NOTIFY}), identity.user_id, params.files)
+        pairs, files = params.without(CONTROL | {NOTIFY}), params.files
+        if self.kind.uploads:
+            pairs, files = await self._uploads_from_own_results(request, identity, pairs, files)
+        job_parameters = await self._parse(pairs, identity.user_id, files)
         # Refused before the job exists: nothing half-made is left behind.
         if phase == "RUN":
             await self._check_run_quotas(identity, allowance)
@@ -420,3 +455,11 @@ def _wait_key(request: Request, identity: Caller, trust_forwarded: bool) -> str:
     if identity.user_id is not None:
         return "user:" + identity.user_id
     return "anonymous:" + client_address(request, trust_forwarded)
+
+
+def _result_path(path: str) -> tuple[str, str]:
+    """(job id, result id) of ``/<job list>/<job id>/results/<result id>``; ("", "") otherwise."""
+    parts = path.split("?")[0].strip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "results":
+        return unquote(parts[-3]), unquote(parts[-1])
+    return "", ""

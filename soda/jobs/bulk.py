@@ -81,7 +81,8 @@ def parse_upload_param(value: str) -> tuple[str, str]:
         raise UsageError(f"UPLOAD must be 'table-name,param:field-name', not {value[:80]!r}")
     if not source.startswith("param:"):
         raise UsageError("UPLOAD takes the table inline in the request (UPLOAD=positions,param:positions "
-                         "and a multipart file field 'positions'); this service fetches no URL")
+                         "and a multipart file field 'positions') or as the URL of a result of one of your "
+                         "jobs on this service; it fetches no other URL")
     return name.strip(), source[len("param:"):].strip()
 
 

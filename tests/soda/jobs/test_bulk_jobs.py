@@ -68,7 +68,7 @@ def test_every_band_there_without_filter(embedded) -> None:  # type: ignore[no-u
 
 @pytest.mark.parametrize("params, files, message", [
     ({}, {"positions": b"ra,dec\n1,2\n"}, "needs its position table"),
-    ({"UPLOAD": "positions,http://example.org/t.csv"}, {"positions": b"ra,dec\n1,2\n"}, "fetches no URL"),
+    ({"UPLOAD": "positions,http://example.org/t.csv"}, {"positions": b"ra,dec\n1,2\n"}, "fetches no other URL"),
     ({"UPLOAD": "positions,param:other"}, {"positions": b"ra,dec\n1,2\n"}, "does not carry"),
     (UPLOAD, {"positions": b"x,y\n1,2\n"}, "needs RA and Dec"),
     (UPLOAD, {"positions": b"ra,dec\n999,2\n"}, "no usable row"),
@@ -138,3 +138,31 @@ def test_a_bulk_job_runs_in_parts_by_field_with_progress(embedded) -> None:  # t
     assert [(m["id"], m["status"]) for m in rows] == [("a", "ok"), ("b", "ok"), ("c", "ok"), ("d", "no image")]
     assert rows[2]["result"] == "0000003_c.fits"
     assert bulk.PART_ROWS >= 1000
+
+
+def test_upload_from_a_result_of_ones_own_job(tmp_path, demo_root) -> None:  # type: ignore[no-untyped-def]
+    ra, dec = DES
+    with app_client(tmp_path / "d", demo_root) as client:
+        first = _submit(client, f"ra,dec,id\n{ra},{dec},a\n{ra + 0.002},{dec},b\n", PHASE="RUN", RADIUS="0.002")
+        job = first.headers["location"]
+        assert _finished(client, job) == "COMPLETED"
+        # The first job's manifest is a position table (ra, dec, id): a second job takes it by URL.
+        r = client.post("/bulk", data={"UPLOAD": f"positions,{job}/results/manifest.csv", "PHASE": "RUN",
+                                       "RADIUS": "0.002"})
+        assert r.status_code == 303, r.text
+        second = r.headers["location"]
+        assert _finished(client, second) == "COMPLETED"
+        assert [m["id"] for m in _manifest(client, second)] == ["a", "b"]
+        for url, message in ((f"{job}/results/nothing.csv", "no result of a job of yours"),
+                             ("http://example.org/t.csv", "fetches no other URL"),
+                             (f"{job.replace(job.rsplit('/', 1)[1], 'x' * 16)}/results/manifest.csv",
+                              "no result of a job of yours")):
+            r = client.post("/bulk", data={"UPLOAD": f"positions,{url}"})
+            assert r.status_code == 400 and message in r.text, r.text
+
+
+def test_file_field_names_are_plain(embedded) -> None:  # type: ignore[no-untyped-def]
+    for field in ("../x", ".hidden", "a/b", "x" * 65):
+        r = embedded.post("/bulk", data={"UPLOAD": f"positions,param:{field}"},
+                          files={field: ("t.csv", b"ra,dec\n1,2\n", "text/csv")})
+        assert r.status_code == 400 and "field name" in r.text, (field, r.text)
