@@ -177,6 +177,8 @@ def _source_cards(source: fits.Header) -> Cards:
         # A new card formats its value afresh, which may leave less room for the comment.
         if keyword in _COMMENTARY:
             cards._put(keyword, fits.Card(keyword, card.value).image, card.value)
+        elif card.field_specifier:  # a record-valued card (DPj/DQi distortion): as it was
+            cards._put(keyword.upper(), card.image, card.value)
         else:
             cards.set(keyword, card.value, card.comment)
     with _copied_lock:

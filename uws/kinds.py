@@ -43,8 +43,7 @@ its size is known, ``put_result``; else deleted once written) and the job stops 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property

@@ -89,10 +89,10 @@ def image_hdu(layout: Layout, image: ImageRef, name: str) -> Hdu:
 
 def plane_shape(hdu: Hdu, image: ImageRef) -> tuple[int, int]:
     """The (ny, nx) of an image HDU's pixels."""
-    if len(hdu.shape) < 2:
+    if len(hdu.shape) != 2:  # the reads slice the first two axes
         raise ImageUnreadable(f"{image.dataset_id}: HDU {hdu.name or hdu.index} of {image.path.name} "
-                              f"is not an image ({len(hdu.shape)} axes)")
-    return hdu.shape[-2], hdu.shape[-1]
+                              f"is not a 2-axis image ({len(hdu.shape)} axes)")
+    return hdu.shape[0], hdu.shape[1]
 
 
 def science(files: ImageFiles, image: ImageRef) -> tuple[Layout, Hdu, tuple[int, int]]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
 
-from dali.errors import ServiceError, UsageError
+from dali.errors import ServiceError, ServiceUnavailable, UsageError
 from dali.params import Params, RequestParams
 from soda.cutouts import CutoutLimits, Cutouts, FieldGroup
 from soda.request.positions import PositionTable, read_positions
@@ -149,11 +149,15 @@ def cut_group(ctx: JobContext[BulkRequest], cutouts: Cutouts, limits: CutoutLimi
                 outcome.status, outcome.error = "no image", target.why_empty()
                 continue
             body = cutouts.fits_file(cuts, [cut.image.band for cut in cuts])
-            outcome.result = result_name(outcome.row, outcome.id)
-            ctx.put_result(outcome.result, body, FITS)
-            outcome.status = "ok"
-        except ServiceError as exc:  # UsageError (too many pixels) or an unreadable image
-            outcome.status, outcome.error = "failed", exc.message
+            name = result_name(outcome.row, outcome.id)
+            ctx.put_result(name, body, FITS)
+            outcome.status, outcome.result = "ok", name
+        except ServiceUnavailable:
+            raise  # transient: the part is run again
+        except ServiceError as exc:
+            if exc.status == 403:  # the owner's result space is full: no row can be kept
+                raise
+            outcome.status, outcome.error = "failed", exc.message  # too many pixels, an unreadable image
 
 
 def outcomes_of(table: PositionTable, request: BulkRequest) -> dict[int, RowOutcome]:

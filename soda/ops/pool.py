@@ -11,8 +11,8 @@ of cutouts there would slow WAIT, logins and job pages. Cutouts get pools of the
 
 Both are bounded. At most ``cutout_queue`` cuts may wait for a process; beyond that a
 request is refused at once (503 ServiceUnavailable with Retry-After) instead of queueing
-without end. A process that dies (killed, out of memory) fails only its own request: the
-pool is replaced and the next request finds it whole. The processes are replaced after
+without end. A process that dies (killed, out of memory) fails the requests its pool held (Python's
+pool breaks as a whole): that pool is replaced and the next request finds a whole one. The processes are replaced after
 ``cutout_process_tasks`` cuts each (a new pool takes the next cuts while the old one
 finishes its own: Python 3.11's ``max_tasks_per_child`` can leave work waiting for a
 replacement process that never starts), and they end when none has cut anything for
@@ -88,20 +88,32 @@ class CutoutPool:
             return await self.run(cutouts.make, targets, request, limits)
         from soda.ops import cutting
 
-        future = self._submit(cutting.make, list(targets), request, limits)
+        # Off the event loop: starting a pool's processes (and waiting for the fork server
+        # at the first cut) takes milliseconds to a second.
+        executor, future = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._submit, cutting.make, list(targets), request, limits)
         try:
             body, seconds = await asyncio.wrap_future(future)
         except BrokenProcessPool:
-            self._replace_broken()
-            log.error("a cutting process ended abruptly (killed or out of memory); the pool is replaced")
+            self._replace_broken(executor)
+            log.error("a cutting process ended abruptly (killed, out of memory, or it could not start); "
+                      "its pool is replaced")
             raise ServiceUnavailable("the process cutting this request ended abruptly; try again",
+                                     headers={"Retry-After": "1"}) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the request itself is cancelled (the client went away)
+            raise ServiceUnavailable("the cutting processes were stopped before this cutout; try again",
                                      headers={"Retry-After": "1"}) from None
         if body is not None:
             cutouts.observe(request.extension, seconds)
         return body
 
-    def _submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
+    def _submit(self, fn: Callable[..., T], *args: object) -> tuple[ProcessPoolExecutor, Future[T]]:
         with self._lock:
+            if self._closed.is_set():
+                raise ServiceUnavailable("the service is stopping; try again", headers={"Retry-After": "5"})
             if self._in_flight >= self.processes + self.max_queued:
                 raise CutoutsBusy(self._in_flight - self.processes)
             if self._tasks_per_process and self._submitted >= self._tasks_per_process * self.processes:
@@ -116,8 +128,10 @@ class CutoutPool:
                 future = self._process_executor().submit(fn, *args)
             self._submitted += 1
             self._in_flight += 1
+            executor = self._processes
         future.add_done_callback(self._done)
-        return future
+        assert executor is not None
+        return executor, future
 
     def _done(self, future: Future[object]) -> None:
         with self._lock:
@@ -161,11 +175,12 @@ class CutoutPool:
             self._submitted = 0
         return self._processes
 
-    def _replace_broken(self) -> None:
+    def _replace_broken(self, broken: ProcessPoolExecutor) -> None:
+        """Forget ``broken`` if it is still the current pool (not one made since)."""
         with self._lock:
-            broken, self._processes = self._processes, None
-        if broken is not None:
-            broken.shutdown(wait=False, cancel_futures=True)
+            if self._processes is broken:
+                self._processes = None
+        broken.shutdown(wait=False, cancel_futures=True)
 
     @property
     def running_processes(self) -> int:

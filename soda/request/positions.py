@@ -85,10 +85,21 @@ def sniff(data: bytes) -> str:
 def read_positions(data: bytes, max_rows: int, *, max_radius: float = 180.0) -> PositionTable:
     """The position table in ``data`` (any of the formats above), of at most ``max_rows`` rows."""
     kind = sniff(data)
+    _check_columns(data, kind)
     table = _read(data, kind, max_rows)
+    try:
+        return _positions(table, kind, max_rows, max_radius)
+    except (ValueError, TypeError, IndexError, KeyError) as exc:  # a column of an unforeseen kind
+        raise UsageError(f"the position table's columns cannot be read as positions: {_short(exc)}") from None
+
+
+def _positions(table: Table, kind: str, max_rows: int, max_radius: float) -> PositionTable:
     if len(table) > max_rows:
         raise UsageError(f"the position table has {len(table)} rows; a job takes at most {max_rows}")
     columns = _roles(table)
+    for role, name in columns.items():
+        if getattr(table[name], "ndim", 1) != 1:
+            raise UsageError(f"column {name!r} ({role}) holds arrays; it must hold one value a row")
     if "ra" not in columns or "dec" not in columns:
         raise UsageError(
             f"the position table needs RA and Dec columns (named e.g. ra/dec, RAJ2000/DEJ2000, s_ra/s_dec); "
@@ -139,6 +150,25 @@ def _read(data: bytes, kind: str, max_rows: int) -> Table:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad upload
         raise UsageError(f"the position table cannot be read as {kind.upper()}: {_short(exc)}") from None
+
+
+MAX_COLUMNS = 100  # a table of positions needs a handful; reading thousands costs seconds
+
+
+def _check_columns(data: bytes, kind: str) -> None:
+    """Too many columns refused before the table is read (each costs the reader time)."""
+    if kind == "csv":
+        header = data[:data.find(b"\n") if b"\n" in data else len(data)]
+        count = max(header.count(c) for c in (b",", b"\t", b";", b"|", b" ")) + 1
+    elif kind == "votable":
+        count = data.count(b"<FIELD")
+    elif kind == "fits":
+        count = max((int(m) for m in re.findall(rb"TFIELDS = +(\d+)", data[:2880 * 20])), default=0)
+    else:
+        return
+    if count > MAX_COLUMNS:
+        raise UsageError(f"the position table has {count} columns; at most {MAX_COLUMNS} are read "
+                         f"(ra, dec, size or radius, id, band are what it needs)")
 
 
 def _check_lines(data: bytes, max_rows: int) -> None:

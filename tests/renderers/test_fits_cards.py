@@ -138,3 +138,20 @@ def test_native_pixels_are_written_big_endian_and_left_as_they_were() -> None:
     with fits.open(io.BytesIO(body)) as hdul:
         assert np.array_equal(hdul[1].data, data) and np.array_equal(hdul[3].data, data)
         assert np.array_equal(hdul[2].data, same)
+
+
+def test_record_valued_cards_are_copied_as_they_are() -> None:
+    from astropy.io import fits
+
+    from renderers.fits import cutout_cards
+
+    source = fits.Header()
+    source["CTYPE1"] = "RA---TAN-SIP"
+    source.append(fits.Card.fromstring("DP1     = 'NAXES: 2'"))
+    source.append(fits.Card.fromstring("DP1     = 'AXIS.1: 1'"))
+    images = cutout_cards(source, 0, 0).images()
+    assert any(i.startswith("DP1     = 'NAXES: 2'") for i in images)
+    assert any(i.startswith("DP1     = 'AXIS.1: 1'") for i in images)
+    assert not any("HIERARCH" in i for i in images)
+    header = fits.Header.fromstring("".join(images))
+    assert header["DP1.NAXES"] == 2 and header["DP1.AXIS.1"] == 1

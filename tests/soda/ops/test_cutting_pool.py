@@ -14,6 +14,7 @@ import pytest
 from astropy.io import fits
 
 from conftest import app_client, eventually
+from dali.errors import ServiceUnavailable
 from soda.ops.pool import CutoutPool, CutoutsBusy
 
 CUT = {"ID": "ivo://demo.cutout/des?DES0139-4457_r", "CIRCLE": "24.9655 -44.9583 0.01"}
@@ -59,7 +60,7 @@ def test_a_full_queue_refuses_at_once_and_frees_its_places(tmp_path: Path) -> No
     pool = CutoutPool(1, 1, settings=load_settings(environ={"CUTOUT_DATA_DIR": str(tmp_path)}),
                       queue=1, tasks_per_process=None)
     try:
-        started = [pool._submit(_sleep_then, 1.0), pool._submit(_sleep_then, 1.0)]
+        started = [pool._submit(_sleep_then, 1.0)[1], pool._submit(_sleep_then, 1.0)[1]]
         with pytest.raises(CutoutsBusy) as refused:
             pool._submit(_sleep_then, 0.0)
         assert refused.value.status == 503 and refused.value.headers["Retry-After"]
@@ -67,7 +68,7 @@ def test_a_full_queue_refuses_at_once_and_frees_its_places(tmp_path: Path) -> No
         for future in started:
             assert future.result(timeout=30) == (None, 1.0)
         eventually(lambda: pool._in_flight == 0, timeout=5)
-        assert pool._submit(_sleep_then, 0.0).result(timeout=30) == (None, 0.0)
+        assert pool._submit(_sleep_then, 0.0)[1].result(timeout=30) == (None, 0.0)
     finally:
         pool.close()
 
@@ -138,9 +139,27 @@ def test_processes_are_replaced_after_their_cuts_and_nothing_waits_for_ever(tmp_
     try:
         # Many cuts at once across several replacements (with max_tasks_per_child, Python
         # 3.11 could leave some waiting for a process that never started).
-        futures = [pool._submit(_pid, 0.01) for _ in range(40)]
+        futures = [pool._submit(_pid, 0.01)[1] for _ in range(40)]
         pids = [f.result(timeout=60) for f in futures]
         assert len(set(pids)) >= 40 // (3 * 2)  # a new pair of processes every 6 cuts
         eventually(lambda: pool._in_flight == 0, timeout=5)
     finally:
         pool.close()
+
+
+def test_a_broken_pool_is_replaced_only_once_and_a_closed_pool_takes_no_cut(tmp_path: Path) -> None:
+    from conf import load_settings
+
+    pool = CutoutPool(1, 1, settings=load_settings(environ={"CUTOUT_DATA_DIR": str(tmp_path)}), queue=4)
+    try:
+        broken, future = pool._submit(os._exit, 1)  # the process dies: its pool breaks
+        with pytest.raises(Exception):
+            future.result(timeout=30)
+        healthy, second = pool._submit(_pid, 0.0)   # a new pool, made since
+        assert healthy is not broken
+        pool._replace_broken(broken)                 # a late report of the old one
+        assert pool._processes is healthy and second.result(timeout=30) > 0
+    finally:
+        pool.close()
+    with pytest.raises(ServiceUnavailable):
+        pool._submit(_pid, 0.0)

@@ -146,3 +146,20 @@ def test_parquet_without_pyarrow_is_a_labelled_refusal(monkeypatch, tmp_path) ->
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as where it is not installed
     with pytest.raises(UsageError, match="Parquet tables need pyarrow"):
         read_positions(path.read_bytes(), 10)
+
+
+def test_too_many_columns_are_refused_before_reading() -> None:
+    header = ",".join(["ra", "dec"] + [f"c{n}" for n in range(200)])
+    with pytest.raises(UsageError, match="202 columns; at most 100"):
+        read_positions(f"{header}\n".encode() + b"1,2" + b",0" * 200 + b"\n", 10)
+    wide = Table({f"c{n}": [1.0] for n in range(150)})
+    with pytest.raises(UsageError, match="150 columns"):
+        read_positions(_fits(wide), 10)
+    with pytest.raises(UsageError, match="150 columns"):
+        read_positions(_votable(wide), 10)
+
+
+def test_array_valued_columns_are_refused() -> None:
+    table = Table({"ra": np.array([[1.0, 2.0]]), "dec": [3.0]})
+    with pytest.raises(UsageError, match="holds arrays"):
+        read_positions(_votable(table), 10)
