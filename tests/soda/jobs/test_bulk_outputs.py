@@ -64,6 +64,12 @@ def test_group_layout_one_file_per_field_with_the_rows_cuts(embedded) -> None:  
                 assert a.header["ROW"] == int(m["row"]) and a.header["OBJID"] == m["id"]
                 assert a.header["CUTNAME"] == "r" and a.header["SRCBOX"] == b.header["SRCBOX"]
                 assert np.array_equal(a.data, b.data)
+    # And a /sync cut of the same position is the same (row a: 7 arcsec).
+    sync = embedded.get("/sync", params={"POS": f"CIRCLE {RA} {DEC} {7 / 3600}", "FILTER": "r"})
+    assert sync.status_code == 200
+    with _hdus(embedded, job, name) as hdul, fits.open(io.BytesIO(sync.content)) as theirs:
+        assert np.array_equal(hdul["SCI", 1].data, theirs["SCI", 1].data)
+        assert hdul["SCI", 1].header["DATASET"] == theirs["SCI", 1].header["DATASET"]
     # Every band there (no FILTER): a row's cuts are several EXTVERs, one per band.
     job, rows = _run(embedded, f"ra,dec,id\n{RA},{DEC},a\n{RA + 0.003},{DEC},b\n", LAYOUT="group", RADIUS="0.001")
     assert [m["extver"] for m in rows] == ["1;2;3", "4;5;6"]
