@@ -580,6 +580,21 @@ class LimitsSettings(Group):
     anonymous_bulk_max_rows: NonNegativeInt = Field(1000, description=(
         "Rows of a bulk job's position table for an anonymous caller (0: anonymous callers "
         "make no bulk jobs)."))
+    bulk_max_pixels: LimitOrOff = Field(10_000_000_000, description=(
+        "Pixels one bulk job of a logged-in user may cut, estimated when it is created: for each "
+        "row, the square of its cutout's side (twice its radius) in pixels of the first "
+        "configured survey, times its bands (FILTER's, the row's band, else every band of that "
+        "survey); a job over it is refused (UsageError). 0: no limit."))
+    anonymous_bulk_max_pixels: LimitOrOff = Field(100_000_000, description=(
+        "The same estimate's limit for one anonymous bulk job (10^8: a thousand 137-pixel "
+        "stamps in three bands with room to spare). 0: no limit."))
+    bulk_max_active_jobs: LimitOrOff = Field(4, description=(
+        "Bulk jobs (/bulk) of a user not yet finished (PENDING, QUEUED, EXECUTING, HELD, "
+        "SUSPENDED); one more is refused (429 with Retry-After). 0: no limit."))
+    anonymous_bulk_max_active_jobs: LimitOrOff = Field(2, description=(
+        "Bulk jobs not yet finished of all anonymous callers together (as the other anonymous "
+        "job limits count them: a job records no address); one more is refused (429 with "
+        "Retry-After). 0: no limit."))
     max_upload_bytes: PositiveInt = Field(64 * 2**20, description=(
         "Most bytes of the files one job takes (DALI UPLOAD, e.g. a bulk job's position table: "
         "1,000,000 rows of CSV are about 30 MB), 64 MiB; the request body of a job list that "

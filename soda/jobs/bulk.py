@@ -1,5 +1,7 @@
 """The bulk job kind (``/bulk``): a table of positions (DALI UPLOAD: CSV, VOTable, FITS or,
-with pyarrow, Parquet; ``soda.request.positions``) cut into one FITS file per row.
+with pyarrow, Parquet; ``soda.request.positions``) cut into FITS files, laid out as
+``LAYOUT`` says: one file per row (``row``, the default), one multi-extension file per
+part (``group``) or one binary table per part, a cutout per table row (``table``).
 
 Rows are grouped by the image field (DES tile, LSST patch) that holds them, each group cut
 with its images opened once, so a thousand positions on one tile decode its header and
@@ -11,10 +13,17 @@ The groups are the job's parts (``uws.parts``): separate messages that any worke
 so N workers share one job and a lost worker costs only its part, which is run again.
 Progress (rows done, failed, total, rate, estimated end) is in the job's jobInfo.
 
-Results: ``<row>_<id>.fits`` per row as it is made (visible while the job runs), each
+Results: ``<row>_<id>.fits`` per row as it is made (``row``), or ``<field>-<part>.fits``
+per part (``group``, ``table``; ``soda.output.bulk``), visible while the job runs; each
 part's lines of the manifest (``manifest-part-NNNNN.csv``; ``manifest-unserved.csv``: the
 rows no part cuts), then ``manifest.csv`` and ``manifest.xml`` (VOTable) of every row:
-input row, id, position, status, result, error text.
+input row, id, position, status, result, error text, and where in the result the row's
+cuts are (``extver``: the EXTVERs of its HDUs in a group file; ``table_row``: its rows in
+a table file; ``;``-separated, one per band).
+
+Limits per caller, checked when the job is created: rows, the pixels the job would cut
+(estimated from the rows' radii, the first survey's pixel scale and the bands), and the
+caller's bulk jobs not yet finished.
 """
 
 from __future__ import annotations
@@ -26,18 +35,21 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
 
 from dali.errors import ServiceError, ServiceUnavailable, UsageError
 from dali.params import Params, RequestParams
-from soda.cutouts import CutoutLimits, Cutouts, FieldGroup
+from soda.cutouts import Cut, CutoutLimits, Cutouts, FieldGroup
+from soda.output.bulk import RowCuts, group_fits, table_fits
 from soda.request.positions import PositionTable, read_positions
 from uws.kinds import JobContext, JobKind, Part, PartReport, Uploads
 
-PARAM_NAMES = frozenset({"UPLOAD", "RADIUS", "FILTER", "RESPONSEFORMAT"})
+PARAM_NAMES = frozenset({"UPLOAD", "RADIUS", "FILTER", "RESPONSEFORMAT", "LAYOUT"})
+LAYOUTS = ("row", "group", "table")
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 FITS = "application/fits"
 
@@ -46,6 +58,9 @@ FITS = "application/fits"
 class BulkLimits:
     max_rows: int             # rows of one table
     default_radius: float     # degrees, for rows without size or radius
+    max_pixels: int = 0       # estimated pixels of one job (0: no limit)
+    max_active_jobs: int = 0  # the caller's bulk jobs not yet finished (0: no limit)
+    whom: str = ""            # how a refusal names whom the limits are for
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class BulkRequest:
     bad_rows: int
     radius: float             # degrees: rows without size/radius
     filters: tuple[str, ...] = ()  # band names; empty: the row's band, else every band there
+    layout: str = "row"       # row, group or table (LAYOUTS)
 
 
 @dataclass
@@ -70,6 +86,8 @@ class RowOutcome:
     status: str               # ok, failed, no image, bad row
     result: str = ""
     error: str = ""
+    extver: str = ""          # group layout: the EXTVERs of the row's HDUs, ;-separated
+    table_row: str = ""       # table layout: the row's rows in the table (1-based), ;-separated
 
 
 # --- creation ------------------------------------------------------------------------------
@@ -86,7 +104,12 @@ def parse_upload_param(value: str) -> tuple[str, str]:
     return name.strip(), source[len("param:"):].strip()
 
 
-def parse(pairs: Params, files: Uploads, limits: BulkLimits) -> BulkRequest:
+# Estimated pixels of a job's rows: (radii in degrees, bands asked for, rows' bands) -> pixels.
+PixelEstimate = Callable[[Sequence[float], Sequence[str], Sequence[str | None]], float]
+
+
+def parse(pairs: Params, files: Uploads, limits: BulkLimits,
+          estimate: PixelEstimate | None = None) -> BulkRequest:
     params = RequestParams(pairs)
     upload = params.single("UPLOAD")
     if upload is None:
@@ -97,7 +120,13 @@ def parse(pairs: Params, files: Uploads, limits: BulkLimits) -> BulkRequest:
         raise UsageError(f"UPLOAD names the file field {field_name!r}, which the request does not carry")
     fmt = params.single("RESPONSEFORMAT")
     if fmt is not None and fmt.lower() not in (FITS, "image/fits", "fits"):
-        raise UsageError(f"a bulk job makes FITS files (RESPONSEFORMAT=application/fits), not {fmt!r}")
+        raise UsageError(f"a bulk job makes FITS files (RESPONSEFORMAT=application/fits), not {fmt!r}; "
+                         f"LAYOUT=row|group|table chooses how they hold the cutouts")
+    layout = (params.single("LAYOUT") or "row").strip().lower()
+    if layout not in LAYOUTS:
+        raise UsageError(f"LAYOUT must be row (a FITS file per row), group (a multi-extension FITS file "
+                         f"per image field) or table (a FITS binary table per image field), not "
+                         f"{params.single('LAYOUT')[:40]!r}")
     radius = limits.default_radius
     if (text := params.single("RADIUS")) is not None:
         try:
@@ -112,8 +141,40 @@ def parse(pairs: Params, files: Uploads, limits: BulkLimits) -> BulkRequest:
         raise UsageError(f"the position table has no usable row ({len(table.bad)} bad: "
                          f"row {table.bad[0][0]}: {table.bad[0][1]})" if table.bad else
                          "the position table has no rows")
+    if limits.max_pixels and estimate is not None:
+        radii = np.where(np.isfinite(table.radius), table.radius, radius)
+        pixels = estimate(radii, filters, table.band)
+        if pixels > limits.max_pixels:
+            raise UsageError(f"this job would cut about {pixels:.3g} pixels ({len(table)} rows); a bulk job "
+                             f"cuts at most {limits.max_pixels:.3g} {limits.whom}: use fewer rows, a "
+                             f"smaller RADIUS or FILTER")
     return BulkRequest(upload=field_name, table_name=table_name, rows=len(table), bad_rows=len(table.bad),
-                       radius=radius, filters=filters)
+                       radius=radius, filters=filters, layout=layout)
+
+
+def pixel_estimate(cutouts: Cutouts) -> PixelEstimate:
+    """Each row's square (its side twice its radius) in pixels of the first survey with an
+    image, times its bands: FILTER's, else the row's band, else every band of the survey."""
+
+    def first_scale() -> tuple[float, int]:  # degrees per pixel, bands; asked at each creation
+        for survey in cutouts.datasets.surveys.values():
+            catalogue = getattr(survey, "catalogue", None)
+            first = catalogue.first(survey.name) if catalogue is not None else None
+            if first is not None and first.pixel_scale > 0:
+                return first.pixel_scale / 3600.0, max(len(survey.bands), 1)
+        return math.nan, 1
+
+    def estimate(radii: Sequence[float], filters: Sequence[str], row_bands: Sequence[str | None]) -> float:
+        scale, bands = first_scale()
+        if not math.isfinite(scale):
+            return 0.0
+        side = np.ceil(2 * np.asarray(radii, dtype=float) / scale) + 1
+        per_row = np.full(len(side), len(filters) if filters else bands, dtype=float)
+        if not filters:
+            per_row[[i for i, b in enumerate(row_bands) if b]] = 1
+        return float(np.sum(side * side * per_row))
+
+    return estimate
 
 
 def shown(request: BulkRequest, pairs: Params) -> Params:
@@ -138,15 +199,25 @@ def result_name(row: int, ident: str) -> str:
     return f"{row:07d}_{safe}.fits" if safe else f"{row:07d}.fits"
 
 
+def group_result_name(field: str, index: int) -> str:
+    safe = _SAFE.sub("_", field).strip("_")[:80] or "field"
+    return f"{safe}-{index:05d}.fits"
+
+
 def cut_group(ctx: JobContext[BulkRequest], cutouts: Cutouts, limits: CutoutLimits, group: FieldGroup,
-              outcomes: dict[int, RowOutcome]) -> None:
-    """The group's rows, each one FITS file; its images' files and tiles read once for all."""
+              outcomes: dict[int, RowOutcome], kept: list[RowCuts] | None = None) -> None:
+    """The group's rows, each one FITS file (``kept`` None) or its cuts added to ``kept``
+    (for one file of many rows); its images' files and tiles read once for all."""
     for i, target in group.members:
         outcome = outcomes[i]
         try:
-            cuts = cutouts.cut_target(target, limits)
+            cuts: list[Cut] = cutouts.cut_target(target, limits)
             if not cuts:
                 outcome.status, outcome.error = "no image", target.why_empty()
+                continue
+            if kept is not None:
+                kept.append(RowCuts(outcome.row, outcome.id, outcome.ra, outcome.dec, cuts))
+                outcome.result = f"#{i}"  # the file's name once it is written (write_many)
                 continue
             body = cutouts.fits_file(cuts, [cut.image.band for cut in cuts])
             name = result_name(outcome.row, outcome.id)
@@ -160,6 +231,33 @@ def cut_group(ctx: JobContext[BulkRequest], cutouts: Cutouts, limits: CutoutLimi
             outcome.status, outcome.error = "failed", exc.message  # too many pixels, an unreadable image
 
 
+def write_many(ctx: JobContext[BulkRequest], name: str, kept: Sequence[RowCuts],
+               outcomes: dict[int, RowOutcome]) -> None:
+    """The kept rows' cuts in one file (the job's layout: group or table), and where each
+    row's cuts are in it. A file that cannot be written fails its rows."""
+    pending = [o for o in outcomes.values() if o.result.startswith("#")]
+    if not kept:
+        return
+    try:
+        if ctx.params.layout == "table":
+            body, where = table_fits(kept)
+        else:
+            body, where = group_fits(kept)
+        ctx.put_result(name, body, FITS)
+    except ServiceError as exc:
+        for o in pending:
+            o.status, o.result, o.error = "failed", "", exc.message
+        return
+    by_row = {r.row: numbers for r, numbers in zip(kept, where, strict=True)}
+    for o in pending:
+        o.status, o.result = "ok", name
+        text = ";".join(str(n) for n in by_row[o.row])
+        if ctx.params.layout == "table":
+            o.table_row = text
+        else:
+            o.extver = text
+
+
 def outcomes_of(table: PositionTable, request: BulkRequest) -> dict[int, RowOutcome]:
     return {i: RowOutcome(int(table.row[i]), table.id[i] or str(int(table.row[i])), float(table.ra[i]),
                           float(table.dec[i]),
@@ -171,6 +269,9 @@ def outcomes_of(table: PositionTable, request: BulkRequest) -> dict[int, RowOutc
 # --- parts: groups of rows spread over the workers --------------------------------------
 
 PART_ROWS = 2000   # rows of one part at most (a field with more rows is several parts)
+# With the group and table layouts a part's cuts are held until its file is written: fewer
+# rows (250 rows of 137-pixel stamps in three bands of three planes: about 170 MB).
+MANY_PART_ROWS = 250
 _tables: OrderedDict[str, PositionTable] = OrderedDict()  # per process: the last jobs' tables
 _tables_lock = threading.Lock()
 
@@ -197,10 +298,11 @@ def plan_parts(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> list[Part]:
     table = _table(ctx)
     outcomes = outcomes_of(table, ctx.params)
     parts = []
+    size = PART_ROWS if ctx.params.layout == "row" else MANY_PART_ROWS
     for group in plan(cutouts, table, ctx.params, outcomes):
         rows = [i for i, _ in group.members]
-        for start in range(0, len(rows), PART_ROWS):
-            chunk = rows[start:start + PART_ROWS]
+        for start in range(0, len(rows), size):
+            chunk = rows[start:start + size]
             parts.append(Part(key=json.dumps({"field": group.field, "rows": chunk}), units=len(chunk)))
     unserved = [o for o in outcomes.values() if o.status != "pending"] + bad_rows(table)
     ctx.put_result("manifest-unserved.csv", manifest_csv(sorted(unserved, key=lambda o: o.row)), "text/csv")
@@ -221,10 +323,13 @@ def run_part(ctx: JobContext[BulkRequest], part: Part, cutouts: Cutouts) -> Part
                                               [outcomes[i].radius for i in rows], bands)
     for k, why in problems.items():
         outcomes[rows[k]].status, outcomes[rows[k]].error = "no image", why
+    kept: list[RowCuts] | None = None if request.layout == "row" else []
     with cutouts.busy():
         for group in groups:
             group.members = [(rows[k], target) for k, target in group.members]
-            cut_group(ctx, cutouts, limits, group, outcomes)
+            cut_group(ctx, cutouts, limits, group, outcomes, kept)
+    if kept is not None:
+        write_many(ctx, group_result_name(json.loads(part.key)["field"], part.index), kept, outcomes)
     ctx.put_result(f"manifest-part-{part.index:05d}.csv", manifest_csv(list(outcomes.values())), "text/csv")
     done = sum(o.status == "ok" for o in outcomes.values())
     return PartReport(done=done, failed=len(rows) - done)
@@ -259,7 +364,8 @@ def read_manifest(data: bytes | None) -> list[RowOutcome]:
     out = []
     for r in csv.DictReader(io.StringIO(data.decode())):
         out.append(RowOutcome(int(r["row"]), r["id"], _float(r["ra"]), _float(r["dec"]), _float(r["radius"]),
-                              r["status"], r["result"], r["error"]))
+                              r["status"], r["result"], r["error"], r.get("extver") or "",
+                              r.get("table_row") or ""))
     return out
 
 
@@ -273,8 +379,11 @@ def run(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> None:
     outcomes = outcomes_of(table, request)
     limits = cutouts.limits(ctx.job.owner)
     with cutouts.busy():
-        for group in plan(cutouts, table, request, outcomes):
-            cut_group(ctx, cutouts, limits, group, outcomes)
+        for index, group in enumerate(plan(cutouts, table, request, outcomes)):
+            kept: list[RowCuts] | None = None if request.layout == "row" else []
+            cut_group(ctx, cutouts, limits, group, outcomes, kept)
+            if kept is not None:
+                write_many(ctx, group_result_name(group.field, index), kept, outcomes)
     rows = sorted([*outcomes.values(), *bad_rows(table)], key=lambda o: o.row)
     ctx.put_result("manifest.csv", manifest_csv(rows), "text/csv")
     ctx.put_result("manifest.xml", manifest_votable(rows), "application/x-votable+xml")
@@ -282,7 +391,7 @@ def run(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> None:
 
 # --- the manifest ------------------------------------------------------------------------
 
-COLUMNS = ("row", "id", "ra", "dec", "radius", "status", "result", "error")
+COLUMNS = ("row", "id", "ra", "dec", "radius", "status", "result", "error", "extver", "table_row")
 
 
 def manifest_csv(rows: Sequence[RowOutcome]) -> bytes:
@@ -290,7 +399,8 @@ def manifest_csv(rows: Sequence[RowOutcome]) -> bytes:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for r in rows:
-        writer.writerow([r.row, r.id, _num(r.ra), _num(r.dec), _num(r.radius), r.status, r.result, r.error])
+        writer.writerow([r.row, r.id, _num(r.ra), _num(r.dec), _num(r.radius), r.status, r.result, r.error,
+                         r.extver, r.table_row])
     return out.getvalue().encode()
 
 
@@ -313,18 +423,40 @@ def manifest_votable(rows: Sequence[RowOutcome]) -> bytes:
         Field(votable, name="status", datatype="char", arraysize="*", ucd="meta.code.status"),
         Field(votable, name="result", datatype="char", arraysize="*", ucd="meta.ref.url"),
         Field(votable, name="error", datatype="char", arraysize="*", ucd="meta.code.error"),
+        Field(votable, name="extver", datatype="char", arraysize="*"),
+        Field(votable, name="table_row", datatype="char", arraysize="*"),
     ])
     table.create_arrays(len(rows))
     for n, r in enumerate(rows):
-        table.array[n] = (r.row, r.id, r.ra, r.dec, r.radius, r.status, r.result, r.error)
+        table.array[n] = (r.row, r.id, r.ra, r.dec, r.radius, r.status, r.result, r.error, r.extver, r.table_row)
     out = io.BytesIO()
     votable.to_xml(out)
     return out.getvalue()
 
 
-def bulk_job_kind(cutouts: Cutouts, limits: BulkLimits, anonymous: BulkLimits) -> JobKind[BulkRequest]:
+# The owner's bulk jobs not yet finished (None: anonymous callers together), at most ``up_to``.
+UnfinishedJobs = Callable[[str | None, int], int]
+
+
+def check_unfinished(limits: BulkLimits, unfinished: int) -> None:
+    """The same refusal as the job allowance's unfinished job limit (429, Retry-After)."""
+    if limits.max_active_jobs and unfinished >= limits.max_active_jobs:
+        raise ServiceUnavailable(
+            f"bulk job limit reached: {unfinished} bulk jobs not yet finished (PENDING, QUEUED, "
+            f"EXECUTING, HELD or SUSPENDED) and the limit is {limits.max_active_jobs} {limits.whom}; "
+            f"run, abort or delete one, or try again when one has finished",
+            status=429, headers={"Retry-After": "30"})
+
+
+def bulk_job_kind(cutouts: Cutouts, limits: BulkLimits, anonymous: BulkLimits,
+                  unfinished: UnfinishedJobs | None = None) -> JobKind[BulkRequest]:
+    estimate = pixel_estimate(cutouts)
+
     def parse_with(pairs: Params, files: Uploads, owner: str | None) -> BulkRequest:
-        return parse(pairs, files, anonymous if owner is None else limits)
+        mine = anonymous if owner is None else limits
+        if mine.max_active_jobs and unfinished is not None:
+            check_unfinished(mine, unfinished(owner, mine.max_active_jobs))
+        return parse(pairs, files, mine, estimate)
 
     def no_files(pairs: Params, owner: str | None) -> BulkRequest:
         raise UsageError("a bulk job needs its position table (UPLOAD)")
@@ -333,4 +465,5 @@ def bulk_job_kind(cutouts: Cutouts, limits: BulkLimits, anonymous: BulkLimits) -
                    shown=shown, uploads=1, parse_uploads=parse_with,
                    parts=lambda ctx: plan_parts(ctx, cutouts),
                    run_part=lambda ctx, part: run_part(ctx, part, cutouts), finish=finish,
-                   description="bulk cutouts: a table of positions, one FITS file per row, and a manifest")
+                   description="bulk cutouts: a table of positions, FITS files (one per row, or per image "
+                               "field with LAYOUT=group or table), and a manifest")

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from renderers.fits import Cards, cutout_cards, write_fits
 from soda import SERVICE, VERSION
 from soda.engine.cutout import Cut, Mosaic
 
 
-def fits_cutouts(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:
+def fits_cutouts(cuts: Sequence[Cut], names: Sequence[str] = (),
+                 cards: Sequence[Mapping[str, tuple[object, str]]] = ()) -> bytes:
     """One FITS file: an empty primary HDU, then every plane of every cut (EXTVER = cut
-    number); ``names`` labels each cut with its combination's name (CUTNAME, SODA §6)."""
+    number); ``names`` labels each cut with its combination's name (CUTNAME, SODA §6);
+    ``cards``: more cards for each cut's HDUs (keyword: (value, comment))."""
     primary = {
         "ORIGIN": (SERVICE, "IVOA SODA 1.0 cutout service"),
         "SVCVERS": (VERSION, "version of the service that cut this"),
@@ -27,6 +29,8 @@ def fits_cutouts(cuts: Sequence[Cut], names: Sequence[str] = ()) -> bytes:
             header.set("EXTVER", number)
             if names:
                 header.set("CUTNAME", names[number - 1], "its combination's result name (SODA 6)")
+            for keyword, (value, comment) in (cards[number - 1].items() if cards else ()):
+                header.set(keyword, value, comment)
             # Long values (IDs, file names, polygons) keep every character; a comment that
             # no longer fits beside its value is dropped rather than cut.
             header.set("DATASET", c.image.dataset_id, "IVOA dataset ID of the source")
