@@ -244,7 +244,11 @@ def write_many(ctx: JobContext[BulkRequest], name: str, kept: Sequence[RowCuts],
         else:
             body, where = group_fits(kept)
         ctx.put_result(name, body, FITS)
+    except ServiceUnavailable:
+        raise  # transient: the part is run again
     except ServiceError as exc:
+        if exc.status == 403:  # the owner's result space is full
+            raise
         for o in pending:
             o.status, o.result, o.error = "failed", "", exc.message
         return
