@@ -1,7 +1,8 @@
 """Position tables: the rows of a bulk cutout job (CSV, VOTable, FITS table, or Parquet
 when ``pyarrow`` is installed), read into columns of positions.
 
-Columns are found by name, leniently (case, spaces and punctuation ignored, common
+(Parquet is read with pyarrow alone: its columns carry no units, so a unit there comes from
+the column's name.) Columns are found by name, leniently (case, spaces and punctuation ignored, common
 aliases: ``RAJ2000``, ``s_ra``, ``DEJ2000``, ``objid``, ``filter``, ...), or in a VOTable
 by UCD (``pos.eq.ra``, ``pos.eq.dec``). Units are honoured: a column's own unit (FITS
 TUNIT, VOTable ``unit``, an astropy unit string) or else a unit in its name
@@ -208,7 +209,10 @@ def _parquet(data: bytes) -> Table:
     except ImportError:
         raise UsageError("Parquet tables need pyarrow, which this service does not have; "
                          "send CSV, VOTable or FITS") from None
-    return Table.read(io.BytesIO(data), format="parquet")
+    import pyarrow.parquet as pq  # astropy's own Parquet reader needs pandas besides
+
+    arrow = pq.read_table(io.BytesIO(data))
+    return Table({name: arrow.column(name).to_numpy(zero_copy_only=False) for name in arrow.column_names})
 
 
 def _short(exc: Exception) -> str:
