@@ -63,5 +63,5 @@ class Targets:
             shown = "-" if t.measured is None else (f"{t.measured:.2f}x" if t.unit == "x"
                                                      else f"{t.measured:.0f} {t.unit}")
             rows.append((t.name, f"{t.goal} {'' if t.unit == 'x' else t.unit}".strip(), shown, t.verdict))
-        print_table("targets (issue 15; ratios from this run)", ("target", "goal", "measured", "result"), rows,
+        print_table("targets (issues 15, 16; from this run)", ("target", "goal", "measured", "result"), rows,
                     notes)

@@ -15,6 +15,9 @@ Sections (all by default; --only picks some):
   jobs    async POST -> COMPLETED of one-cutout jobs, and how long a blocked WAIT takes to
           answer once its job has ended; embedded, then (when --redis answers) with a Redis
           broker and one `cutout worker` process
+  bulk    /bulk jobs of 51-pixel stamps all on the tile, each layout, 1 and 2 `cutout worker`s
+          (Redis), against one /sync request per position; a 1,000,000-row upload accepted,
+          planned and started (not with --quick); needs --redis (bench/bulk.py)
   memory  the server's resident memory idle, at its peak under the HTTP load, and settled
           after it; a fresh process cutting 2048x2048 pixels from the tile in each layout
 
@@ -52,13 +55,15 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 import clients
 import cutters
+from bulk import TARGETS as BULK_TARGETS
+from bulk import bulk_section
 from report import Targets, print_table, ratio
 from rss import memory, tree_rss
 from servers import IDLE_SECONDS, ROOT, CutoutService, Proc, redis_answers, start_cutout_service, start_naive_service
 from tiles import LAYOUTS, PIXEL_ARCSEC, Tile, ensure_tile
 from timing import interleaved, loadavg
 
-SECTIONS = ("engine", "http", "jobs", "memory")
+SECTIONS = ("engine", "http", "jobs", "bulk", "memory")
 TARGETS = (  # (name, goal, unit), as the issue words them
     ("sync: HTTP / engine, 0.5' plain", "<= 1.3", "x"),
     ("sync: naive HTTP / ours, 0.5' plain", ">= 2", "x"),
@@ -72,6 +77,7 @@ TARGETS = (  # (name, goal, unit), as the issue words them
     ("server RSS: settled - idle", "<= 50", "MB"),
     ("worker RSS: after its jobs - idle", "<= 50", "MB"),
     ("cut 2048^2 from the tile: peak RSS (worst layout)", "< 300", "MB"),
+    *BULK_TARGETS,
 )
 
 
@@ -408,7 +414,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=float, help="seconds per throughput row (10; --quick: 2)")
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0",
-                        help="Redis for the jobs section's distributed shape ('' to skip it)")
+                        help="Redis for the jobs section's distributed shape and the bulk section ('' to skip them)")
     args = parser.parse_args(argv)
     args.size = args.size or (4096 if args.quick else 10000)
     if args.size < 512:
@@ -431,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{layout} {tile.paths[layout].stat().st_size / 2**20:.0f} MB" for layout in LAYOUTS))
     if "engine" in chosen:
         engine_section(b)
+    if "bulk" in chosen:
+        with tempfile.TemporaryDirectory(prefix="cutout-bench-bulk-") as tmp:
+            bulk_section(tile, b.wcs, Path(tmp), args.redis, b.quick, args.seed, b.targets)
     if any(s in chosen for s in ("http", "jobs", "memory")):
         with services(b) as s:
             if "http" in chosen:

@@ -81,9 +81,9 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CUTOUT_")}
 
 
-def _site_file(tile: Tile) -> str:
+def _site_file(tile: Tile, layouts: tuple[str, ...]) -> str:
     return "".join(f'[surveys.{layout}]\nfactory = "soda.surveys.des:DESSurvey"\n'
-                   f'root = "{tile.paths[layout].parent}"\n\n' for layout in SERVED)
+                   f'root = "{tile.paths[layout].parent}"\n\n' for layout in layouts)
 
 
 @dataclass
@@ -91,6 +91,18 @@ class CutoutService:
     proc: Proc
     base: str
     workers: list[Proc] = field(default_factory=list)  # `cutout worker`s (distributed shape)
+    env: dict[str, str] = field(default_factory=dict)
+    tmp: Path | None = None
+
+    def add_worker(self, threads: int | None = None) -> Proc:
+        """One more `cutout worker` on the same broker and database (distributed shape)."""
+        assert self.tmp is not None
+        extra = ["--threads", str(threads)] if threads else []
+        worker = Proc([sys.executable, "-m", "soda.ops.cli", "worker", *extra], self.env,
+                      self.tmp / f"cutout-worker-{len(self.workers) + 1}.log")
+        self.workers.append(worker)
+        worker.wait_logged("worker started")
+        return worker
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -116,15 +128,17 @@ def redis_answers(url: str) -> bool:
 IDLE_SECONDS = 10
 
 
-def start_cutout_service(tile: Tile, tmp: Path, broker_url: str = "", **settings: str) -> CutoutService:
+def start_cutout_service(tile: Tile, tmp: Path, broker_url: str = "", layouts: tuple[str, ...] = SERVED,
+                         worker_threads: int | None = None, **settings: str) -> CutoutService:
     """`cutout serve` with shipped defaults but for the anonymous rate limit (off: the load
     would hit it) and the anonymous cutout size (the service's own limit: 5' jobs).
 
     With ``broker_url`` (Redis), the distributed shape on the same SQLite database: the jobs
-    run in one `cutout worker` process, under a namespace of its own.
+    run in one `cutout worker` process (``worker_threads`` threads: its setting when None),
+    under a namespace of its own. ``layouts``: one survey per layout, named for it.
     """
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "site.toml").write_text(_site_file(tile), encoding="utf-8")
+    (tmp / "site.toml").write_text(_site_file(tile, layouts), encoding="utf-8")
     env = _clean_env() | {
         "CUTOUT_CONFIG": str(tmp / "site.toml"),
         "CUTOUT_DATA_DIR": str(tmp / "data"),
@@ -138,7 +152,7 @@ def start_cutout_service(tile: Tile, tmp: Path, broker_url: str = "", **settings
     if broker_url:
         env |= {"CUTOUT_BROKER_URL": broker_url, "CUTOUT_REDIS_NAMESPACE": f"cutout-bench-{uuid.uuid4().hex[:8]}"}
     cli = [sys.executable, "-m", "soda.ops.cli"]
-    for layout in SERVED:
+    for layout in layouts:
         done = subprocess.run([*cli, "ingest", "--survey", layout], env=env, cwd=ROOT, capture_output=True,
                               text=True, timeout=300)
         if done.returncode != 0 or "1 images indexed" not in done.stdout:
@@ -146,13 +160,11 @@ def start_cutout_service(tile: Tile, tmp: Path, broker_url: str = "", **settings
     port = free_port()
     proc = Proc([*cli, "serve", "--port", str(port)], env, tmp / "cutout-serve.log")
     base = f"http://127.0.0.1:{port}"
-    service = CutoutService(proc, base)
+    service = CutoutService(proc, base, env=env, tmp=tmp)
     try:
         proc.wait_ready(base + "/healthz")
         if broker_url:
-            worker = Proc([*cli, "worker"], env, tmp / "cutout-worker.log")
-            service.workers.append(worker)
-            worker.wait_logged("worker started")
+            service.add_worker(worker_threads)
     except BaseException:
         service.stop()
         raise

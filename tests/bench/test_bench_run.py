@@ -57,3 +57,22 @@ def test_quick_engine_section_prints_every_column_and_target(tmp_path: Path) -> 
     assert verdicts["engine rows: decompress / ours, 1'"] in ("PASS", "FAIL")
     assert verdicts["retiled: rows / tiled256 (ours), 1'"] in ("PASS", "FAIL")
     assert verdicts["sync: HTTP / engine, 0.5' plain"] == "not measured"
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_quick_bulk_section_prints_each_layout_and_worker_count(tmp_path: Path, redis_url: str) -> None:
+    done = subprocess.run([sys.executable, "bench/run.py", "--quick", "--only", "bulk", "--size", "2048",
+                           "--workdir", str(tmp_path), "--redis", redis_url], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    bulk = _table(done.stdout, "bulk: 51-pixel stamps")
+    assert bulk[0][:6] == ["layout", "workers", "rows", "cut", "parts", "stamps/s"]
+    assert [(r[0], r[1]) for r in bulk[1:]] == [(layout, workers) for layout in ("plain", "rows", "tiled256")
+                                                for workers in ("1", "2")]
+    for row in bulk[1:]:
+        assert row[2] == "400" and 0 < int(row[3]) <= 400 and float(row[5]) > 0 and row[-1] == "-", row
+        assert row[10].endswith("x")  # against one /sync per position
+    verdicts = {r[0]: r[-1] for r in _table(done.stdout, "targets")[1:]}
+    assert verdicts["bulk: stamps/s per worker, 1000s of positions on a tile (worst layout)"] in ("PASS", "FAIL")
+    assert "1,000,000-row upload" not in done.stdout  # the full run's only
