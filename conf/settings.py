@@ -599,6 +599,10 @@ class LimitsSettings(Group):
         "Most bytes of the files one job takes (DALI UPLOAD, e.g. a bulk job's position table: "
         "1,000,000 rows of CSV are about 30 MB), 64 MiB; the request body of a job list that "
         "takes files may be this much larger than max_request_body_bytes."))
+    max_uploads_at_once: PositiveInt = Field(2, description=(
+        "Job creations with files (a bulk job's table) a web process reads and checks at once, "
+        "per job list: each may hold max_upload_bytes in memory; more are refused at once (503, "
+        "Retry-After)."))
 
 
 class NotifySettings(Group):

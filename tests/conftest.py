@@ -284,6 +284,21 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index_db(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An empty image index, on SQLite and on the session's PostgreSQL (shared: name surveys
+    uniquely)."""
+    from soda.index.tables import MIGRATIONS
+    from soda.ops.database import close_database, migrate, open_database
+
+    url = (f"sqlite:///{tmp_path / 'index.sqlite'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    database = open_database(url)
+    migrate(database, [("images", MIGRATIONS)])
+    yield database
+    close_database(database)
+
+
 def lsst_demo_root(demo_root: Path) -> Path:
     """The session's lsst demo (the default one), next to the des demo."""
     return demo_root.parent / "lsst"

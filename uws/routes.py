@@ -50,6 +50,7 @@ def _by_method(handlers: dict[str, Endpoint]) -> Endpoint:
     return dispatch
 
 
+
 class JobRoutes:
     def __init__(self, service: UWSService, kind: JobKind, path: str,
                  identify: CallerResolver, allowance: AllowanceFor = unlimited) -> None:
@@ -61,6 +62,8 @@ class JobRoutes:
         self.identify = identify
         self.waits = WaitSlots(service.config.wait_max_per_caller, service.config.wait_max_total)
         self.upload_limits = UploadLimits(kind.uploads, service.config.max_upload_bytes)
+        # Files are held in memory while they are read and checked: a few requests at a time.
+        self._uploading = asyncio.Semaphore(service.config.max_uploads_at_once)
 
     def routes(self) -> list[BaseRoute]:
         p = self.path
@@ -178,6 +181,15 @@ class JobRoutes:
         return xml_response(xml.job_list_document(jobs, self.job_url_builder(request)))
 
     async def create_job(self, request: Request) -> Response:
+        if not self.kind.uploads:
+            return await self._create_job(request)
+        if self._uploading.locked():
+            raise ServiceUnavailable(f"{self.service.config.max_uploads_at_once} jobs with files are being "
+                                     f"read here now; try again in a moment", headers={"Retry-After": "5"})
+        async with self._uploading:
+            return await self._create_job(request)
+
+    async def _create_job(self, request: Request) -> Response:
         identity = await self.identify(request)
         allowance = self.allowance(identity)
         if not allowance.may_create:

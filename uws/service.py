@@ -76,6 +76,7 @@ class UWSConfig:
     max_job_parameters: int
     max_job_parameter_bytes: int
     max_upload_bytes: int  # the files of one job together
+    max_uploads_at_once: int  # job creations with files read at once, per job list and process
 
 
 @dataclass(frozen=True)

@@ -262,12 +262,14 @@ def write_many(ctx: JobContext[BulkRequest], name: str, kept: Sequence[RowCuts],
             o.extver = text
 
 
-def outcomes_of(table: PositionTable, request: BulkRequest) -> dict[int, RowOutcome]:
+def outcomes_of(table: PositionTable, request: BulkRequest,
+                rows: Sequence[int] | None = None) -> dict[int, RowOutcome]:
+    """A pending outcome for each of ``rows`` (indices into the table; None: every row)."""
     return {i: RowOutcome(int(table.row[i]), table.id[i] or str(int(table.row[i])), float(table.ra[i]),
                           float(table.dec[i]),
                           float(table.radius[i]) if math.isfinite(table.radius[i]) else request.radius,
                           "pending")
-            for i in range(len(table))}
+            for i in (range(len(table)) if rows is None else rows)}
 
 
 # --- parts: groups of rows spread over the workers --------------------------------------
@@ -319,8 +321,7 @@ def run_part(ctx: JobContext[BulkRequest], part: Part, cutouts: Cutouts) -> Part
     table = _table(ctx)
     rows: list[int] = json.loads(part.key)["rows"]
     request = ctx.params
-    every = outcomes_of(table, request)
-    outcomes = {i: every[i] for i in rows}
+    outcomes = outcomes_of(table, request, rows)  # this part's rows only: a table may hold a million
     limits = cutouts.limits(ctx.job.owner)
     bands = [request.filters or ((table.band[i],) if table.band[i] else ()) for i in rows]
     groups, problems = cutouts.plan_positions([table.ra[i] for i in rows], [table.dec[i] for i in rows],
@@ -342,15 +343,13 @@ def run_part(ctx: JobContext[BulkRequest], part: Part, cutouts: Cutouts) -> Part
 def finish(ctx: JobContext[BulkRequest], ended: Sequence[tuple[Part, PartReport | None]]) -> None:
     """The manifest of every row: what each part wrote, or why a part failed for good."""
     table = _table(ctx)
-    every = outcomes_of(table, ctx.params)
     rows: list[RowOutcome] = read_manifest(ctx.read_result("manifest-unserved.csv"))
     for part, report in ended:
         written = ctx.read_result(f"manifest-part-{part.index:05d}.csv") if report is not None else None
         if written is not None:
             rows += read_manifest(written)
             continue
-        for i in json.loads(part.key)["rows"]:
-            outcome = every[i]
+        for outcome in outcomes_of(table, ctx.params, json.loads(part.key)["rows"]).values():
             outcome.status, outcome.error = "failed", part.error or "its part of the job failed"
             rows.append(outcome)
     rows.sort(key=lambda o: o.row)

@@ -72,6 +72,7 @@ def uws_config(settings: Settings) -> UWSConfig:
         max_job_parameters=settings.limits.max_job_parameters,
         max_job_parameter_bytes=settings.limits.max_job_parameter_bytes,
         max_upload_bytes=settings.limits.max_upload_bytes,
+        max_uploads_at_once=settings.limits.max_uploads_at_once,
     )
 
 

@@ -33,6 +33,7 @@ WIRING = {
     "max_job_parameters": ("limits", "max_job_parameters"),
     "max_job_parameter_bytes": ("limits", "max_job_parameter_bytes"),
     "max_upload_bytes": ("limits", "max_upload_bytes"),
+    "max_uploads_at_once": ("limits", "max_uploads_at_once"),
 }
 # UWS settings the runtime reads itself rather than passing on in UWSConfig.
 USED_BY_THE_RUNTIME = {"worker_threads", "worker_poll_ms", "selftest_jobs"}
@@ -47,7 +48,7 @@ DISTINCT = {
     "lost_message_grace_seconds": "7.5", "transient_retries": "6", "retry_backoff_ms": "250",
     "sweep_interval_seconds": "17", "watchdog_interval_seconds": "0.125", "selftest_jobs": "true",
     "trust_forwarded_headers": "false", "accel_redirect_prefix": "/_wired",
-    "max_job_parameters": "77", "max_job_parameter_bytes": "9999", "max_upload_bytes": "12345678",
+    "max_job_parameters": "77", "max_job_parameter_bytes": "9999", "max_upload_bytes": "12345678", "max_uploads_at_once": "7",
 }
 
 

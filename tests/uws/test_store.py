@@ -182,7 +182,7 @@ def _service(store: JobStore, tmp_path, run) -> tuple[UWSService, JobKind]:  # t
         heartbeat_seconds=5, stale_job_seconds=30, max_job_attempts=2, requeue_after_seconds=600,
         lost_message_grace_seconds=5, transient_retries=3, retry_backoff_ms=2000,
         sweep_interval_seconds=60, watchdog_interval=0.25,
-        max_job_parameters=0, max_job_parameter_bytes=0, max_upload_bytes=2**20)
+        max_job_parameters=0, max_job_parameter_bytes=0, max_upload_bytes=2**20, max_uploads_at_once=2)
     service = UWSService(config, store, LocalStore(tmp_path / "results"), store.notifier)
     kind = JobKind("probe", params_type=list, parse=lambda pairs, owner: pairs, run=run)
     service.register(kind)

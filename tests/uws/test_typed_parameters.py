@@ -31,7 +31,7 @@ CONFIG = UWSConfig(
     stale_job_seconds=30, max_job_attempts=2, requeue_after_seconds=600,
     lost_message_grace_seconds=5, transient_retries=0, retry_backoff_ms=100,
     sweep_interval_seconds=60, watchdog_interval=0.25,
-    max_job_parameters=0, max_job_parameter_bytes=0, max_upload_bytes=2**20)
+    max_job_parameters=0, max_job_parameter_bytes=0, max_upload_bytes=2**20, max_uploads_at_once=2)
 
 
 class Recorder:

@@ -18,8 +18,6 @@ from astropy.wcs import WCS
 
 from soda.index.catalogue import IndexCatalogue
 from soda.index.ingest import ingest
-from soda.index.tables import MIGRATIONS
-from soda.ops.database import close_database, migrate, open_database
 from soda.surveys.demo import build_des_demo
 from soda.surveys.des import DESSurvey, tile_centre
 from soda.surveys.generic import GenericSurvey
@@ -30,14 +28,9 @@ SAMPLES = Path(astropy.__file__).parent / "io" / "fits" / "hdu" / "compressed" /
 M13 = ("m13.fits", "m13_rice.fits", "m13_gzip.fits")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    url = (f"sqlite:///{tmp_path / 'index.sqlite'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
-    database = open_database(url)
-    migrate(database, [("images", MIGRATIONS)])
-    yield database
-    close_database(database)
+@pytest.fixture
+def db(index_db):  # type: ignore[no-untyped-def]
+    return index_db
 
 
 def unique(name: str) -> str:

@@ -17,8 +17,6 @@ from soda.index.catalogue import IndexCatalogue
 from soda.index.copies import copy_path, retile_survey, undo_survey
 from soda.index.ingest import ingest
 from soda.index.retile import tilings
-from soda.index.tables import MIGRATIONS
-from soda.ops.database import close_database, migrate, open_database
 from soda.output.fits import fits_cutouts
 from soda.sky.regions import Circle
 from soda.surveys.demo import build_des_demo
@@ -27,14 +25,9 @@ from soda.surveys.des import DESSurvey, tile_centre
 TILE, OTHER = "DES0139-4457", "DES0000+0209"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    url = (f"sqlite:///{tmp_path / 'index.sqlite'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
-    database = open_database(url)
-    migrate(database, [("images", MIGRATIONS)])
-    yield database
-    close_database(database)
+@pytest.fixture
+def db(index_db):  # type: ignore[no-untyped-def]
+    return index_db
 
 
 @pytest.fixture

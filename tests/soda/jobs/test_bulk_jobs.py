@@ -120,8 +120,6 @@ def test_the_upload_is_kept_with_the_job_and_gone_with_it(embedded) -> None:  # 
 
 
 def test_a_bulk_job_runs_in_parts_by_field_with_progress(embedded) -> None:  # type: ignore[no-untyped-def]
-    from soda.jobs import bulk
-
     ra, dec = DES
     # Two DES tiles and a row nowhere: two parts (one per tile), the third row unserved.
     table = f"ra,dec,id\n{ra},{dec},a\n{ra + 0.005},{dec},b\n0.0131,2.1583,c\n1.5,60,d\n"
@@ -137,7 +135,6 @@ def test_a_bulk_job_runs_in_parts_by_field_with_progress(embedded) -> None:  # t
     rows = _manifest(embedded, job)
     assert [(m["id"], m["status"]) for m in rows] == [("a", "ok"), ("b", "ok"), ("c", "ok"), ("d", "no image")]
     assert rows[2]["result"] == "0000003_c.fits"
-    assert bulk.PART_ROWS >= 1000
 
 
 def test_upload_from_a_result_of_ones_own_job(tmp_path, demo_root) -> None:  # type: ignore[no-untyped-def]
