@@ -212,8 +212,11 @@ def test_wait_wakes_quickly_on_worker_transitions(cluster):
         latencies.append((returned - parse_time(uws_text(doc, "uws:endTime"))).total_seconds())
     print(f"WAIT wake latency after the worker's COMPLETED: median "
           f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
-    assert statistics.median(latencies) < 0.05
-    assert max(latencies) < 0.5  # generous: the machine may be busy
+    # Without the notification WAIT would only see the change at its recheck (every 5 s, so
+    # 2.5 s on average); the bounds leave room for a loaded machine (median 72 ms seen at a
+    # load average of 7) while still telling the two apart.
+    assert statistics.median(latencies) < 0.25
+    assert max(latencies) < 1.0
 
 
 def _threads(pid: int) -> int:
