@@ -3,11 +3,15 @@
 Processes on one host share a multiprocess directory (PROMETHEUS_MULTIPROC_DIR, set by
 ``cutout serve``/``cutout worker`` to data_dir/metrics); ``/metrics`` aggregates it. Jobs
 by phase and queue depth are read from the database and the broker at scrape time, so
-they are right whichever process changed them.
+they are right whichever process changed them. Each scrape also runs the dependency checks
+of VOSI availability (``cutout_dependency_up``); a dependency that is down leaves out what
+is read from it, and the scrape still answers, so an outage shows as itself rather than
+as a service that cannot be scraped.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -36,8 +40,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uws.phases import Phase
 
 if TYPE_CHECKING:
+    from soda.ops.health import Check
     from soda.ops.runtime import Runtime
     from uws.service import SweepReport
+
+log = logging.getLogger(__name__)
 
 REQUESTS = Counter("cutout_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
 REQUEST_SECONDS = Histogram("cutout_http_request_seconds", "Time to answer an HTTP request", ["route"])
@@ -96,21 +103,55 @@ class WorkerMetrics(Middleware):
 
 
 class StateCollector(Collector):
-    """Jobs by phase and queue depth, read when scraped."""
+    """Jobs by phase and queue depth, read when scraped; each left out while its source
+    (the database, the broker) is down or fails, so the rest of the scrape still answers.
+    A broker found down is not asked at all: its client retries without a time limit."""
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: "Runtime", down: frozenset[str] = frozenset()) -> None:
         self.runtime = runtime
+        self.down = down
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        phases = GaugeMetricFamily("cutout_jobs", "Jobs by phase", labels=["phase"])
-        counts = self.runtime.store.count_by_phase()
-        for phase in Phase:
-            phases.add_metric([phase.value], counts.get(phase, 0))
-        yield phases
-        depth = GaugeMetricFamily("cutout_queue_depth", "Messages waiting in the job queues", labels=["queue"])
-        for queue, size in queue_depths(self.runtime.broker).items():
-            depth.add_metric([queue], size)
-        yield depth
+        if "database" not in self.down:
+            yield from self._phases()
+        if "broker" not in self.down:
+            yield from self._depths()
+
+    def _phases(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            counts = self.runtime.store.count_by_phase()
+        except Exception as exc:  # cutout_dependency_up says which dependency is down
+            log.warning("metrics: jobs by phase left out: %s", exc)
+        else:
+            phases = GaugeMetricFamily("cutout_jobs", "Jobs by phase", labels=["phase"])
+            for phase in Phase:
+                phases.add_metric([phase.value], counts.get(phase, 0))
+            yield phases
+
+    def _depths(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            depths = queue_depths(self.runtime.broker)
+        except Exception as exc:
+            log.warning("metrics: queue depths left out: %s", exc)
+        else:
+            depth = GaugeMetricFamily("cutout_queue_depth", "Messages waiting in the job queues", labels=["queue"])
+            for queue, size in depths.items():
+                depth.add_metric([queue], size)
+            yield depth
+
+
+class DependencyCollector(Collector):
+    """One scrape's dependency checks (those of VOSI availability): 1 up, 0 down."""
+
+    def __init__(self, checks: "list[Check]") -> None:
+        self.checks = checks
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("cutout_dependency_up", "Whether a dependency passed its check at this scrape "
+                               "(database, broker, images, results)", labels=["dependency"])
+        for check in self.checks:
+            up.add_metric([check.name], 1.0 if check.ok else 0.0)
+        yield up
 
 
 def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
@@ -126,22 +167,21 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
 
 
 def metrics_endpoint(runtime: "Runtime"):  # type: ignore[no-untyped-def]
-    state = StateCollector(runtime)
-
-    state_registry = CollectorRegistry()
-    state_registry.register(state)
-
-    def exposition() -> bytes:
+    def exposition(checks: "list[Check]") -> bytes:
         if multiprocess_dir():  # every process of the host, from their shared files
             processes = CollectorRegistry()
             multiprocess.MultiProcessCollector(processes)
         else:
             processes = REGISTRY  # this process alone
+        state = CollectorRegistry()  # read now, from what is up
+        state.register(StateCollector(runtime, frozenset(c.name for c in checks if not c.ok)))
+        state.register(DependencyCollector(checks))
         # Two expositions with distinct metric names concatenate into one valid exposition.
-        return generate_latest(processes) + generate_latest(state_registry)
+        return generate_latest(processes) + generate_latest(state)
 
     async def metrics(request: Request) -> Response:
-        return Response(await run_in_threadpool(exposition), media_type=CONTENT_TYPE_LATEST)
+        checks = await runtime.health.run()  # bounded by the checks' timeout, off the event loop
+        return Response(await run_in_threadpool(exposition, checks), media_type=CONTENT_TYPE_LATEST)
     return metrics
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from lxml import etree
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Proc, ThrowawayPostgres, ThrowawayRedis, assert_valid, base_env, start_server
 
@@ -73,14 +74,29 @@ def assert_reason(notes: list[str], failed: str, working: str) -> None:
     assert not any(n.startswith(f"{working}: ") for n in notes), notes
 
 
+def dependencies_scraped(base: str) -> tuple[dict[str, float], set[str]]:
+    """/metrics, read as an operator: each dependency's check, and the families exported."""
+    started = time.monotonic()
+    response = httpx.get(f"{base}/metrics", timeout=30)
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - started < 10, "a scrape must not wait on a dependency that is down"
+    families = list(text_string_to_metric_families(response.text))
+    up = {s.labels["dependency"]: s.value for f in families if f.name == "cutout_dependency_up" for s in f.samples}
+    return up, {f.name for f in families}
+
+
 def test_database_outage_and_recovery(service: Service, own_postgres: ThrowawayPostgres) -> None:
     wait_for(service.base, True)
     own_postgres.stop()
     try:
         assert_reason(wait_for(service.base, False), "database", "broker")
+        up, families = dependencies_scraped(service.base)
+        assert up["database"] == 0 and up["broker"] == 1, up
+        assert "cutout_jobs" not in families and "cutout_queue_depth" in families
     finally:
         own_postgres.start()  # same data directory, same port
     wait_for(service.base, True)
+    assert all(dependencies_scraped(service.base)[0].values())
     service.assert_never_restarted()
 
 
@@ -89,6 +105,9 @@ def test_broker_outage_and_recovery(service: Service, own_redis: ThrowawayRedis)
     own_redis.stop()
     try:
         assert_reason(wait_for(service.base, False), "broker", "database")
+        up, families = dependencies_scraped(service.base)
+        assert up["broker"] == 0 and up["database"] == 1, up
+        assert "cutout_queue_depth" not in families and "cutout_jobs" in families
     finally:
         own_redis.start()  # same port
     wait_for(service.base, True)

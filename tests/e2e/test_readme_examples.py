@@ -6,8 +6,8 @@ a live ``cutout serve`` on the shipped defaults, started in an empty folder.
   command sets (``JOB=$(curl ...)``, ``export TOKEN=...``) are there for the next ones,
   as in the reader's terminal, and a Python example sees what the shell exported.
 - ``cutout serve`` (the quick start; again with ``CUTOUT_SELFTEST_JOBS=true`` for the job
-  walk-through) is run by the test itself, on a free port, with the environment
-  assignments the example writes and no other setting; ``127.0.0.1:8000`` in the
+  walk-through) is run by the test itself (``quickstart_server.py``), on a free port, with
+  the environment assignments the example writes and no other setting; ``127.0.0.1:8000`` in the
   examples is rewritten to that port, the one rewrite. ``.venv`` in that folder is the
   environment the tests run in, and the checkout's code comes first on PYTHONPATH (what
   ``pip install -e .`` gives).
@@ -23,18 +23,14 @@ a live ``cutout serve`` on the shipped defaults, started in an empty folder.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
-import sys
 import tarfile
-import time
 import tomllib
 import zipfile
 from collections.abc import Callable, Iterator
@@ -42,13 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 from astropy.io import fits
 from lxml import etree
 from PIL import Image
 
-from conftest import assert_uws, free_port
+from conftest import assert_uws
+from quickstart_server import QuickStartServer, quickstart_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -250,12 +246,7 @@ class Reader:
     def __init__(self, folder: Path, harness: Path) -> None:
         self.folder = folder       # the reader's: .venv, cutout-data/ and what examples save
         self.harness = harness     # the test's: commands, answers, the curl wrapper, logs
-        self.port = free_port()
-        self.server: subprocess.Popen | None = None  # type: ignore[type-arg]
-        self.log = harness / "serve.log"
-        folder.mkdir()
         harness.mkdir()
-        (folder / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
         tools = harness / "bin"
         tools.mkdir()
         curl = shutil.which("curl")
@@ -264,10 +255,15 @@ class Reader:
         (tools / "curl").chmod(0o755)
         self.state = harness / "state.sh"
         self.state.write_text("")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOUT_")}
+        self.env = quickstart_env()
         self.env["PATH"] = f"{tools}{os.pathsep}{self.env.get('PATH', '')}"
-        self.env["PYTHONPATH"] = str(ROOT)
+        self.quickstart = QuickStartServer(folder, harness / "serve.log", self.env)
+        self.port = self.quickstart.port
         self.count = 0
+
+    @property
+    def server(self) -> subprocess.Popen | None:  # type: ignore[type-arg]
+        return self.quickstart.process
 
     def rewrite(self, text: str) -> str:
         return text.replace(DEFAULT_URL, f"127.0.0.1:{self.port}")
@@ -275,30 +271,10 @@ class Reader:
     # --- the server's terminal
 
     def serve(self, assignments: dict[str, str]) -> None:
-        self.stop()
-        env = {**self.env, **assignments}
-        with self.log.open("ab") as out:
-            self.server = subprocess.Popen(
-                [str(self.folder / ".venv" / "bin" / "cutout"), "serve", "--port", str(self.port)],
-                cwd=self.folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        end = time.monotonic() + 90   # the first start builds the demo survey
-        while time.monotonic() < end:
-            assert self.server.poll() is None, f"cutout serve exited:\n{self.log.read_text()[-4000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"cutout serve did not answer:\n{self.log.read_text()[-4000:]}")
+        self.quickstart.serve(assignments)
 
     def stop(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            os.killpg(self.server.pid, signal.SIGTERM)
-            try:
-                self.server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.server.pid, signal.SIGKILL)
-                self.server.wait(timeout=10)
-        self.server = None
+        self.quickstart.stop()
 
     # --- the examples' terminal
 
