@@ -43,6 +43,7 @@
         png.classList.toggle("disabled", !body.png);
         history.replaceState(null, "", "?" + query());
         if (preview.dataset.request !== body.preview) showPreview(body.preview);
+        else if (preview.getAttribute("src")) say("Preview ready.");  // the form is right again
       });
     }, function () { say("The service did not answer.", true); });
   }
@@ -73,11 +74,11 @@
   // The first preview through fetch too, so an error shows as text.
   if (preview.getAttribute("src")) { var first = preview.getAttribute("src"); preview.removeAttribute("src"); showPreview(first); }
 
-  // The sky view, when Aladin Lite is installed (soda/web/pages/vendor.py).
+  // The sky view, when Aladin Lite is installed (soda/web/pages/vendor.py); sky.js loads it.
   var sky = document.getElementById("aladin");
-  if (sky && window.A) {
+  function startSky() {
+    var ra = document.getElementById("f-ra"), dec = document.getElementById("f-dec");
     A.init.then(function () {
-      var ra = document.getElementById("f-ra"), dec = document.getElementById("f-dec");
       var aladin = A.aladin(sky, {target: ra.value + " " + dec.value, fov: 1.5, showReticle: true,
                                   showCooGridControl: false, showSimbadPointerControl: false});
       aladin.addMOC(A.MOCFromURL(sky.dataset.coverage, {color: "#1f6feb", opacity: 0.25, lineWidth: 1}));
@@ -85,6 +86,16 @@
         if (!e || e.ra === undefined) return;
         ra.value = e.ra.toFixed(5); dec.value = e.dec.toFixed(5); soon();
       });
+      form.addEventListener("change", function () {
+        var r = parseFloat(ra.value), d = parseFloat(dec.value);
+        if (isFinite(r) && isFinite(d)) aladin.gotoRaDec(r, d);
+      });
+    }, function (why) {
+      sky.hidden = true;
+      document.getElementById("sky-status").textContent = "The sky view cannot start in this browser (" + why + "); type the position instead.";
     });
+  }
+  if (sky) {
+    if (window.A) startSky(); else document.addEventListener("aladinready", startSky);
   }
 })();
