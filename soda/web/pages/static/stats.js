@@ -36,13 +36,13 @@ var Charts = (function () {
   }
   // Horizontal bars (categories).
   function rows(title, items, cls) {
-    var w = 360, line = 24, left = 110, h = Math.max(items.length, 1) * line + 6;
+    var w = 360, line = 24, left = 128, h = Math.max(items.length, 1) * line + 6;
     var svg = el("svg", {viewBox: "0 0 " + w + " " + h, role: "img", "aria-label": title});
     el("title", {}, svg).textContent = title;
     var max = Math.max.apply(null, items.map(function (d) { return d.value; }).concat([1]));
     items.forEach(function (d, i) {
       var y = 3 + i * line, bw = (w - left - 60) * d.value / max;
-      var name = d.label.length > 16 ? d.label.slice(0, 15) + "…" : d.label;
+      var name = d.label.length > 19 ? d.label.slice(0, 18) + "…" : d.label;
       el("text", {x: left - 6, y: y + 15, "text-anchor": "end"}, svg).textContent = name;
       var bar = el("rect", {x: left, y: y + 3, width: Math.max(bw, 1), height: line - 8, "class": cls || "bar1"}, svg);
       el("title", {}, bar).textContent = d.label + ": " + d.shown;
