@@ -247,3 +247,25 @@ def test_the_vo_endpoints_answer_programs_as_before(site: dict) -> None:  # type
     assert r.status_code == 200 and b"uws:jobs" in r.content
     assert {route.path for route in client.app.routes if not route.path.startswith("/ui")} >= {  # type: ignore[attr-defined]
         "/sync", "/async", "/bulk", "/links", "/query", "/capabilities", "/availability"}
+
+
+def test_my_jobs_shows_sizes_and_lists_few_results_one_by_one(site: dict) -> None:  # type: ignore[type-arg]
+    client = as_alice(site)
+    store = client.app_state.runtime.store  # type: ignore[attr-defined]
+    few = store.create(kind="bulk", owner="alice", parameters=(), run_id="few", execution_duration=60,
+                       destruction=None)
+    many = store.create(kind="bulk", owner="alice", parameters=(), run_id="many", execution_duration=60,
+                        destruction=None)
+    for i in range(3):
+        store.add_result(few.id, f"r{i}.fits", f"k/{i}", "application/fits", 1500)
+    for i in range(30):
+        store.add_result(many.id, f"r{i}.fits", f"m/{i}", "application/fits", 100_000)
+    page = doc(client.get("/ui/jobs", params={"kind": "bulk"}))
+    rows = {tr.find("td[@data-label='Job']/a").text: tr for tr in page.iterfind(".//tbody/tr")}
+    assert rows["few"].find("td[@data-label='Size']").text.strip() == "4.5 kB"
+    assert rows["many"].find("td[@data-label='Size']").text.strip() == "3.0 MB"
+    listed = [a.get("href") for a in rows["few"].iterfind(".//details//a")]
+    assert listed == [f"http://testserver/bulk/{few.id}/results/r{i}.fits" for i in range(3)]
+    assert rows["many"].find(".//details") is None  # 30: the archive and the result list instead
+    links = [a.get("href") for a in rows["many"].iterfind("td[@data-label='Results']/a")]
+    assert links == [f"http://testserver/bulk/{many.id}/results.zip", f"http://testserver/bulk/{many.id}/results"]
