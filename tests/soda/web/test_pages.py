@@ -269,3 +269,17 @@ def test_my_jobs_shows_sizes_and_lists_few_results_one_by_one(site: dict) -> Non
     assert rows["many"].find(".//details") is None  # 30: the archive and the result list instead
     links = [a.get("href") for a in rows["many"].iterfind("td[@data-label='Results']/a")]
     assert links == [f"http://testserver/bulk/{many.id}/results.zip", f"http://testserver/bulk/{many.id}/results"]
+
+
+def test_the_cutout_page_without_aladin_lite_asks_for_a_typed_position(site: dict, tmp_path: Path,  # type: ignore[type-arg]
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from soda.web.pages import cutout
+    monkeypatch.setattr(cutout, "ALADIN", tmp_path / "absent" / "aladin.js")
+    page = doc(anonymous(site).get("/ui/cutout"))
+    assert "not installed" in page.get_element_by_id("no-sky").text_content()
+    assert not [s for s in page.iter("script") if "sky.js" in (s.get("src") or "")]
+    monkeypatch.setattr(cutout, "ALADIN", tmp_path / "aladin.js")
+    (tmp_path / "aladin.js").write_text("")
+    page = doc(anonymous(site).get("/ui/cutout"))
+    assert page.get_element_by_id("aladin").get("data-coverage") == "http://testserver/coverage/des.json"
+    assert [s.get("type") for s in page.iter("script") if "sky.js" in (s.get("src") or "")] == ["module"]
