@@ -114,7 +114,7 @@ var Charts = (function () {
     return response.json().then(function (data) {
       Charts.draw(data);
       box.hidden = false;
-      status.textContent = "From " + data.since + " to " + data.until + ".";
+      status.textContent = "From " + data.since.replace("T", " ").slice(0, 16) + " to " + data.until.replace("T", " ").slice(0, 16) + " UTC.";
     });
   }, function () { status.textContent = "The service did not answer."; status.className = "error-text"; });
 })();
