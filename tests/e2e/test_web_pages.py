@@ -259,12 +259,17 @@ def test_the_statistics_charts_from_data_of_the_contracts_shape(page, service: d
         page.unroute(STATS_URL)
 
 
-def test_the_statistics_page_from_the_service(page, service: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
-    """The same page on the service's own /stats.json (the audit records)."""
+def test_the_statistics_page_from_the_service(page, service: dict, shots: Path) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """The same page on the service's own /stats.json (the audit records of the cutouts
+    and the bulk job the tests above made)."""
     page.goto(service["base"] + "/ui/stats")
     page.wait_for_selector("#stats:not([hidden])")
     assert page.locator(".chart svg").count() == 8
     assert "Cutouts" in page.inner_text("#totals")
+    assert page.locator("#chart-per-day-cutouts svg rect").count() == 30
+    users = page.locator("#chart-users table tbody td:first-child").all_text_contents()  # in a closed <details>
+    assert USER in users
+    shot(page, shots, "5b-stats-from-the-service")
 
 
 def test_the_theme_switch_and_a_phone_screen(page, browser, service: dict, shots: Path) -> None:  # type: ignore[no-untyped-def,type-arg]
