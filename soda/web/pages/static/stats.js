@@ -41,7 +41,7 @@ var Charts = (function () {
     el("title", {}, svg).textContent = title;
     var max = Math.max.apply(null, items.map(function (d) { return d.value; }).concat([1]));
     items.forEach(function (d, i) {
-      var y = 3 + i * line, bw = (w - left - 60) * d.value / max;
+      var y = 3 + i * line, bw = (w - left - 76) * d.value / max;
       var name = d.label.length > 19 ? d.label.slice(0, 18) + "…" : d.label;
       el("text", {x: left - 6, y: y + 15, "text-anchor": "end"}, svg).textContent = name;
       var bar = el("rect", {x: left, y: y + 3, width: Math.max(bw, 1), height: line - 8, "class": cls || "bar1"}, svg);
