@@ -292,7 +292,8 @@ def test_the_theme_switch_and_a_phone_screen(page, browser, service: dict, shots
     try:
         tab = phone.new_page()
         tab.evaluate("1")
-        for path, name in (("/ui/cutout", "7-phone-cutout"), ("/ui/jobs", "8-phone-jobs")):
+        for path, name in (("/ui/cutout", "7-phone-cutout"), ("/ui/jobs", "8-phone-jobs"),
+                           ("/ui/bulk", "9-phone-bulk"), ("/ui/account", "10-phone-account")):
             tab.goto(service["base"] + path)
             tab.evaluate("localStorage.removeItem('theme')")
             tab.reload()
