@@ -110,12 +110,12 @@ class Site:
 
 
 def filesize(n: int | None) -> str:
-    """Bytes for people: 1.5 MB (powers of 1000)."""
+    """Bytes for people, in powers of 1024 as quotas are set: 1.5 MiB."""
     if n is None:
         return ""
     value, unit = float(n), "B"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
             break
-        value /= 1000
+        value /= 1024
     return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"

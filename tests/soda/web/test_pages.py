@@ -262,8 +262,8 @@ def test_my_jobs_shows_sizes_and_lists_few_results_one_by_one(site: dict) -> Non
         store.add_result(many.id, f"r{i}.fits", f"m/{i}", "application/fits", 100_000)
     page = doc(client.get("/ui/jobs", params={"kind": "bulk"}))
     rows = {tr.find("td[@data-label='Job']/a").text: tr for tr in page.iterfind(".//tbody/tr")}
-    assert rows["few"].find("td[@data-label='Size']").text.strip() == "4.5 kB"
-    assert rows["many"].find("td[@data-label='Size']").text.strip() == "3.0 MB"
+    assert rows["few"].find("td[@data-label='Size']").text.strip() == "4.4 KiB"
+    assert rows["many"].find("td[@data-label='Size']").text.strip() == "2.9 MiB"
     listed = [a.get("href") for a in rows["few"].iterfind(".//details//a")]
     assert listed == [f"http://testserver/bulk/{few.id}/results/r{i}.fits" for i in range(3)]
     assert rows["many"].find(".//details") is None  # 30: the archive and the result list instead

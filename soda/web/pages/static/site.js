@@ -53,8 +53,8 @@ var Site = (function () {
   }
   function bytes(n) {
     if (n === null || n === undefined) return "";
-    var units = ["B", "kB", "MB", "GB", "TB"], i = 0;
-    while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+    var units = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
     return (i ? n.toFixed(1) : String(n)) + " " + units[i];
   }
   return {base: meta("base"), send: send, errorText: errorText, bytes: bytes, effectiveTheme: effective};
