@@ -30,7 +30,7 @@ def page(site: Site) -> Endpoint:
         if anonymous and limits.anonymous_async == "off":
             return await _login_first(site, request)
         choices = await run_in_threadpool(survey_choices, site)
-        bands = sorted({b for c in choices for b in c.bands})
+        bands = list(dict.fromkeys(b for c in choices for b in c.bands))  # the surveys' order
         rows = limits.anonymous_bulk_max_rows if anonymous else limits.bulk_max_rows
         return site.render(request, "bulk.html", caller, action=site.base(request) + path.rstrip("/"),
                            bands=bands, max_rows=rows)
