@@ -215,6 +215,17 @@ class JobStore:
         with self._session():
             return [JobView.of(row) for row in query]
 
+    def result_totals(self, job_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Each job's number of results and their bytes, in one query (a job list page)."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        Result = self.tables.Result
+        with self._session():
+            rows = (Result.select(Result.job, fn.COUNT(Result.result_id), fn.COALESCE(fn.SUM(Result.size), 0))
+                    .where(Result.job.in_(ids)).group_by(Result.job).tuples())
+            return {job: (int(count), int(size)) for job, count, size in rows}
+
     def existing(self, job_ids: Iterable[str]) -> set[str]:
         ids = list(job_ids)
         if not ids:

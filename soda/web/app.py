@@ -34,6 +34,7 @@ from soda.web import datalink
 from soda.web.datalink import LinkAccess, Links
 from soda.web.coverage import CoverageMaps, coverage_endpoint
 from soda.web.index import index_endpoint
+from soda.web.pages import Site
 from soda.web import sia
 from soda.web.sia import SiaQueryService
 from soda.web.sync import sync_endpoint
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None,
         Route("/metrics", _operators_only(metrics_endpoint(runtime), access), methods=["GET"]),
     ]
     routes += accounts.routes()
+    routes += Site(runtime, access).routes()  # the web pages for people, under /ui/
     for path, kind in runtime.mounts.items():
         routes += JobRoutes(runtime.uws, kind, path, identify, access.allowance).routes()
     # Aladin Lite and other browser clients call the VO endpoints from other origins; they
@@ -124,7 +126,7 @@ def body_limits(settings: Settings, runtime: Runtime) -> Middleware:
 
 
 # Account pages: they show tokens (a new one in full), CSRF tokens and who is logged in.
-PRIVATE_PATHS = ("/tokens", "/whoami", "/usage", "/login", "/logout", "/auth/")
+PRIVATE_PATHS = ("/tokens", "/whoami", "/usage", "/login", "/logout", "/auth/", "/ui/account")
 
 
 class Service(Starlette):

@@ -106,6 +106,9 @@ def front_page(runtime: Runtime, base: str) -> str:
     settings = runtime.settings
     title = "Image cutouts: an IVOA SODA service"
     body = [E.H1(title), *_introduction(settings)]
+    body.append(E.P("In a browser: the ", E.A("web interface", href=f"{base}/ui/cutout"),
+                    " makes cutouts from a form with a preview, bulk jobs from a table of positions, "
+                    "and lists your jobs."))
     body += _surveys(runtime, base)
     body += _endpoints(runtime, base)
     body += _login(settings, base)
