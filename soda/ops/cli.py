@@ -1,5 +1,5 @@
 """The ``cutout`` command: serve, worker, demo-data, ingest, retile, check-config,
-config-defaults, token."""
+config-defaults, config-reference, token, backup, restore."""
 
 from __future__ import annotations
 
@@ -239,6 +239,14 @@ def config_defaults(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_reference(args: argparse.Namespace) -> int:
+    """Print the Markdown configuration reference (the text of docs/configuration.md)."""
+    from conf.reference import reference_markdown
+
+    print(reference_markdown(), end="")
+    return 0
+
+
 # --- personal API tokens, for operators -------------------------------------------------------
 
 @contextlib.contextmanager
@@ -378,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("config-defaults",
                             help="print every setting with its meaning and default, as TOML")
     p.set_defaults(func=config_defaults)
+
+    p = commands.add_parser("config-reference",
+                            help="print every setting as a Markdown table (docs/configuration.md)")
+    p.set_defaults(func=config_reference)
 
     _token_commands(commands)
 
