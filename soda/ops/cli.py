@@ -247,6 +247,36 @@ def config_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- backup and restore of the job database and results -----------------------------------------
+
+def backup(args: argparse.Namespace) -> int:
+    """Copy the database, the results folder and the session key into a new folder."""
+    from soda.ops.backup import BackupError, backup as take
+
+    settings = _settings_or_exit()
+    try:
+        report = take(settings, Path(args.folder))
+    except BackupError as exc:
+        print(f"cutout backup: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary("backed up into"))
+    return 0
+
+
+def restore(args: argparse.Namespace) -> int:
+    """Put a backup into an empty database and an empty results folder."""
+    from soda.ops.backup import BackupError, restore as put
+
+    settings = _settings_or_exit()
+    try:
+        report = put(settings, Path(args.folder))
+    except BackupError as exc:
+        print(f"cutout restore: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary("restored from"))
+    return 1 if report.missing else 0
+
+
 # --- personal API tokens, for operators -------------------------------------------------------
 
 @contextlib.contextmanager
@@ -392,6 +422,16 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=config_reference)
 
     _token_commands(commands)
+
+    p = commands.add_parser("backup", help="copy the job database, the results and the session key into "
+                                           "a new folder (the service may be running)")
+    p.add_argument("folder", metavar="DIR", help="a new (or empty) folder")
+    p.set_defaults(func=backup)
+
+    p = commands.add_parser("restore", help="put a backup into an empty database and results folder "
+                                            "(as configured); start the service afterwards")
+    p.add_argument("folder", metavar="DIR", help="a folder written by `cutout backup`")
+    p.set_defaults(func=restore)
 
     args = parser.parse_args(argv)
     return int(args.func(args))
