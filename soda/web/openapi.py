@@ -280,8 +280,11 @@ def _links() -> Json:
                      "service descriptors; an unknown ID is a NotFoundFault row", DATALINK)
     responses = {**ok, "400": {"description": "a DataLink error document (QUERY_STATUS: UsageFault...)",
                                "content": {DATALINK: {"schema": {"type": "string"}}}},
-                 "429": {"description": "TransientFault: too many requests", "content": {DATALINK: {
-                     "schema": {"type": "string"}}}}}
+                 **{code: {"description": f"a DataLink error document: {what}", "content": {DATALINK: {
+                     "schema": {"type": "string"}}}} for code, what in (
+                     ("401", "a token was refused (WWW-Authenticate says how to log in)"),
+                     ("429", "TransientFault, too many requests (Retry-After)"),
+                     ("503", "TransientFault, a dependency is down (Retry-After)"))}}
     id_param = _param("ID", _values("dataset IDs (at most 100 answered)", example="ivo://demo.cutout/des?DES0139-4457_r"))
     common = {"tags": ["DataLink"], "security": OPTIONAL_LOGIN, "responses": responses}
     return {"get": {"summary": "links of datasets (DataLink 1.1 {links})", "operationId": "datalinkGet",
