@@ -117,6 +117,11 @@ PARAMETERS: Json = {
                                    {"type": "integer", "minimum": 1})),
     "rgb": _param("RGB", _single("three bands as R,G,B, or `default`: a colour composite")),
     "q": _param("Q", _single("the colour composite's softening", {"type": "number"})),
+    # Bulk jobs: a table of positions (README, "Many positions").
+    "bulk-radius": _param("RADIUS", _single("degrees, for rows without a radius or size column",
+                                            {"type": "number", "exclusiveMinimum": 0})),
+    "bulk-layout": _param("LAYOUT", _single("one FITS file per row, per part (group), or a binary table per part",
+                                            {"type": "string", "enum": ["row", "group", "table"]})),
     # UWS 1.1 §2.2.
     "job-id": {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
                "description": "the job's identifier"},
@@ -223,7 +228,12 @@ def _form(names: list[str], *, multipart: bool = False) -> Json:
 SODA_PARAMS = ["soda-id", "soda-pos", "soda-circle", "soda-polygon", "soda-range", "soda-band", "filter",
                "soda-time", "soda-pol", "soda-responseformat", "stretch", "limits", "percentiles", "size",
                "rgb", "q"]
-SIA_PARAMS = ["dali-maxrec"]
+# The parameters of each job kind the service has (by kind name); a kind not listed takes
+# any (additionalProperties).
+JOB_PARAMETERS = {
+    "soda": SODA_PARAMS,
+    "bulk": ["dali-upload", "bulk-radius", "bulk-layout", "filter", "soda-band", "soda-responseformat"],
+}
 SIA_QUERY = {"POS": "`CIRCLE`, `RANGE` or `POLYGON`, ICRS degrees (SIA 2.0 §2.1.1)",
              "BAND": "wavelength interval in metres", "TIME": "MJD interval", "POL": "polarization states",
              "FOV": "interval, degrees", "SPATRES": "interval, arcsec", "EXPTIME": "interval, seconds",
@@ -309,9 +319,7 @@ def _job_list(path: str, kind: JobKind) -> Json:
     tag = f"UWS {path}"
     name = kind.name
     op = name.capitalize()
-    job_params = SODA_PARAMS if name == "cutout" else []
-    if name == "bulk":
-        job_params = ["dali-upload", "filter", "soda-band", "soda-responseformat"]
+    job_params = JOB_PARAMETERS.get(name, [])
     control = {"PHASE": {"type": "string", "enum": ["RUN"]}, "RUNID": {"type": "string"},
                "EXECUTIONDURATION": {"type": "integer", "minimum": 0},
                "DESTRUCTION": {"type": "string", "format": "date-time"},

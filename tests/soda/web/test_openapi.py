@@ -54,6 +54,11 @@ def test_every_route_is_described_and_every_described_path_exists(tmp_path: Path
     assert {"/async", "/bulk", "/sync", "/links", "/query", "/capabilities", "/availability", "/tokens",
             "/usage", "/whoami", "/healthz", "/readyz", "/metrics"} <= set(described)
     assert document["servers"] == [{"url": "http://testserver"}]
+    created = document["paths"]["/async"]["post"]["requestBody"]["content"]
+    assert {"ID", "POS", "CIRCLE", "BAND", "RESPONSEFORMAT", "PHASE", "RUNID"} <= \
+        set(created["application/x-www-form-urlencoded"]["schema"]["properties"])
+    bulk = document["paths"]["/bulk"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert {"UPLOAD", "RADIUS", "LAYOUT", "positions"} <= set(bulk["properties"])
 
 
 def test_the_description_is_valid_openapi_3_1(tmp_path: Path, demo_root: Path) -> None:
