@@ -1,5 +1,5 @@
 """The ``cutout`` command: serve, worker, demo-data, ingest, retile, check-config,
-config-defaults, token."""
+config-defaults, config-reference, token, backup, restore."""
 
 from __future__ import annotations
 
@@ -239,6 +239,44 @@ def config_defaults(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_reference(args: argparse.Namespace) -> int:
+    """Print the Markdown configuration reference (the text of docs/configuration.md)."""
+    from conf.reference import reference_markdown
+
+    print(reference_markdown(), end="")
+    return 0
+
+
+# --- backup and restore of the job database and results -----------------------------------------
+
+def backup(args: argparse.Namespace) -> int:
+    """Copy the database, the results folder and the session key into a new folder."""
+    from soda.ops.backup import BackupError, backup as take
+
+    settings = _settings_or_exit()
+    try:
+        report = take(settings, Path(args.folder))
+    except BackupError as exc:
+        print(f"cutout backup: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary("backed up into"))
+    return 0
+
+
+def restore(args: argparse.Namespace) -> int:
+    """Put a backup into an empty database and an empty results folder."""
+    from soda.ops.backup import BackupError, restore as put
+
+    settings = _settings_or_exit()
+    try:
+        report = put(settings, Path(args.folder))
+    except BackupError as exc:
+        print(f"cutout restore: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary("restored from"))
+    return 1 if report.missing else 0
+
+
 # --- personal API tokens, for operators -------------------------------------------------------
 
 @contextlib.contextmanager
@@ -379,7 +417,21 @@ def main(argv: list[str] | None = None) -> int:
                             help="print every setting with its meaning and default, as TOML")
     p.set_defaults(func=config_defaults)
 
+    p = commands.add_parser("config-reference",
+                            help="print every setting as a Markdown table (docs/configuration.md)")
+    p.set_defaults(func=config_reference)
+
     _token_commands(commands)
+
+    p = commands.add_parser("backup", help="copy the job database, the results and the session key into "
+                                           "a new folder (the service may be running)")
+    p.add_argument("folder", metavar="DIR", help="a new (or empty) folder")
+    p.set_defaults(func=backup)
+
+    p = commands.add_parser("restore", help="put a backup into an empty database and results folder "
+                                            "(as configured); start the service afterwards")
+    p.add_argument("folder", metavar="DIR", help="a folder written by `cutout backup`")
+    p.set_defaults(func=restore)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -35,6 +35,7 @@ from soda.web.datalink import LinkAccess, Links
 from soda.web.coverage import CoverageMaps, coverage_endpoint
 from soda.web.index import index_endpoint
 from soda.web.pages import Site
+from soda.web.openapi import openapi_endpoint
 from soda.web import sia
 from soda.web.sia import SiaQueryService
 from soda.web.sync import sync_endpoint
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None,
         Route("/healthz", _live, methods=["GET"]),
         Route("/readyz", _ready(runtime, access.is_operator), methods=["GET"]),
         Route("/metrics", _operators_only(metrics_endpoint(runtime), access), methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint(runtime.mounts, settings.auth.session_cookie_name,
+                                                settings.ops.trust_forwarded_headers), methods=["GET"]),
     ]
     routes += accounts.routes()
     routes += Site(runtime, access).routes()  # the web pages for people, under /ui/

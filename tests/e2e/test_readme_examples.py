@@ -52,7 +52,7 @@ DEFAULT_URL = "127.0.0.1:8000"
 
 # Commands a shell example may start with (after VAR=value assignments).
 SHELL_COMMANDS = {"curl", "export", "printf", "python3", ".venv/bin/cutout", ".venv/bin/pip", ".venv/bin/python",
-                  ".venv/bin/pytest", "cutout"}
+                  ".venv/bin/pytest", "cutout", "cmp", "docker", "createdb"}
 
 # Examples (a substring of the command, or of the Python block) that cannot run here, and why.
 NOT_RUN = {
@@ -60,6 +60,18 @@ NOT_RUN = {
         "runs the whole test suite, this test among them",
     "pip install astrocut":
         "installs a package from the network and runs minutes of benchmarks",
+    "redis.example.org:6379/0 .venv/bin/cutout serve --workers":
+        "the distributed shape needs the reader's PostgreSQL and Redis servers (tests/e2e/test_distributed.py runs it)",
+    "redis.example.org:6379/0 .venv/bin/cutout worker":
+        "a worker needs the reader's PostgreSQL and Redis servers, and runs until stopped",
+    "docker compose up":
+        "builds images and runs containers; there is no Docker here (tests/e2e/test_nginx.py runs the nginx template)",
+    "db.example.org/cutout .venv/bin/cutout backup":
+        "needs the reader's PostgreSQL server; tests/e2e/test_backup_restore.py runs the command against one",
+    "createdb --host db.example.org":
+        "needs the reader's PostgreSQL server; tests/e2e/test_backup_restore.py makes a fresh database instead",
+    "db.example.org/cutout_restored CUTOUT_DATA_DIR=/srv/cutout/restored .venv/bin/cutout restore":
+        "needs the reader's PostgreSQL server; tests/e2e/test_backup_restore.py runs the command against one",
 }
 # The quick start installs, then serves: the installing is what made the environment this
 # test runs in; the serving is done by the test (SERVE below).
@@ -92,6 +104,12 @@ PROMISES: dict[str, Callable[[str], bool]] = {
     '"http://127.0.0.1:8000/async?LAST=10"': lambda out: len(assert_uws(out.encode())) == 1,
     "/usage": lambda out: json.loads(out)["user"] == "alice",
     "cutout token list --user alice": lambda out: "\tlaptop\t" in out,
+    "/openapi.json": lambda out: json.loads(out)["openapi"] == "3.1.0" and "/sync" in json.loads(out)["paths"],
+    'curl -fsS "$JOB?WAIT=30&PHASE=EXECUTING"': lambda out: _phase(out) == "COMPLETED",
+    '$TOKEN" "$JOB?WAIT=30&PHASE=EXECUTING"': lambda out: _phase(out) == "COMPLETED",
+    "cutout backup backup-1": lambda out: out.startswith("backed up into backup-1: sqlite database"),
+    "cutout restore backup-1": lambda out: out.startswith("restored from backup-1: sqlite database"),
+    "cutout token list --user bob": lambda out: "\tpipeline\t" in out,
 }
 
 
@@ -338,7 +356,7 @@ def expected_answer(args: list[str]) -> tuple[int, str]:
         return 200, "application/x-votable+xml;content=datalink"
     if path in ("/capabilities", "/availability"):
         return 200, "text/xml"
-    if path in ("/whoami", "/usage", "/tokens"):
+    if path in ("/whoami", "/usage", "/tokens", "/openapi.json"):
         return 200, "application/json"
     if path == "/query":
         return 200, "application/x-votable+xml"

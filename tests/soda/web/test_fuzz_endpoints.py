@@ -458,7 +458,7 @@ def test_job_resources_fuzz(client: httpx.Client, jobs: list[str], budget: int) 
 
 OTHER_PATHS = ["/", "/capabilities", "/availability", "/whoami", "/usage", "/tokens", "/tokens/1",
                "/tokens/x", "/login", "/logout", "/healthz", "/readyz", "/metrics", "/nosuch", "/async",
-               "/selftest"]
+               "/selftest", "/openapi.json"]
 
 
 @pytest.mark.parametrize("budget", [BUDGET["other"]])
