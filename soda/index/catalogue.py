@@ -136,7 +136,9 @@ class IndexCatalogue:
     def version(self, survey: str) -> str:
         p = self.db.param
         with session(self.db):
-            files = self.db.execute_sql(self._version_sql.replace("?", p), (survey,)).fetchone()
+            # psycopg2 reads a bare % as the start of a placeholder: it must be written %%.
+            sql = self._version_sql.replace("%", "%%") if p == "%s" else self._version_sql
+            files = self.db.execute_sql(sql.replace("?", p), (survey,)).fetchone()
             images = self.db.execute_sql(self._images_sql.replace("?", p), (survey,)).fetchone()
         return ":".join(str(int(v)) for v in (*files, *images))
 

@@ -175,3 +175,17 @@ def test_files_that_need_no_copy_are_skipped(db, tmp_path: Path) -> None:  # typ
     assert catalogue.get(name, "m13").pixels is None  # type: ignore[union-attr]
     assert catalogue.get(name, "m13_rice").pixels == folder / "m13_rice.fits"  # type: ignore[union-attr]
     assert catalogue.get(name, "m13_rice").path == root / "m13_rice.fits"  # type: ignore[union-attr]
+
+
+def test_the_survey_version_changes_with_its_files_on_both_databases(db, survey) -> None:  # type: ignore[no-untyped-def]
+    """The version the coverage maps are cached under (it once failed on PostgreSQL: psycopg2
+    took the % of its SQL for a placeholder)."""
+    name, root, _ = survey
+    catalogue = IndexCatalogue(db)
+    first = catalogue.version(name)
+    assert first == catalogue.version(name) and first.startswith("2:")
+    path = next(root.rglob("*.fits*"))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert ingest(db, name, DESSurvey, [root]).images >= 0
+    assert catalogue.version(name) != first
