@@ -649,6 +649,67 @@ def test_redis_restart_loses_no_job(postgres_url: str, demo_root: Path, tmp_path
 
 # --- docker-compose.yml ----------------------------------------------------------------------
 
+def test_bulk_search_pages_and_description_through_nginx(cluster: Cluster) -> None:
+    from soda.surveys.des import tile_centre
+
+    ra, dec = tile_centre(TILE)
+    rows = "".join(f"{ra + i * 0.002},{dec},s{i}\n" for i in range(5))
+    with client() as c:
+        created = c.post(cluster.base + "/bulk", data={"UPLOAD": "positions,param:positions", "RADIUS": "0.002",
+                                                      "FILTER": "r", "PHASE": "RUN"},
+                         files={"positions": ("p.csv", f"ra,dec,id\n{rows}".encode(), "text/csv")})
+        # A table beyond the 256k of parameter-only requests reaches the service (which reads
+        # and judges it), not nginx's 413.
+        big = c.post(cluster.base + "/bulk", data={"UPLOAD": "positions,param:positions"},
+                     files={"positions": ("p.csv", b"ra,dec\n" + b"junk,junk\n" * 40_000, "text/csv")})
+    assert created.status_code == 303, created.text
+    url = created.headers["location"]
+    assert_at(cluster.base, [url], "Location of POST /bulk")
+    doc = wait_final(url, 60, cluster)
+    assert uws_text(doc, "uws:phase") == "COMPLETED"
+    archive = download(cluster, url + "/results.zip")
+    import zipfile
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+        assert sum(n.endswith(".fits") for n in z.namelist()) == 5
+    assert big.status_code != 413 and 400 <= big.status_code < 500, (big.status_code, big.text[:200])
+    assert "nginx" not in big.text
+
+    with client() as c:
+        query = c.get(cluster.base + "/query", params={"POS": f"CIRCLE {ra} {dec} 0.05"})
+        described = c.get(cluster.base + "/openapi.json")
+        page = c.get(cluster.base + "/ui/cutout")
+        coverage = c.get(cluster.base + "/coverage/des.json")
+    assert query.status_code == 200, query.text + cluster.output()[-6000:]
+    assert_votable(query.content)
+    assert described.status_code == 200 and described.json()["servers"] == [{"url": cluster.base}]
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    styles = re.findall(r'href="([^"]*/ui/static/[^"]+\.css[^"]*)"', page.text)
+    assert styles, page.text[:500]
+    with client() as c:
+        sheet = c.get(styles[0] if styles[0].startswith("http") else cluster.base + styles[0])
+    assert sheet.status_code == 200 and "css" in sheet.headers["content-type"]
+    assert coverage.status_code == 200, coverage.text[:200]
+
+
+def test_every_route_of_the_service_has_a_location(tmp_path: Path, demo_root: Path) -> None:
+    """A route the template does not forward answers nginx's own 404 behind it."""
+    from conftest import app_client
+
+    text = TEMPLATE.read_text()
+    exact = set(re.findall(r"^\s*location = (\S+) \{", text, re.M))
+    prefixes = [p for p in re.findall(r"^\s*location (/\S*) \{", text, re.M) if p != "/"]
+    with app_client(tmp_path / "data", demo_root, CUTOUT_SELFTEST_JOBS="true") as c:
+        paths = [getattr(route, "path", "") for route in c.app.routes]  # type: ignore[attr-defined]
+    assert "/bulk" in paths and "/sync" in paths
+    missing = []
+    for path in paths:
+        literal = path.split("{", 1)[0]
+        served = (path in exact if "{" not in path else False) or any(literal.startswith(p) for p in prefixes)
+        if not served and not path.startswith("/_"):
+            missing.append(path)
+    assert missing == [], f"routes nginx/cutout.conf answers 404 for: {missing}"
+
+
 def test_compose_file_matches_the_template() -> None:
     import yaml
 
