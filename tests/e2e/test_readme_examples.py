@@ -96,6 +96,9 @@ PROMISES: dict[str, Callable[[str], bool]] = {
     '"http://127.0.0.1:8000/async?LAST=10"': lambda out: len(assert_uws(out.encode())) == 1,
     "/usage": lambda out: json.loads(out)["user"] == "alice",
     "cutout token list --user alice": lambda out: "\tlaptop\t" in out,
+    "/stats.json?days=7": lambda out: (json.loads(out)["days"] == 7 and len(json.loads(out)["per_day"]) == 7
+                                       and {k["kind"] for k in json.loads(out)["by_kind"] if k["cutouts"]}
+                                       == {"sync", "async", "bulk"}),
 }
 
 
@@ -362,7 +365,7 @@ def expected_answer(args: list[str]) -> tuple[int, str]:
         return 200, "application/x-votable+xml;content=datalink"
     if path in ("/capabilities", "/availability"):
         return 200, "text/xml"
-    if path in ("/whoami", "/usage", "/tokens"):
+    if path in ("/whoami", "/usage", "/tokens", "/stats.json"):
         return 200, "application/json"
     if path == "/query":
         return 200, "application/x-votable+xml"
