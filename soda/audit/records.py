@@ -46,12 +46,17 @@ class Served:
     client: str | None = None
     job_id: str | None = None
 
-    def row(self) -> dict[str, object]:
-        return {"at": self.at, "user_id": (self.user or ANONYMOUS)[:255], "kind": self.kind[:8],
-                "survey": self.survey[:64], "format": self.format[:16], "cutouts": int(self.cutouts),
-                "bytes": int(self.bytes), "latency_ms": self.latency_ms, "status": self.status,
-                "client": self.client[:64] if self.client else None,
-                "job_id": self.job_id[:64] if self.job_id else None}
+    def row(self) -> tuple[object, ...]:
+        """The values of ``COLUMNS``, cut to the columns' lengths."""
+        return (self.at, (self.user or ANONYMOUS)[:255], self.client[:64] if self.client else None,
+                self.kind[:8], self.survey[:64], self.format[:16], int(self.cutouts), int(self.bytes),
+                self.latency_ms, self.status, self.job_id[:64] if self.job_id else None)
+
+
+COLUMNS = ("at", "user_id", "client", "kind", "survey", "format", "cutouts", "bytes", "latency_ms", "status",
+           "job_id")
+# Rows of one INSERT: within SQLite's oldest limit of 999 parameters a statement.
+ROWS_PER_INSERT = 999 // len(COLUMNS)
 
 
 # Told how many records each flush wrote and dropped (e.g. metrics).
@@ -136,8 +141,7 @@ class AuditLog:
                 if not rows:
                     return total
                 try:
-                    with session(self.db), self.db.atomic():
-                        self.tables.Served.insert_many([r.row() for r in rows]).execute()
+                    self._insert(rows)
                 except Exception as exc:  # noqa: BLE001 - logged, never raised to a cutout
                     log.warning("audit: %d records not written: %s", len(rows), exc)
                     with self._lock:
@@ -148,6 +152,22 @@ class AuditLog:
                 with self._lock:
                     self.written += len(rows)
                 self._observed(len(rows), 0)
+
+    def _insert(self, rows: list[Served]) -> None:
+        """Multi-row INSERTs in one transaction, written as SQL once: peewee's query
+        builder took about 0.2 ms a row, longer than the database."""
+        sqlite = isinstance(self.db, pw.SqliteDatabase)
+        head = f'INSERT INTO "audit_served" ({", ".join(chr(34) + c + chr(34) for c in COLUMNS)}) VALUES '
+        one = "(" + ", ".join([self.db.param] * len(COLUMNS)) + ")"
+        with session(self.db), self.db.atomic():
+            for start in range(0, len(rows), ROWS_PER_INSERT):
+                chunk = rows[start:start + ROWS_PER_INSERT]
+                values: list[object] = []
+                for served in chunk:
+                    row = served.row()
+                    # SQLite: the text peewee's DateTimeField writes and reads back.
+                    values += (str(row[0]) if sqlite else row[0], *row[1:])
+                self.db.execute_sql(head + ", ".join([one] * len(chunk)), values)
 
     def _observed(self, written: int, dropped: int) -> None:
         if self.observe is not None:
