@@ -130,6 +130,8 @@ def test_stats_json_for_operators(service: httpx.Client) -> None:
     assert set(stats) == {"since", "until", "days", "totals", "per_day", "by_survey", "by_format", "by_kind",
                           "jobs_by_phase", "top_users", "latency_ms"}
     assert service.get("/stats.json").json()["days"] == 30
+    metrics = service.get("/metrics").text
+    assert 'cutout_audit_records_total{outcome="written"}' in metrics
 
 
 @pytest.mark.parametrize("days", ["0", "367", "abc", "1.5", "-3", "", "٣"])

@@ -77,6 +77,15 @@ def test_the_writer_thread_writes_queued_records_by_itself(db) -> None:  # type:
     assert log.flush() == 0
 
 
+def test_closing_writes_what_waits(db) -> None:  # type: ignore[no-untyped-def]
+    log = AuditLog(db, flush_seconds=3600)  # the thread would not write for an hour
+    for _ in range(3):
+        log.record(served(NOW))
+    log.close()
+    with db.connection_context():
+        assert AuditTables(db).Served.select().count() == 3
+
+
 def test_a_failed_write_is_logged_and_dropped_never_raised(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
     db = open_database(f"sqlite:///{tmp_path / 'none.sqlite'}")  # no audit table
     seen: list[tuple[int, int]] = []
