@@ -143,6 +143,11 @@ class OpsSettings(Group):
     accept_error_log_seconds: PositiveFloat = Field(60.0, description=(
         "When the process cannot accept connections (out of file descriptors), this error is "
         "logged at most once per this many seconds, with the count of the ones left out."))
+    audit_keep_days: NonNegativeInt = Field(90, description=(
+        "Days the audit records of served cutouts (who cut what, when, how much: one per "
+        "/sync answer, async job and bulk job part; the operators' statistics at /stats.json) "
+        "are kept; older ones are deleted by the periodic sweeps (and `cutout audit purge`). "
+        "0: nothing is recorded, and records kept before are deleted."))
 
     @field_validator("public_url")
     @classmethod

@@ -170,6 +170,7 @@ class JobContext(Generic[P]):
         self._store = store
         self._storage = storage
         self._allowance = allowance  # the owner's, for the result space
+        self.bytes_written = 0  # bytes of the results written through this context
 
     @property
     def job_id(self) -> str:
@@ -194,6 +195,7 @@ class JobContext(Generic[P]):
         path = self._storage.local_path(key)
         crc = crc32_of(path) if path is not None else None
         self._store.add_result(self.job.id, result_id, key, mime_type, size, crc)
+        self.bytes_written += size
 
     def _check_result_space(self, size: int) -> None:
         """Every result of the owner's counts, those of their other jobs running now too."""

@@ -13,7 +13,11 @@ sends besides them is neither used nor stored.
 
 from __future__ import annotations
 
+import time
+
 from dali.params import Params
+from dali.timestamps import utcnow
+from soda.audit.records import AuditLog, Served, format_name
 from soda.cutouts import Cutouts, cutout_count
 from soda.request.model import SodaRequest
 from soda.request.params import PARAM_NAMES
@@ -30,7 +34,8 @@ def read_only(request: SodaRequest, pairs: Params) -> Params:
     return [(name, value) for name, value in pairs if name.upper() in names]
 
 
-def cutout_job_kind(cutouts: Cutouts) -> JobKind[SodaRequest]:
+def cutout_job_kind(cutouts: Cutouts, audit: AuditLog | None = None) -> JobKind[SodaRequest]:
+    """The kind; ``audit`` records each job's results once it has run (one record a job)."""
     def parse(pairs: Params, owner: str | None) -> SodaRequest:
         request = cutouts.parse(pairs)
         targets = cutouts.plan(request)
@@ -39,8 +44,10 @@ def cutout_job_kind(cutouts: Cutouts) -> JobKind[SodaRequest]:
         return request
 
     def run(ctx: JobContext[SodaRequest]) -> None:
+        started = time.perf_counter()
         request = ctx.params
         limits = cutouts.limits(ctx.job.owner)
+        made, sent, survey = 0, 0, ""
         with cutouts.busy():
             for target in cutouts.plan(request):
                 body = cutouts.make_one(target, request, limits)
@@ -49,7 +56,12 @@ def cutout_job_kind(cutouts: Cutouts) -> JobKind[SodaRequest]:
                                    "text/plain")
                 else:
                     ctx.put_result(f"{target.name}.{request.extension}", body, request.mime)
+                    made, sent = made + target.cutouts, sent + len(body)
+                    survey = survey or target.images[0].survey
                 del body
+        if audit is not None:
+            audit.record(Served(utcnow(), ctx.job.owner, "async", survey, format_name(request.extension), made,
+                                sent, latency_ms=(time.perf_counter() - started) * 1000, job_id=ctx.job_id))
 
     return JobKind(name="soda", params_type=SodaRequest, parse=parse, run=run, shown=read_only,
                    description="SODA 1.0 async cutouts (one result per combination of values)")

@@ -1,5 +1,5 @@
 """The ``cutout`` command: serve, worker, demo-data, ingest, retile, check-config,
-config-defaults, config-reference, token, backup, restore."""
+config-defaults, config-reference, token, backup, restore, audit."""
 
 from __future__ import annotations
 
@@ -366,6 +366,45 @@ def _token_commands(commands: argparse._SubParsersAction) -> None:  # type: igno
     t.set_defaults(func=token_revoke)
 
 
+# --- the audit of served cutouts, for operators ------------------------------------------------
+
+def audit_purge(args: argparse.Namespace) -> int:
+    """Delete the audit records older than --days (default: the setting audit_keep_days)."""
+    from dali.timestamps import utcnow
+    from soda.audit.records import PURGE_BATCH, PURGE_BATCHES, AuditLog, keep_until
+    from soda.audit.tables import MIGRATIONS
+    from soda.ops.database import close_database, migrate, open_database
+
+    settings = _settings_or_exit()
+    days = settings.ops.audit_keep_days if args.days is None else args.days
+    if days < 0:
+        print("cutout audit purge: --days must be 0 (delete every record) or more", file=sys.stderr)
+        return 2
+    settings.ops.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings.ops.effective_database_url)
+    try:
+        migrate(db, [("audit", MIGRATIONS)])
+        log, before, deleted = AuditLog(db, enabled=False), keep_until(days, utcnow()), 0
+        while True:  # each call deletes a bounded number; a long backlog takes several
+            count = log.purge(before)
+            deleted += count
+            if count < PURGE_BATCH * PURGE_BATCHES:
+                break
+    finally:
+        close_database(db)
+    print(f"{deleted} audit records older than {days} days deleted")
+    return 0
+
+
+def _audit_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = commands.add_parser("audit", help="the audit records of served cutouts (in the service's database)")
+    audit = p.add_subparsers(dest="audit_command", required=True)
+    t = audit.add_parser("purge", help="delete the records older than the days kept, now (the sweeps "
+                                       "do it periodically)")
+    t.add_argument("--days", type=int, help="keep this many days (setting: audit_keep_days; 0: delete all)")
+    t.set_defaults(func=audit_purge)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cutout", description="IVOA SODA/UWS image-cutout service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -422,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=config_reference)
 
     _token_commands(commands)
+    _audit_commands(commands)
 
     p = commands.add_parser("backup", help="copy the job database, the results and the session key into "
                                            "a new folder (the service may be running)")

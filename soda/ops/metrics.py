@@ -56,6 +56,8 @@ WORKER_BUSY = Gauge("cutout_worker_busy_threads", "Job worker threads running a 
                     multiprocess_mode="livesum")
 SWEEPS = Counter("cutout_sweeps_total", "Scheduled sweeps run (destruction, lost workers, lost messages)")
 SWEPT = Counter("cutout_sweep_jobs_total", "Jobs handled by sweeps", ["action"])
+AUDIT_RECORDS = Counter("cutout_audit_records_total", "Audit records of served cutouts, by outcome: "
+                        "written, dropped (a failed write, or too many waiting)", ["outcome"])
 NOTICES = Counter("cutout_job_notices_total", "Attempts to send the notices of ended jobs (NOTIFY), "
                   "by outcome: delivered, retried (failed, tried again later), failed (given up)",
                   ["outcome"])
@@ -67,6 +69,13 @@ def multiprocess_dir() -> str | None:
 
 def observe_cutout(extension: str, seconds: float) -> None:
     CUTOUT_SECONDS.labels(extension).observe(seconds)
+
+
+def observe_audit(written: int, dropped: int) -> None:
+    if written:
+        AUDIT_RECORDS.labels("written").inc(written)
+    if dropped:
+        AUDIT_RECORDS.labels("dropped").inc(dropped)
 
 
 def observe_notice(outcome: str) -> None:

@@ -20,16 +20,19 @@ import dramatiq
 from auth import tables as auth_tables
 from auth.expiry import delete_expired
 from conf import Settings
+from soda.audit import tables as audit_tables
+from soda.audit.records import AuditLog, keep_until
 from soda.cutouts import Cutouts
 from soda.index import tables as index_tables
 from soda.index.catalogue import IndexCatalogue
 from soda.index.surveys import prepare_demo_surveys
+from soda.jobs.audited import audited_bulk
 from soda.jobs.bulk import BulkLimits, bulk_job_kind
 from soda.jobs.cutout import cutout_job_kind
 from soda.ops.allowance import job_allowance
 from soda.ops.database import close_database, migrate, open_database
 from soda.ops.health import service_checks
-from soda.ops.metrics import WorkerMetrics, observe_cutout, observe_notice, observe_sweep
+from soda.ops.metrics import WorkerMetrics, observe_audit, observe_cutout, observe_notice, observe_sweep
 from soda.ops.pool import CutoutPool
 from soda.surveys.registry import load_datasets
 from storage import LocalStore
@@ -102,23 +105,26 @@ def notice_config(settings: Settings) -> NoticeConfig:
     )
 
 
-def job_kinds(settings: Settings, cutouts: Cutouts, store: JobStore | None = None) -> dict[str, JobKind]:
-    """Job kinds by the path they are mounted at (``store``: for the bulk jobs a caller has)."""
+def job_kinds(settings: Settings, cutouts: Cutouts, store: JobStore | None = None,
+              audit: AuditLog | None = None) -> dict[str, JobKind]:
+    """Job kinds by the path they are mounted at (``store``: for the bulk jobs a caller has;
+    ``audit``: where the jobs' results are recorded)."""
     limits = settings.limits
     radius = settings.soda.bulk_default_radius
     unfinished = None
     if store is not None:
         def unfinished(owner: str | None, up_to: int) -> int:
             return len(store.list(owner=owner, kind="bulk", phases=UNFINISHED, last=up_to))
+    bulk = bulk_job_kind(
+        cutouts,
+        BulkLimits(limits.bulk_max_rows, radius, limits.bulk_max_pixels, limits.bulk_max_active_jobs,
+                   "(split the table into several jobs)"),
+        BulkLimits(limits.anonymous_bulk_max_rows, radius, limits.anonymous_bulk_max_pixels,
+                   limits.anonymous_bulk_max_active_jobs, "for anonymous callers (log in for more)"),
+        unfinished)
     kinds: dict[str, JobKind] = {
-        "/async": cutout_job_kind(cutouts),
-        "/bulk": bulk_job_kind(
-            cutouts,
-            BulkLimits(limits.bulk_max_rows, radius, limits.bulk_max_pixels, limits.bulk_max_active_jobs,
-                       "(split the table into several jobs)"),
-            BulkLimits(limits.anonymous_bulk_max_rows, radius, limits.anonymous_bulk_max_pixels,
-                       limits.anonymous_bulk_max_active_jobs, "for anonymous callers (log in for more)"),
-            unfinished),
+        "/async": cutout_job_kind(cutouts, audit),
+        "/bulk": audited_bulk(bulk, audit) if audit is not None else bulk,
     }
     if settings.uws.selftest_jobs:
         kinds["/selftest"] = SELFTEST
@@ -134,7 +140,7 @@ class Runtime:
                                 connect_timeout=ops.database_connect_timeout_seconds,
                                 statement_timeout=ops.database_statement_timeout_seconds)
         migrate(self.db, [("uws", uws_tables.MIGRATIONS), ("auth", auth_tables.MIGRATIONS),
-                          ("images", index_tables.MIGRATIONS)])
+                          ("images", index_tables.MIGRATIONS), ("audit", audit_tables.MIGRATIONS)])
         prepare_demo_surveys(self.db, settings, build=build_demo)
         self.catalogue = IndexCatalogue(self.db)
         self.datasets = load_datasets(settings, self.catalogue)
@@ -146,7 +152,9 @@ class Runtime:
         self.uws = UWSService(uws_config(settings), self.store, self.storage, self.notifier,
                               allowance=lambda caller: job_allowance(settings.limits, caller),
                               notices=notice_config(settings))
-        self.mounts = job_kinds(settings, self.cutouts, self.store)
+        # Who cut what: written in batches by a thread of its own, never in a cutout's way.
+        self.audit = AuditLog(self.db, enabled=ops.audit_keep_days > 0, observe=observe_audit)
+        self.mounts = job_kinds(settings, self.cutouts, self.store, self.audit)
         for kind in self.mounts.values():
             self.uws.register(kind)
         self.broker = make_broker(ops.broker_url or None, ops.redis_namespace,
@@ -160,6 +168,7 @@ class Runtime:
         # nothing of auth, so the runtime hands the sweep over).
         self.uws.sweep_hooks["auth"] = functools.partial(
             delete_expired, self.db, tokens_kept=dt.timedelta(days=settings.auth.api_token_expired_kept_days))
+        self.uws.sweep_hooks["audit"] = lambda now: self.audit.purge(keep_until(ops.audit_keep_days, now))
         self.worker: dramatiq.Worker | None = None
         soda = settings.soda
         cores = os.cpu_count() or 1
@@ -229,4 +238,5 @@ class Runtime:
         self.health.close()
         self.pool.close()
         self.broker.close()
+        self.audit.close()  # the records still queued, before the database closes
         close_database(self.db)

@@ -38,6 +38,7 @@ from soda.web.pages import Site
 from soda.web.openapi import openapi_endpoint
 from soda.web import sia
 from soda.web.sia import SiaQueryService
+from soda.web.stats import stats_endpoint
 from soda.web.sync import sync_endpoint
 from soda.web.vosi import availability_endpoint, capabilities_endpoint
 from uws import JobRoutes
@@ -73,7 +74,8 @@ def create_app(settings: Settings | None = None,
     coverage_maps = CoverageMaps(settings.soda.coverage_max_order)  # shared by /query
     routes: list[BaseRoute] = [
         Route("/", index_endpoint(runtime), methods=["GET"]),
-        Route("/sync", sync_endpoint(runtime.cutouts, identify, runtime.pool), methods=["GET", "POST"]),
+        Route("/sync", sync_endpoint(runtime.cutouts, identify, runtime.pool, runtime.audit,
+                                    settings.ops.trust_forwarded_headers), methods=["GET", "POST"]),
         DaliRoute("/links", _identified(links.links, identify), methods=["GET", "POST"],
                   errors=datalink.ERRORS),
         DaliRoute("/query", _guarded(SiaQueryService(runtime, coverage_maps).query, identify), methods=["GET", "POST"],
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None,
         Route("/metrics", _operators_only(metrics_endpoint(runtime), access), methods=["GET"]),
         Route("/openapi.json", openapi_endpoint(runtime.mounts, settings.auth.session_cookie_name,
                                                 settings.ops.trust_forwarded_headers), methods=["GET"]),
+        Route("/stats.json", _operators_only(stats_endpoint(runtime), access), methods=["GET"]),
     ]
     routes += accounts.routes()
     routes += Site(runtime, access).routes()  # the web pages for people, under /ui/

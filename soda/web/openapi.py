@@ -490,6 +490,16 @@ def _service() -> Json:
         "/metrics": {"get": _get("Prometheus metrics (operator_clients only)", "metrics",
                                  {**text_ok("the Prometheus text format"),
                                   "403": _ref("responses", "AuthorizationError")}, tags=["operations"])},
+        "/stats.json": {"get": _get(
+            "usage statistics from the audit of served cutouts (operators only)", "statistics", _responses(
+                {"200": {"description": "cutouts and bytes per day, by survey, format and kind; jobs by phase; "
+                                        "top users; /sync latency percentiles",
+                         "content": {JSON: {"schema": {"type": "object", "required": [
+                             "since", "until", "days", "totals", "per_day", "by_survey", "by_format", "by_kind",
+                             "jobs_by_phase", "top_users", "latency_ms"]}}}}},
+                "UsageError", "AuthorizationError"), tags=["operations"],
+            parameters=[_param("days", _single("the last this many UTC days, today included",
+                                               {"type": "integer", "minimum": 1, "maximum": 366, "default": 30}))])},
         "/openapi.json": {"get": _get("this description (OpenAPI 3.1)", "openapi", {"200": {
             "description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}}, tags=["service"])},
     }

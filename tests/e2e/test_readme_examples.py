@@ -110,6 +110,9 @@ PROMISES: dict[str, Callable[[str], bool]] = {
     "cutout backup backup-1": lambda out: out.startswith("backed up into backup-1: sqlite database"),
     "cutout restore backup-1": lambda out: out.startswith("restored from backup-1: sqlite database"),
     "cutout token list --user bob": lambda out: "\tpipeline\t" in out,
+    "/stats.json?days=7": lambda out: (json.loads(out)["days"] == 7 and len(json.loads(out)["per_day"]) == 7
+                                       and {k["kind"] for k in json.loads(out)["by_kind"] if k["cutouts"]}
+                                       == {"sync", "async", "bulk"}),
 }
 
 
@@ -356,7 +359,7 @@ def expected_answer(args: list[str]) -> tuple[int, str]:
         return 200, "application/x-votable+xml;content=datalink"
     if path in ("/capabilities", "/availability"):
         return 200, "text/xml"
-    if path in ("/whoami", "/usage", "/tokens", "/openapi.json"):
+    if path in ("/whoami", "/usage", "/tokens", "/openapi.json", "/stats.json"):
         return 200, "application/json"
     if path == "/query":
         return 200, "application/x-votable+xml"

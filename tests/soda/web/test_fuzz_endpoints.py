@@ -458,12 +458,12 @@ def test_job_resources_fuzz(client: httpx.Client, jobs: list[str], budget: int) 
 
 OTHER_PATHS = ["/", "/capabilities", "/availability", "/whoami", "/usage", "/tokens", "/tokens/1",
                "/tokens/x", "/login", "/logout", "/healthz", "/readyz", "/metrics", "/nosuch", "/async",
-               "/selftest", "/openapi.json"]
+               "/selftest", "/openapi.json", "/stats.json"]
 
 
 @pytest.mark.parametrize("budget", [BUDGET["other"]])
 def test_other_endpoints_fuzz(client: httpx.Client, budget: int) -> None:
-    pool = {"NAME": st.text(max_size=30), "CSRF": ugly, "EXPIRES": numbers, "ACTION": ugly,
+    pool = {"NAME": st.text(max_size=30), "CSRF": ugly, "EXPIRES": numbers, "ACTION": ugly, "days": numbers,
             "NEXT": st.sampled_from(["/", "//evil.example", "https://evil.example/", "/tokens", "\x00"]),
             **{k: UWS_VALUES[k] for k in ("PHASE", "LAST", "AFTER")}}
 
