@@ -8,6 +8,7 @@ same pixel grid.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from soda.engine.cutout import Cut, ImageFiles, ImageUnreadable
 from soda.engine.mosaic import cut_across
 from soda.engine.pixels import PixelBox
 from soda.engine.thumbnails import Thumbnails
+from soda.engine.tiles import reading_ahead
 from soda.output.fits import fits_cutouts
 from soda.output.pictures import render
 from soda.plan import FieldGroup, Target, plan, plan_positions
@@ -229,6 +231,13 @@ class Cutouts:
         x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         rows = np.where(np.isfinite(y), np.round(y), np.inf)
         return [int(k) for k in np.lexsort((np.where(np.isfinite(x), x, np.inf), rows))]
+
+    @staticmethod
+    def reading_ahead(rows: int = 128) -> contextlib.AbstractContextManager[None]:
+        """For many cuts about to be made going down an image (``pixel_order``): a
+        row-tiled image's rows are decoded ``rows`` at a time past each cut, in the calling
+        thread (``soda.engine.tiles.reading_ahead``)."""
+        return reading_ahead(rows)
 
     def cut_target(self, target: Target, limits: CutoutLimits) -> list[Cut]:
         """Every image's cut of the target (every configured HDU, across image edges where

@@ -212,10 +212,11 @@ def cut_group(ctx: JobContext[BulkRequest], cutouts: Cutouts, limits: CutoutLimi
 
     The rows are cut in the order of their pixels' rows on the field's first image, so the
     compression tiles each decodes (a row-tiled ``.fits.fz`` decodes whole image rows) are
-    still in the tile cache for the next rows, whatever the order of the table: a group's
-    tiles are decoded about once, not once per row. The files of one row each are recorded
+    still in the tile cache for the next rows, whatever the order of the table, and decoded
+    many rows at a time (``Cutouts.reading_ahead``): a group's tiles are decoded about once,
+    in few calls, not once per row. The files of one row each are recorded
     in batches (``JobContext.result_batch``), not one database statement per row."""
-    with ctx.result_batch() if kept is None else contextlib.nullcontext() as batch:
+    with ctx.result_batch() if kept is None else contextlib.nullcontext() as batch, cutouts.reading_ahead():
         order = cutouts.pixel_order([target for _, target in group.members])
         for i, target in (group.members[k] for k in order):
             outcome = outcomes[i]
