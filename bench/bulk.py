@@ -215,7 +215,8 @@ def million_section(tile: Tile, wcs: WCS, tmp: Path, redis: str, seed: int, time
     size = len(table.encode())
     service = start_cutout_service(tile, tmp / "bulk-million", broker_url=redis, layouts=("plain",),
                                    worker_threads=1, bulk_max_rows=str(MILLION),
-                                   anonymous_bulk_max_rows=str(MILLION), max_upload_bytes=str(4 * size))
+                                   anonymous_bulk_max_rows=str(MILLION), max_upload_bytes=str(4 * size),
+                                   anonymous_bulk_max_pixels="0")  # no limit: the estimate is ~10^10
     web, worker = service.proc.pid, service.workers[0].pid
     idle = {"web": memory(web).rss, "worker": memory(worker).rss}
     peak = dict.fromkeys(idle, 0)

@@ -8,6 +8,7 @@ same pixel grid.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -15,6 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+
+import numpy as np
 
 from conf import Settings
 from dali.errors import MultiValuedParamNotSupported, ServiceError, UsageError
@@ -24,6 +27,7 @@ from soda.engine.cutout import Cut, ImageFiles, ImageUnreadable
 from soda.engine.mosaic import cut_across
 from soda.engine.pixels import PixelBox
 from soda.engine.thumbnails import Thumbnails
+from soda.engine.tiles import reading_ahead
 from soda.output.fits import fits_cutouts
 from soda.output.pictures import render
 from soda.plan import FieldGroup, Target, plan, plan_positions
@@ -206,6 +210,34 @@ class Cutouts:
                        bands: Sequence[Sequence[str]]) -> tuple[list[FieldGroup], dict[int, str]]:
         """Many positions' targets grouped by the field that serves them (``soda.plan``)."""
         return plan_positions(self.datasets, ra, dec, radius, bands)
+
+    def pixel_order(self, targets: Sequence[Target]) -> list[int]:
+        """An order to cut many targets of one field in (indices into ``targets``): by
+        where their regions' centres fall on the first target's first image, pixel row
+        then column, so the compression tiles one decodes (a row-tiled ``.fits.fz`` decodes
+        whole image rows) are still in the tile cache for the next; targets without an
+        image or a centre last. As given when that image cannot be read."""
+        given = list(range(len(targets)))
+        first = next((t.images[0] for t in targets if t.images), None)
+        if first is None or len(targets) < 2:
+            return given
+        centres = np.array([(getattr(t.shape, "ra", np.nan), getattr(t.shape, "dec", np.nan)) if t.images
+                            else (np.nan, np.nan) for t in targets], dtype=float)  # circles have a centre
+        try:
+            wcs = self.files.layout(first.source, first.dataset_id).wcs(first.hdus[0])
+            x, y = wcs.world_to_pixel_values(centres[:, 0], centres[:, 1])
+        except (ImageUnreadable, OSError, ValueError, KeyError):
+            return given
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        rows = np.where(np.isfinite(y), np.round(y), np.inf)
+        return [int(k) for k in np.lexsort((np.where(np.isfinite(x), x, np.inf), rows))]
+
+    @staticmethod
+    def reading_ahead(rows: int = 128) -> contextlib.AbstractContextManager[None]:
+        """For many cuts about to be made going down an image (``pixel_order``): a
+        row-tiled image's rows are decoded ``rows`` at a time past each cut, in the calling
+        thread (``soda.engine.tiles.reading_ahead``)."""
+        return reading_ahead(rows)
 
     def cut_target(self, target: Target, limits: CutoutLimits) -> list[Cut]:
         """Every image's cut of the target (every configured HDU, across image edges where

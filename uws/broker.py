@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import dramatiq
@@ -33,8 +33,36 @@ def make_broker(url: str | None, namespace: str, *, socket_timeout: float = 5.0)
     return StubBroker(middleware=middleware)
 
 
-def start_worker(broker: dramatiq.Broker, threads: int, poll_ms: int = 100) -> dramatiq.Worker:
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=poll_ms)
+class _Worker(dramatiq.Worker):
+    """Dramatiq's worker, but taking at most one message per thread off some queues.
+
+    Dramatiq prefetches twice as many messages as the worker has threads from every
+    queue. For the parts of a parted job that lets the first worker to poll take two parts
+    of a job (all of a two-part job) while another worker sits idle; a part is long, so
+    nothing is gained by holding one in advance.
+    """
+
+    def __init__(self, broker: dramatiq.Broker, *, one_each: Iterable[str], **options: Any) -> None:
+        super().__init__(broker, **options)
+        self.one_each = frozenset(one_each)
+
+    def _add_consumer(self, queue_name: str, *, delay: bool = False) -> None:
+        if delay or queue_name not in self.one_each:
+            super()._add_consumer(queue_name, delay=delay)
+            return
+        usual = self.queue_prefetch
+        self.queue_prefetch = self.worker_threads
+        try:
+            super()._add_consumer(queue_name, delay=delay)
+        finally:
+            self.queue_prefetch = usual
+
+
+def start_worker(broker: dramatiq.Broker, threads: int, poll_ms: int = 100,
+                 one_each: Iterable[str] = ()) -> dramatiq.Worker:
+    """A worker of ``threads`` threads on every declared queue; from the queues ``one_each``
+    it takes at most one message per thread at a time (Dramatiq's prefetch: twice that)."""
+    worker = _Worker(broker, one_each=one_each, worker_threads=threads, worker_timeout=poll_ms)
     worker.start()
     return worker
 

@@ -42,7 +42,10 @@ its size is known, ``put_result``; else deleted once written) and the job stops 
 
 from __future__ import annotations
 
+import logging
 import re
+import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,9 +59,12 @@ from dali.params import Params
 from storage.protocol import ResultStore
 from uws.archive import crc32_of
 from uws.quota import UNLIMITED, Allowance, owner_name, quota_reached
+from uws.store import NewResult
 
 if TYPE_CHECKING:
     from uws.store import JobStore, JobView
+
+log = logging.getLogger(__name__)
 
 P = TypeVar("P")
 
@@ -226,3 +232,65 @@ class JobContext(Generic[P]):
         self._check_result_space(len(data))
         with self.result_writer(result_id, mime_type) as fh:
             fh.write(data)
+
+    @contextmanager
+    def result_batch(self, most: int = 200, seconds: float = 1.0) -> Iterator["ResultBatch"]:
+        """Many results of known size written one by one, recorded together: at most
+        ``most`` results or ``seconds`` after the first not yet recorded, and at the end
+        (also when the block raises). For a kind that makes very many small results, where
+        one database statement per result would cost more than writing it."""
+        batch = ResultBatch(self, most, seconds)
+        try:
+            yield batch
+        except BaseException:
+            try:
+                batch.flush()  # what was written is listed, as put_result would have
+            except Exception:  # noqa: BLE001 - the first failure is the one to report
+                log.exception("job %s: results written could not be recorded", self.job.id)
+            raise
+        batch.flush()
+
+
+class ResultBatch:
+    """Results written at once and recorded in batches (``JobContext.result_batch``).
+
+    The owner's result space is checked as ``put_result`` does, before each file is
+    written: against the space used when the batch last recorded, plus what it wrote
+    since. Another job of the owner's writing at the same time is seen at the next record
+    (so the two may pass the limit by one batch between them)."""
+
+    def __init__(self, ctx: JobContext[Any], most: int, seconds: float) -> None:
+        self._ctx = ctx
+        self._most = max(most, 1)
+        self._seconds = seconds
+        self._pending: list[NewResult] = []
+        self._since = 0.0
+        self._limit = ctx._allowance.max_result_bytes
+        self._used = ctx._store.result_bytes(ctx.job.owner) if self._limit else 0
+
+    def put(self, result_id: str, data: bytes, mime_type: str) -> None:
+        """Write one result now; it is listed once the batch records it."""
+        if not RESULT_ID.match(result_id):
+            raise ServiceError(f"invalid result id {result_id!r}")
+        size = len(data)
+        written = sum(r.size or 0 for r in self._pending)
+        if self._limit and self._used + written + size > self._limit:
+            self.flush()  # what is written stays listed; then the limit with every other job's
+            self._ctx._check_result_space(size)
+        key = f"jobs/{self._ctx.job.id}/{result_id}"
+        with self._ctx._storage.writer(key) as fh:
+            fh.write(data)
+        if not self._pending:
+            self._since = time.monotonic()
+        self._pending.append(NewResult(result_id, key, mime_type, size, zlib.crc32(data)))
+        if len(self._pending) >= self._most or time.monotonic() - self._since >= self._seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record the results written since the last record."""
+        if not self._pending:
+            return
+        self._ctx._store.add_results(self._ctx.job.id, self._pending)
+        self._pending = []
+        if self._limit:
+            self._used = self._ctx._store.result_bytes(self._ctx.job.owner)

@@ -158,6 +158,12 @@ class UWSService:
                     self._parts_body(kind), broker=broker, actor_name=kind.parts_actor_name,
                     queue_name=kind.parts_queue, priority=0, options=dict(options))
 
+    def parts_queues(self) -> list[str]:
+        """The queues of the parted kinds' parts: a worker should take one message of them
+        per thread at a time (``uws.broker.start_worker``), so the parts of a job spread
+        over the workers instead of waiting in the first one that polled."""
+        return [kind.parts_queue for kind in self.kinds.values() if kind.parted]
+
     def _actor_body(self, kind: JobKind):  # type: ignore[no-untyped-def]
         def run_job(job_id: str) -> None:
             self.execute(kind, job_id)

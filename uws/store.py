@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -38,6 +38,17 @@ class ResultView:
     mime_type: str | None
     size: int | None
     crc32: int | None = None  # of the stored bytes, when kept
+
+
+@dataclass(frozen=True)
+class NewResult:
+    """A result written to the results store, to be recorded (``JobStore.add_results``)."""
+
+    result_id: str
+    key: str
+    mime_type: str | None
+    size: int | None
+    crc32: int | None = None
 
 
 @dataclass(frozen=True)
@@ -437,6 +448,26 @@ class JobStore:
                 update={self.tables.Result.key: key, self.tables.Result.mime_type: mime_type, self.tables.Result.size: size,
                         self.tables.Result.crc32: crc32},
             ).execute()
+
+    def add_results(self, job_id: str, results: Sequence[NewResult], chunk: int = 200) -> None:
+        """Many results of one job recorded at once (as ``add_result`` each): one
+        statement per ``chunk`` of them, each listed after the job's results so far in
+        the order given. A result id already there is replaced, keeping its place."""
+        Result = self.tables.Result
+        for start in range(0, len(results), chunk):
+            rows = results[start:start + chunk]
+            # One statement again: the count is read by the insert itself, as in add_result.
+            # SQLite may evaluate the count once per row, after the rows before it are in:
+            # the places then step by 2, still in the order given.
+            with self._session():
+                Result.insert_many([{"job": job_id, "result_id": r.result_id, "key": r.key,
+                                     "mime_type": r.mime_type, "size": r.size,
+                                     "seq": Result.select(fn.COUNT(Result.id) + n).where(Result.job == job_id),
+                                     "crc32": r.crc32} for n, r in enumerate(rows)]).on_conflict(
+                    conflict_target=[Result.job, Result.result_id],
+                    update={Result.key: pw.EXCLUDED.key, Result.mime_type: pw.EXCLUDED.mime_type,
+                            Result.size: pw.EXCLUDED.size, Result.crc32: pw.EXCLUDED.crc32},
+                ).execute()
 
     def expired(self, now: dt.datetime, limit: int = 500) -> list[str]:
         with self._session():

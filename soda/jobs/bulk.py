@@ -28,6 +28,7 @@ caller's bulk jobs not yet finished.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -207,28 +208,38 @@ def group_result_name(field: str, index: int) -> str:
 def cut_group(ctx: JobContext[BulkRequest], cutouts: Cutouts, limits: CutoutLimits, group: FieldGroup,
               outcomes: dict[int, RowOutcome], kept: list[RowCuts] | None = None) -> None:
     """The group's rows, each one FITS file (``kept`` None) or its cuts added to ``kept``
-    (for one file of many rows); its images' files and tiles read once for all."""
-    for i, target in group.members:
-        outcome = outcomes[i]
-        try:
-            cuts: list[Cut] = cutouts.cut_target(target, limits)
-            if not cuts:
-                outcome.status, outcome.error = "no image", target.why_empty()
-                continue
-            if kept is not None:
-                kept.append(RowCuts(outcome.row, outcome.id, outcome.ra, outcome.dec, cuts))
-                outcome.result = f"#{i}"  # the file's name once it is written (write_many)
-                continue
-            body = cutouts.fits_file(cuts, [cut.image.band for cut in cuts])
-            name = result_name(outcome.row, outcome.id)
-            ctx.put_result(name, body, FITS)
-            outcome.status, outcome.result = "ok", name
-        except ServiceUnavailable:
-            raise  # transient: the part is run again
-        except ServiceError as exc:
-            if exc.status == 403:  # the owner's result space is full: no row can be kept
-                raise
-            outcome.status, outcome.error = "failed", exc.message  # too many pixels, an unreadable image
+    (for one file of many rows); its images' files and tiles read once for all.
+
+    The rows are cut in the order of their pixels' rows on the field's first image, so the
+    compression tiles each decodes (a row-tiled ``.fits.fz`` decodes whole image rows) are
+    still in the tile cache for the next rows, whatever the order of the table, and decoded
+    many rows at a time (``Cutouts.reading_ahead``): a group's tiles are decoded about once,
+    in few calls, not once per row. The files of one row each are recorded
+    in batches (``JobContext.result_batch``), not one database statement per row."""
+    with ctx.result_batch() if kept is None else contextlib.nullcontext() as batch, cutouts.reading_ahead():
+        order = cutouts.pixel_order([target for _, target in group.members])
+        for i, target in (group.members[k] for k in order):
+            outcome = outcomes[i]
+            try:
+                cuts: list[Cut] = cutouts.cut_target(target, limits)
+                if not cuts:
+                    outcome.status, outcome.error = "no image", target.why_empty()
+                    continue
+                if batch is None:
+                    assert kept is not None
+                    kept.append(RowCuts(outcome.row, outcome.id, outcome.ra, outcome.dec, cuts))
+                    outcome.result = f"#{i}"  # the file's name once it is written (write_many)
+                    continue
+                body = cutouts.fits_file(cuts, [cut.image.band for cut in cuts])
+                name = result_name(outcome.row, outcome.id)
+                batch.put(name, body, FITS)
+                outcome.status, outcome.result = "ok", name
+            except ServiceUnavailable:
+                raise  # transient: the part is run again
+            except ServiceError as exc:
+                if exc.status == 403:  # the owner's result space is full: no row can be kept
+                    raise
+                outcome.status, outcome.error = "failed", exc.message  # too many pixels, an unreadable image
 
 
 def write_many(ctx: JobContext[BulkRequest], name: str, kept: Sequence[RowCuts],
@@ -238,6 +249,7 @@ def write_many(ctx: JobContext[BulkRequest], name: str, kept: Sequence[RowCuts],
     pending = [o for o in outcomes.values() if o.result.startswith("#")]
     if not kept:
         return
+    kept = sorted(kept, key=lambda r: r.row)  # cut in pixel order (cut_group); written in the table's
     try:
         if ctx.params.layout == "table":
             body, where = table_fits(kept)

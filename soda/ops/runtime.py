@@ -182,7 +182,7 @@ class Runtime:
 
     def start_workers(self, threads: int | None = None) -> dramatiq.Worker:
         self.worker = start_worker(self.broker, threads or self.settings.uws.worker_threads,
-                                   self.settings.uws.worker_poll_ms)
+                                   self.settings.uws.worker_poll_ms, one_each=self.uws.parts_queues())
         return self.worker
 
     async def start_web(self) -> None:

@@ -122,3 +122,14 @@ def test_abort_stops_the_parts_in_every_worker(cluster):
     started = runs(url)
     assert len(started) == 2 and {attempt for _, attempt in started} == {1}  # no other part started
     assert uws_text(assert_uws(httpx.get(url, timeout=10).content), "uws:phase") == "ABORTED"
+
+
+def test_the_two_parts_of_a_job_run_in_two_workers_at_once(cluster):
+    """Each worker takes one part per thread: neither holds both parts of a two-part job
+    while the other is idle (Dramatiq's own prefetch is two messages per thread)."""
+    for _ in range(3):
+        url = cluster.create(PARTS="2", UNITS="1", PART_DURATION="2")
+        eventually(lambda: httpx.get(url + "/phase", timeout=10).text == "COMPLETED", timeout=30)
+        started = runs(url)
+        assert set(started) == {(0, 1), (1, 1)}, started
+        assert set(started.values()) == {w.pid for w in cluster.workers}, started

@@ -283,3 +283,21 @@ def test_notices_from_creation_to_delivery(store):
     assert [n.id for n in store.overdue_notices(utcnow())] == [second.id]
     assert store.delete(job_id) and store.notices(job_id) == [] and store.notice(second.id) is None
     assert store.get(other) is not None
+
+
+def test_many_results_are_recorded_in_order_and_a_result_again_keeps_its_place(store):
+    from uws.store import NewResult
+
+    job_id = new_job(store)
+    store.add_result(job_id, "first.txt", f"jobs/{job_id}/first.txt", "text/plain", 1, 11)
+    store.add_results(job_id, [NewResult(f"r{n}.fits", f"jobs/{job_id}/r{n}.fits", "application/fits", n, n)
+                               for n in range(5)], chunk=2)
+    store.add_results(job_id, [NewResult("r1.fits", f"jobs/{job_id}/r1.fits", "image/fits", 100, 7),
+                               NewResult("last.txt", f"jobs/{job_id}/last.txt", None, 3)])
+    store.add_results(job_id, [])
+    results = store.get(job_id).results
+    assert [r.id for r in results] == ["first.txt", *(f"r{n}.fits" for n in range(5)), "last.txt"]
+    again = results[2]
+    assert (again.mime_type, again.size, again.crc32) == ("image/fits", 100, 7)
+    assert [(r.size, r.crc32) for r in results[3:6]] == [(2, 2), (3, 3), (4, 4)]
+    assert store.result_bytes("alice") == 1 + 0 + 100 + 2 + 3 + 4 + 3

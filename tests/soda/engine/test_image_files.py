@@ -16,7 +16,7 @@ from astropy.wcs import WCS
 from soda.engine.cutout import cut
 from soda.engine.files import ImageFiles, ImageUnreadable
 from soda.engine.pixels import PixelBox
-from soda.engine.tiles import TileCache, _rectangles, read_tiled
+from soda.engine.tiles import TileCache, _rectangles, read_tiled, reading_ahead
 from soda.sky.regions import Circle
 from soda.surveys.base import ImageRef
 
@@ -199,6 +199,35 @@ def test_a_nearby_box_decodes_only_the_tiles_it_does_not_share() -> None:
     asked.clear()
     read_tiled(cache, "k", data.shape, (1, 40), PixelBox(1, 2, 3, 33), decode)
     assert asked == []
+
+
+def test_reading_ahead_decodes_the_rows_below_a_box_with_it_for_the_next_boxes() -> None:
+    data = np.arange(100 * 40, dtype=np.float32).reshape(100, 40)
+    asked: list[PixelBox] = []
+
+    def decode(area: PixelBox) -> np.ndarray:
+        asked.append(area)
+        return data[area.y0:area.y1, area.x0:area.x1].copy()
+
+    cache = TileCache(10**6)
+    with reading_ahead(16):
+        out = read_tiled(cache, "k", data.shape, (1, 40), PixelBox(5, 9, 10, 20), decode)
+        assert np.array_equal(out, data[10:20, 5:9])
+        assert asked == [PixelBox(0, 40, 10, 36)]  # the box's rows and 16 more, in one call
+        for y in range(12, 27, 3):  # boxes going down the image: served from those rows
+            out = read_tiled(cache, "k", data.shape, (1, 40), PixelBox(1, 30, y, y + 10), decode)
+            assert np.array_equal(out, data[y:y + 10, 1:30])
+        assert len(asked) == 1
+        read_tiled(cache, "k", data.shape, (1, 40), PixelBox(0, 40, 30, 40), decode)
+        assert asked[1:] == [PixelBox(0, 40, 36, 56)]  # from the first row not kept
+        read_tiled(cache, "k", data.shape, (1, 40), PixelBox(0, 40, 90, 95), decode)
+        assert asked[2:] == [PixelBox(0, 40, 90, 100)]  # not past the image's end
+        square = TileCache(10**6)  # tiles as tall as the rows asked for ahead: nothing more
+        read_tiled(square, "s", data.shape, (20, 20), PixelBox(5, 9, 10, 20), decode)
+        assert asked[3:] == [PixelBox(0, 20, 0, 20)]
+    asked.clear()
+    read_tiled(TileCache(10**6), "k", data.shape, (1, 40), PixelBox(5, 9, 10, 20), decode)
+    assert asked == [PixelBox(0, 40, 10, 20)]  # outside the block: the box's rows only
 
 
 def test_missing_tiles_are_decoded_in_few_rectangles() -> None:
