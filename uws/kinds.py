@@ -291,6 +291,7 @@ class ResultBatch:
         if not self._pending:
             return
         self._ctx._store.add_results(self._ctx.job.id, self._pending)
+        self._ctx.bytes_written += sum(r.size or 0 for r in self._pending)
         self._pending = []
         if self._limit:
             self._used = self._ctx._store.result_bytes(self._ctx.job.owner)
