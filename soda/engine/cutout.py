@@ -107,7 +107,7 @@ def locate(image: ImageRef, region: Shape | None, files: ImageFiles | None = Non
     layout, hdu, (ny, nx) = science(call_files(files), image)
     if region is None:
         return layout, PixelBox(0, nx, 0, ny)
-    return layout, pixel_box(layout.wcs(image.hdus[0]), (ny, nx), region)
+    return layout, pixel_box(layout.thread_wcs(image.hdus[0]), (ny, nx), region)
 
 
 def read_planes(files: ImageFiles, layout: Layout, image: ImageRef, box: PixelBox,

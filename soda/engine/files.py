@@ -88,6 +88,7 @@ class Layout:
     mappable: bool             # a plain FITS file on disk: plain HDUs are memory-mapped
     _wcs: dict[int, WCS | ImageUnreadable] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _per_thread: threading.local = field(default_factory=threading.local)
 
     def hdu(self, name: str) -> Hdu:
         """The HDU named ``name`` (an EXTNAME, or an index in digits), as astropy finds it."""
@@ -112,6 +113,15 @@ class Layout:
             raise made
         with self._lock:  # copying reads the wcsprm, which another thread must not use meanwhile
             return made.deepcopy()
+
+    def thread_wcs(self, name: str) -> WCS:
+        """The HDU's celestial WCS, one copy per thread kept for its next calls (a WCS is
+        not safe to share between threads): to read, never to change."""
+        kept: dict[str, WCS] = self._per_thread.__dict__
+        made = kept.get(name)
+        if made is None:
+            made = kept[name] = self.wcs(name)
+        return made
 
 
 def _identity(stat: os.stat_result) -> tuple[int, int]:

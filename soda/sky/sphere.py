@@ -142,7 +142,17 @@ def great_circle_points(start: Position, end: Position, n: int) -> tuple[np.ndar
 
 
 def circle_points(ra: float, dec: float, radius: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` evenly spaced points on the circle of ``radius`` degrees about (ra, dec)."""
+    """``n`` evenly spaced points on the circle of ``radius`` degrees about (ra, dec).
+
+    Plain numpy (astropy's offset_by wraps each call in Angle and Quantity objects, a third
+    of the time of a small cutout's pixel box): the point at angular distance ``radius``
+    along each heading (east of north), by the spherical law of cosines."""
     headings = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
-    ras, decs = offset_by(math.radians(ra), math.radians(dec), headings, math.radians(radius))
-    return ras.degree, decs.degree
+    lat, dist = math.radians(dec), math.radians(radius)
+    sin_lat, cos_lat = math.sin(lat), math.cos(lat)
+    sin_out = np.clip(sin_lat * math.cos(dist) + cos_lat * math.sin(dist) * np.cos(headings), -1.0, 1.0)
+    if cos_lat < 1e-12:  # at a pole every heading starts along a meridian: its RA is the heading's
+        turn = np.pi - headings if sin_lat > 0 else headings
+    else:
+        turn = np.arctan2(np.sin(headings) * math.sin(dist) * cos_lat, math.cos(dist) - sin_lat * sin_out)
+    return np.degrees(math.radians(ra) + turn) % 360.0, np.degrees(np.arcsin(sin_out))

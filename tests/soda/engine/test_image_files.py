@@ -378,3 +378,32 @@ def test_hdus_are_found_by_name_in_any_case_and_keep_their_own(tmp_path: Path) -
     layout = ImageFiles(2, 0).layout(path, "test")
     assert layout.hdu("sci") is layout.hdu("SCI") is layout.hdu("1")
     assert layout.hdu("PRIMARY").index == 0
+
+
+def test_a_layout_keeps_one_wcs_per_thread(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The WCS the pixel box is found on is kept per thread (astropy's WCS is not safe to
+    share between threads), and equal to the caller's own copies."""
+    import threading
+
+    from astropy.io import fits as _fits
+    from astropy.wcs import WCS as _WCS
+
+    from soda.engine.files import ImageFiles as _Files
+
+    header = _WCS(naxis=2)
+    header.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    header.wcs.crval = [10.0, -20.0]
+    header.wcs.crpix = [32.5, 32.5]
+    header.wcs.cdelt = [-0.001, 0.001]
+    path = tmp_path / "one.fits"
+    _fits.HDUList([_fits.PrimaryHDU(), _fits.ImageHDU(np.zeros((64, 64), np.float32), header.to_header(),
+                                                    name="SCI")]).writeto(path)
+    layout = _Files(4, 2**20).layout(path, "one")
+    mine = layout.thread_wcs("SCI")
+    assert layout.thread_wcs("SCI") is mine and layout.wcs("SCI") is not mine
+    other: list[object] = []
+    thread = threading.Thread(target=lambda: other.append(layout.thread_wcs("SCI")))
+    thread.start()
+    thread.join()
+    assert other[0] is not mine
+    assert np.allclose(mine.wcs.crval, [10.0, -20.0]) and np.allclose(other[0].wcs.crval, mine.wcs.crval)  # type: ignore[attr-defined]

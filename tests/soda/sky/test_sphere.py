@@ -297,3 +297,21 @@ def test_circle_points_agree_with_skycoord_directional_offset():
     expected = centre.directional_offset_by(angles * u.deg, 3 * u.deg)
     ra, dec = circle_points(250.0, -60.0, 3.0, 12)
     assert separation(ra, dec, expected.ra.deg, expected.dec.deg).max() < 1e-9 * ARCSEC
+
+
+@pytest.mark.parametrize("ra, dec, radius", [(10.0, 20.0, 0.01), (359.99, -44.9, 0.5), (0.0, 89.9999, 0.3),
+                                             (123.0, 90.0, 1.0), (45.0, -90.0, 2.0), (200.0, 0.0, 60.0)])
+def test_circle_points_are_those_astropy_offsets_give(ra: float, dec: float, radius: float) -> None:
+    from astropy.coordinates import offset_by
+
+    from soda.sky.sphere import circle_points
+
+    got_ra, got_dec = circle_points(ra, dec, radius, 64)
+    headings = np.linspace(0.0, 2 * np.pi, 64, endpoint=False)
+    want_ra, want_dec = offset_by(np.radians(ra), np.radians(dec), headings, np.radians(radius))
+    assert np.allclose(got_dec, want_dec.degree, atol=1e-9)
+    # RA is undefined at a pole only; elsewhere equal modulo 360.
+    on_sphere = np.abs(got_dec) < 90 - 1e-9
+    diff = (got_ra - want_ra.degree + 180.0) % 360.0 - 180.0
+    assert np.allclose(diff[on_sphere], 0.0, atol=1e-8)
+    assert np.allclose(separation(ra, dec, got_ra, got_dec), radius, atol=1e-9)
