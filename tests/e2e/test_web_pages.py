@@ -201,12 +201,12 @@ def sky_colours(png: bytes, box: int) -> tuple[float, int]:
     return blue / (box * box), orange
 
 
-def outlined_round(page, ra: float, dec: float) -> None:  # type: ignore[no-untyped-def]
-    """Wait for the sky view's coverage map and its images' outlines round (ra, dec)."""
-    page.wait_for_function("""(([ra, dec]) => { const sky = document.getElementById('aladin');
+def outlined_round(page, ra: float, dec: float, survey: str = "des") -> None:  # type: ignore[no-untyped-def]
+    """Wait for the sky view's coverage map of ``survey`` and its images' outlines round (ra, dec)."""
+    page.wait_for_function("""(([ra, dec, survey]) => { const sky = document.getElementById('aladin');
         const at = (sky.dataset.footprintsAt || '').split(' ').map(Number);
-        return sky.dataset.coverageReady === 'true' && Number(sky.dataset.footprints) >= 1
-            && Math.abs(at[0] - ra) < 0.002 && Math.abs(at[1] - dec) < 0.002; })""", arg=[ra, dec])
+        return sky.dataset.coverageReady === survey && Number(sky.dataset.footprints) >= 1
+            && Math.abs(at[0] - ra) < 0.002 && Math.abs(at[1] - dec) < 0.002; })""", arg=[ra, dec, survey])
 
 
 def sky_footprints_drawn_and_clicked(page, shots: Path) -> None:  # type: ignore[no-untyped-def]
@@ -232,6 +232,15 @@ def sky_footprints_drawn_and_clicked(page, shots: Path) -> None:  # type: ignore
     page.wait_for_function(f"document.getElementById('preview').dataset.request.includes('CIRCLE={ra:.6f}+')"
                            " && document.getElementById('preview-status').textContent === 'Preview ready.'")
     outlined_round(page, ra, dec)  # the view, with its reticle, went there too
+    # Another survey: its own coverage map and images, at its example position.
+    page.select_option("#f-survey", "lsst")
+    lsst = page.locator("#f-survey option[value='lsst']")
+    outlined_round(page, float(lsst.get_attribute("data-ra")), float(lsst.get_attribute("data-dec")), "lsst")
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    blue, orange = sky_colours(sky.screenshot(path=str(shots / "1c-sky-lsst.png")), 100)
+    assert blue > 0.8 and orange > 300, (blue, orange)
+    page.select_option("#f-survey", "des")
+    page.wait_for_function("document.getElementById('preview-status').textContent === 'Preview ready.'")
 
 
 def test_a_bulk_job_from_a_table_followed_to_its_end(page, service: dict, shots: Path) -> None:  # type: ignore[no-untyped-def,type-arg]

@@ -104,14 +104,25 @@
     A.init.then(function () {
       var aladin = A.aladin(sky, {target: ra.value + " " + dec.value, fov: 0.5, showReticle: true,
                                   showCooGridControl: false, showSimbadPointerControl: false});
-      fetch(sky.dataset.coverage, {credentials: "same-origin"}).then(function (response) {
-        if (!response.ok) throw new Error("HTTP " + response.status);
-        return response.json();
-      }).then(function (moc) {
-        aladin.addMOC(A.MOCFromJSON(moc, {name: "coverage", color: "#1f6feb", fillColor: "#1f6feb",
-                                          fill: true, edge: true, opacity: 0.35, lineWidth: 1},
-                                    function () { sky.dataset.coverageReady = "true"; }));
-      }).catch(function (why) { note.textContent = "The survey's coverage map did not load (" + why + ")."; });
+      var coverage = null;
+      function cover() {
+        // The chosen survey's coverage map, in place of the last one.
+        var name = survey.value;
+        delete sky.dataset.coverageReady;
+        var url = sky.dataset.coverage.replace(/[^\/]*\.json$/, encodeURIComponent(name) + ".json");
+        fetch(url, {credentials: "same-origin"}).then(function (response) {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.json();
+        }).then(function (moc) {
+          if (name !== survey.value) return;
+          if (coverage) aladin.removeOverlay(coverage);
+          coverage = A.MOCFromJSON(moc, {name: name + " coverage", color: "#1f6feb", fillColor: "#1f6feb",
+                                         fill: true, edge: true, opacity: 0.35, lineWidth: 1},
+                                   function () { sky.dataset.coverageReady = name; });
+          aladin.addMOC(coverage);
+        }).catch(function (why) { note.textContent = "The survey's coverage map did not load (" + why + ")."; });
+      }
+      cover();
 
       var outlines = A.graphicOverlay({name: "images", color: "#f0883e", lineWidth: 2});
       aladin.addOverlay(outlines);
@@ -141,6 +152,7 @@
         ra.value = e.ra.toFixed(5); dec.value = e.dec.toFixed(5); soon();
         aladin.gotoRaDec(e.ra, e.dec);  // the reticle on the new position
       });
+      survey.addEventListener("change", function () { loaded = null; cover(); });
       form.addEventListener("change", function () {
         var r = parseFloat(ra.value), d = parseFloat(dec.value);
         if (isFinite(r) && isFinite(d)) aladin.gotoRaDec(r, d);
