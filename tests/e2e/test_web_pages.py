@@ -110,7 +110,10 @@ def service(aladin: bool, tmp_path_factory: pytest.TempPathFactory, demo_root: P
 def browser(service: dict) -> Iterator[object]:  # type: ignore[type-arg]
     sync_playwright = _playwright()
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        # WebGL (the sky view) on the CPU, as on a machine without a GPU: Chromium no longer
+        # falls back to SwiftShader by itself.
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
         try:
             yield chromium
         finally:
@@ -176,8 +179,68 @@ def test_a_cutout_from_the_form_with_its_preview(page, service: dict, shots: Pat
     assert "Dec (degrees) must be between -90 and 90" in page.inner_text("#preview-status")
     page.fill("#f-dec", f"{DEC0:.5f}")
     page.wait_for_function("document.getElementById('preview-status').textContent === 'Preview ready.'")
+    if aladin:
+        sky_footprints_drawn_and_clicked(page, shots)
     shot(page, shots, "1-cutout")
     assert page.errors == []
+
+
+def sky_colours(png: bytes, box: int) -> tuple[float, int]:
+    """In a screenshot of the sky view: the share of the pixels of the ``box``-pixel square
+    round its centre that are the coverage map's blue (blue well above red and green;
+    Aladin's empty sky is grey), and the number of pixels of the images' orange outlines."""
+    from PIL import Image
+    picture = Image.open(io.BytesIO(png)).convert("RGB")
+    x, y = picture.width // 2, picture.height // 2
+    middle = picture.crop((x - box // 2, y - box // 2, x + box // 2, y + box // 2))
+    def rgb(image):  # type: ignore[no-untyped-def]
+        data = image.tobytes()
+        return zip(data[0::3], data[1::3], data[2::3])
+    blue = sum(b > r + 40 and b > g + 20 for r, g, b in rgb(middle))
+    orange = sum(r > 200 and 100 < g < 170 and b < 110 for r, g, b in rgb(picture))
+    return blue / (box * box), orange
+
+
+def outlined_round(page, ra: float, dec: float, survey: str = "des") -> None:  # type: ignore[no-untyped-def]
+    """Wait for the sky view's coverage map of ``survey`` and its images' outlines round (ra, dec)."""
+    page.wait_for_function("""(([ra, dec, survey]) => { const sky = document.getElementById('aladin');
+        const at = (sky.dataset.footprintsAt || '').split(' ').map(Number);
+        return sky.dataset.coverageReady === survey && Number(sky.dataset.footprints) >= 1
+            && Math.abs(at[0] - ra) < 0.002 && Math.abs(at[1] - dec) < 0.002; })""", arg=[ra, dec, survey])
+
+
+def sky_footprints_drawn_and_clicked(page, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    """The sky view at the form's position: the survey's coverage map drawn (blue round the
+    reticle, which sits on a demo image), the images' outlines from SIA, and a click on the
+    sky moving the form's position there."""
+    page.click("#f-radius")  # the position fields' change: the view goes to the tile
+    outlined_round(page, RA0, DEC0)
+    sky = page.locator("#aladin")
+    centre = page.evaluate("(() => { const a = document.querySelector('#aladin').getBoundingClientRect();"
+                           " return [a.width / 2, a.height / 2]; })()")
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")  # drawn
+    shown = sky.screenshot(path=str(shots / "1b-sky.png"))
+    blue, orange = sky_colours(shown, 100)
+    assert blue > 0.8, f"the coverage map is not drawn round the position ({blue:.0%} blue)"
+    assert orange > 300, f"the images' outlines are not drawn ({orange} orange pixels)"
+    page.wait_for_function("document.getElementById('preview-status').textContent === 'Preview ready.'")
+    # A click 40 pixels right of the reticle: east is left on the sky, so RA decreases.
+    sky.click(position={"x": centre[0] + 40, "y": centre[1]})
+    page.wait_for_function(f"Math.abs(parseFloat(document.getElementById('f-ra').value) - {RA0}) > 1e-4")
+    ra, dec = float(page.input_value("#f-ra")), float(page.input_value("#f-dec"))
+    assert ra < RA0 and abs(ra - RA0) < 0.1 and abs(dec - DEC0) < 0.01, (ra, dec)
+    page.wait_for_function(f"document.getElementById('preview').dataset.request.includes('CIRCLE={ra:.6f}+')"
+                           " && document.getElementById('preview-status').textContent === 'Preview ready.'")
+    outlined_round(page, ra, dec)  # the view, with its reticle, went there too
+    # Another survey: its own coverage map and images, at its example position.
+    page.select_option("#f-survey", "lsst")
+    lsst = page.locator("#f-survey option[value='lsst']")
+    outlined_round(page, float(lsst.get_attribute("data-ra")), float(lsst.get_attribute("data-dec")), "lsst")
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    blue, orange = sky_colours(sky.screenshot(path=str(shots / "1c-sky-lsst.png")), 100)
+    assert blue > 0.8 and orange > 300, (blue, orange)
+    page.select_option("#f-survey", "des")
+    page.wait_for_function("document.getElementById('preview-status').textContent === 'Preview ready.'")
 
 
 def test_a_bulk_job_from_a_table_followed_to_its_end(page, service: dict, shots: Path) -> None:  # type: ignore[no-untyped-def,type-arg]

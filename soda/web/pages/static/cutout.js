@@ -75,24 +75,91 @@
   if (preview.getAttribute("src")) { var first = preview.getAttribute("src"); preview.removeAttribute("src"); showPreview(first); }
 
   // The sky view, when Aladin Lite is installed (soda/web/pages/vendor.py); sky.js loads it.
+  // Drawn on it: the survey's coverage map, filled (from /coverage/<survey>.json, MOC 2.0
+  // §4.2.2 JSON; A.MOCFromURL would read any URL as a FITS MOC and fail on it), and the
+  // outlines of the images near the view from the SIA query (their s_region polygons).
   var sky = document.getElementById("aladin");
+  var FOOTPRINTS_MAX = 500;  // images outlined at once
+  function polygons(votable) {
+    // The s_region (DALI polygon) of each row of an SIA answer, each outline once (the
+    // bands of a field share one).
+    var doc = new DOMParser().parseFromString(votable, "application/xml");
+    var names = Array.prototype.map.call(doc.getElementsByTagName("FIELD"), function (f) { return f.getAttribute("name"); });
+    var at = names.indexOf("s_region"), seen = {}, out = [];
+    if (at < 0) return out;
+    Array.prototype.forEach.call(doc.getElementsByTagName("TR"), function (row) {
+      var cell = row.getElementsByTagName("TD")[at];
+      var text = cell ? cell.textContent.trim() : "";
+      if (!text || seen[text]) return;
+      seen[text] = true;
+      var numbers = text.split(/\s+/).map(Number), vertices = [];
+      for (var i = 0; i + 1 < numbers.length; i += 2) vertices.push([numbers[i], numbers[i + 1]]);
+      if (vertices.length >= 3 && vertices.every(function (v) { return isFinite(v[0]) && isFinite(v[1]); })) out.push(vertices);
+    });
+    return out;
+  }
   function startSky() {
     var ra = document.getElementById("f-ra"), dec = document.getElementById("f-dec");
+    var note = document.getElementById("sky-status");
     A.init.then(function () {
-      var aladin = A.aladin(sky, {target: ra.value + " " + dec.value, fov: 1.5, showReticle: true,
+      var aladin = A.aladin(sky, {target: ra.value + " " + dec.value, fov: 0.5, showReticle: true,
                                   showCooGridControl: false, showSimbadPointerControl: false});
-      aladin.addMOC(A.MOCFromURL(sky.dataset.coverage, {color: "#1f6feb", opacity: 0.25, lineWidth: 1}));
+      var coverage = null;
+      function cover() {
+        // The chosen survey's coverage map, in place of the last one.
+        var name = survey.value;
+        delete sky.dataset.coverageReady;
+        var url = sky.dataset.coverage.replace(/[^\/]*\.json$/, encodeURIComponent(name) + ".json");
+        fetch(url, {credentials: "same-origin"}).then(function (response) {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.json();
+        }).then(function (moc) {
+          if (name !== survey.value) return;
+          if (coverage) aladin.removeOverlay(coverage);
+          coverage = A.MOCFromJSON(moc, {name: name + " coverage", color: "#1f6feb", fillColor: "#1f6feb",
+                                         fill: true, edge: true, opacity: 0.35, lineWidth: 1},
+                                   function () { sky.dataset.coverageReady = name; });
+          aladin.addMOC(coverage);
+        }).catch(function (why) { note.textContent = "The survey's coverage map did not load (" + why + ")."; });
+      }
+      cover();
+
+      var outlines = A.graphicOverlay({name: "images", color: "#f0883e", lineWidth: 2});
+      aladin.addOverlay(outlines);
+      var loaded = null;
+      function outline() {
+        // The images within a degree of the view's centre (the survey's own ones).
+        var centre = aladin.getRaDec(), key = centre[0].toFixed(3) + " " + centre[1].toFixed(3);
+        if (key === loaded) return;
+        loaded = key;
+        var params = new URLSearchParams({POS: "CIRCLE " + centre[0].toFixed(5) + " " + centre[1].toFixed(5) + " 1",
+                                          COLLECTION: survey.value, MAXREC: String(FOOTPRINTS_MAX)});
+        fetch(Site.base + "/query?" + params, {credentials: "same-origin"}).then(function (response) {
+          return response.ok ? response.text() : Promise.reject(new Error("HTTP " + response.status));
+        }).then(function (text) {
+          if (key !== loaded) return;
+          var found = polygons(text);
+          outlines.removeAll();
+          outlines.addFootprints(found.map(function (vertices) { return A.polygon(vertices); }));
+          sky.dataset.footprints = String(found.length);
+          sky.dataset.footprintsAt = key;  // for the browser test: the outlines round this centre
+        }).catch(function (why) { loaded = null; note.textContent = "The images' outlines did not load (" + why + ")."; });
+      }
+      outline();
+      aladin.on("positionChanged", function () { clearTimeout(outline.timer); outline.timer = setTimeout(outline, 400); });
       aladin.on("click", function (e) {
         if (!e || e.ra === undefined) return;
         ra.value = e.ra.toFixed(5); dec.value = e.dec.toFixed(5); soon();
+        aladin.gotoRaDec(e.ra, e.dec);  // the reticle on the new position
       });
+      survey.addEventListener("change", function () { loaded = null; cover(); });
       form.addEventListener("change", function () {
         var r = parseFloat(ra.value), d = parseFloat(dec.value);
         if (isFinite(r) && isFinite(d)) aladin.gotoRaDec(r, d);
       });
     }, function (why) {
       sky.hidden = true;
-      document.getElementById("sky-status").textContent = "The sky view cannot start in this browser (" + why + "); type the position instead.";
+      note.textContent = "The sky view cannot start in this browser (" + why + "); type the position instead.";
     });
   }
   if (sky) {
