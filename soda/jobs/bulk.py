@@ -186,9 +186,8 @@ def shown(request: BulkRequest, pairs: Params) -> Params:
 def plan(cutouts: Cutouts, table: PositionTable, request: BulkRequest,
          outcomes: dict[int, RowOutcome]) -> list[FieldGroup]:
     """The rows grouped by the field that serves them; rows no survey serves are marked."""
-    bands = [request.filters or ((b,) if b else ()) for b in table.band]
     groups, problems = cutouts.plan_positions(table.ra, table.dec, [outcomes[i].radius for i in range(len(table))],
-                                              bands)
+                                              row_bands(table, request))
     for i, why in problems.items():
         outcomes[i].status, outcomes[i].error = "no image", why
     return groups
@@ -298,20 +297,38 @@ def _table(ctx: JobContext[BulkRequest]) -> PositionTable:
     return table
 
 
+def row_bands(table: PositionTable, request: BulkRequest) -> list[tuple[str, ...]]:
+    """The bands each row asks for: FILTER's, else the row's band, else () (every band there)."""
+    if request.filters:
+        return [request.filters] * len(table)
+    none: tuple[str, ...] = ()
+    return [(b,) if b else none for b in table.band]
+
+
 def plan_parts(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> list[Part]:
-    """One part per field (per PART_ROWS rows of it); the rows no part will cut (bad, or
-    no survey there) go into the manifest at once (``manifest-unserved.csv``)."""
+    """One part per field (per PART_ROWS rows of it), each the field's row indices in order;
+    the rows no part will cut (bad, or no survey there) go into the manifest at once
+    (``manifest-unserved.csv``). Only arrays of row indices are made for the table's rows
+    (no object per row): a table may hold a million."""
     table = _table(ctx)
-    outcomes = outcomes_of(table, ctx.params)
+    request = ctx.params
+    bands = row_bands(table, request)
+    located, unserved = cutouts.locate_positions(table.ra, table.dec, bands)
+    fields: dict[str, list[np.ndarray]] = {}
+    for group in located:  # ordered by their first row
+        fields.setdefault(group.field, []).append(group.rows)
     parts = []
-    size = PART_ROWS if ctx.params.layout == "row" else MANY_PART_ROWS
-    for group in plan(cutouts, table, ctx.params, outcomes):
-        rows = [i for i, _ in group.members]
+    size = PART_ROWS if request.layout == "row" else MANY_PART_ROWS
+    for field, found in fields.items():
+        rows = np.sort(np.concatenate(found)) if len(found) > 1 else found[0]
         for start in range(0, len(rows), size):
-            chunk = rows[start:start + size]
-            parts.append(Part(key=json.dumps({"field": group.field, "rows": chunk}), units=len(chunk)))
-    unserved = [o for o in outcomes.values() if o.status != "pending"] + bad_rows(table)
-    ctx.put_result("manifest-unserved.csv", manifest_csv(sorted(unserved, key=lambda o: o.row)), "text/csv")
+            chunk = rows[start:start + size].tolist()
+            parts.append(Part(key=json.dumps({"field": field, "rows": chunk}), units=len(chunk)))
+    outcomes = outcomes_of(table, request, unserved.tolist())
+    for i, outcome in outcomes.items():
+        outcome.status, outcome.error = "no image", cutouts.unserved_why(outcome.ra, outcome.dec, bands[i])
+    unserved_rows = list(outcomes.values()) + bad_rows(table)
+    ctx.put_result("manifest-unserved.csv", manifest_csv(sorted(unserved_rows, key=lambda o: o.row)), "text/csv")
     return parts
 
 
