@@ -37,6 +37,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
@@ -46,7 +47,7 @@ from dali.params import Params, RequestParams
 from soda.cutouts import Cut, CutoutLimits, Cutouts, FieldGroup
 from soda.output.bulk import RowCuts, group_fits, table_fits
 from soda.request.positions import PositionTable, read_positions
-from uws.kinds import JobContext, JobKind, Part, PartReport, Uploads
+from uws.kinds import JobContext, JobKind, KindLimit, Part, PartReport, Uploads
 
 PARAM_NAMES = frozenset({"UPLOAD", "RADIUS", "FILTER", "RESPONSEFORMAT", "LAYOUT"})
 LAYOUTS = ("row", "group", "table")
@@ -454,29 +455,33 @@ def manifest_votable(rows: Sequence[RowOutcome]) -> bytes:
     return out.getvalue()
 
 
-# The owner's bulk jobs not yet finished (None: anonymous callers together), at most ``up_to``.
-UnfinishedJobs = Callable[[str | None, int], int]
-
-
-def check_unfinished(limits: BulkLimits, unfinished: int) -> None:
+def unfinished_refusal(limits: BulkLimits, anonymous: bool, unfinished: int) -> ServiceUnavailable:
     """The same refusal as the job allowance's unfinished job limit (429, Retry-After)."""
-    if limits.max_active_jobs and unfinished >= limits.max_active_jobs:
-        raise ServiceUnavailable(
-            f"bulk job limit reached: {unfinished} bulk jobs not yet finished (PENDING, QUEUED, "
-            f"EXECUTING, HELD or SUSPENDED) and the limit is {limits.max_active_jobs} {limits.whom}; "
-            f"run, abort or delete one, or try again when one has finished",
-            status=429, headers={"Retry-After": "30"})
+    whose = " from this client address" if anonymous else ""
+    return ServiceUnavailable(
+        f"bulk job limit reached: {unfinished} bulk jobs{whose} not yet finished (PENDING, QUEUED, "
+        f"EXECUTING, HELD or SUSPENDED) and the limit is {limits.max_active_jobs} {limits.whom}; "
+        f"run, abort or delete one, or try again when one has finished",
+        status=429, headers={"Retry-After": "30"})
 
 
-def bulk_job_kind(cutouts: Cutouts, limits: BulkLimits, anonymous: BulkLimits,
-                  unfinished: UnfinishedJobs | None = None) -> JobKind[BulkRequest]:
+def unfinished_limit(limits: BulkLimits, anonymous: BulkLimits) -> Callable[[str | None], KindLimit]:
+    """A caller's limit on bulk jobs not yet finished: a user's own, an anonymous caller's
+    per client address (as the anonymous rate limit counts them: one address's jobs do not
+    hold back another's). Counted with the job's insert (``uws.store.JobStore.create``)."""
+
+    def of(owner: str | None) -> KindLimit:
+        mine = anonymous if owner is None else limits
+        return KindLimit(mine.max_active_jobs, partial(unfinished_refusal, mine, owner is None))
+
+    return of
+
+
+def bulk_job_kind(cutouts: Cutouts, limits: BulkLimits, anonymous: BulkLimits) -> JobKind[BulkRequest]:
     estimate = pixel_estimate(cutouts)
 
     def parse_with(pairs: Params, files: Uploads, owner: str | None) -> BulkRequest:
-        mine = anonymous if owner is None else limits
-        if mine.max_active_jobs and unfinished is not None:
-            check_unfinished(mine, unfinished(owner, mine.max_active_jobs))
-        return parse(pairs, files, mine, estimate)
+        return parse(pairs, files, anonymous if owner is None else limits, estimate)
 
     def no_files(pairs: Params, owner: str | None) -> BulkRequest:
         raise UsageError("a bulk job needs its position table (UPLOAD)")
@@ -485,5 +490,6 @@ def bulk_job_kind(cutouts: Cutouts, limits: BulkLimits, anonymous: BulkLimits,
                    shown=shown, uploads=1, parse_uploads=parse_with,
                    parts=lambda ctx: plan_parts(ctx, cutouts),
                    run_part=lambda ctx, part: run_part(ctx, part, cutouts), finish=finish,
+                   unfinished_limit=unfinished_limit(limits, anonymous),
                    description="bulk cutouts: a table of positions, FITS files (one per row, or per image "
                                "field with LAYOUT=group or table), and a manifest")

@@ -39,7 +39,6 @@ from uws.broker import make_broker, start_worker
 from soda import SERVICE, VERSION
 from uws.notices import NoticeConfig
 from uws.notify import LocalNotifier, Notifier, RedisNotifier
-from uws.phases import UNFINISHED
 from uws.selftest import SELFTEST
 from uws.store import JobStore
 
@@ -102,14 +101,10 @@ def notice_config(settings: Settings) -> NoticeConfig:
     )
 
 
-def job_kinds(settings: Settings, cutouts: Cutouts, store: JobStore | None = None) -> dict[str, JobKind]:
-    """Job kinds by the path they are mounted at (``store``: for the bulk jobs a caller has)."""
+def job_kinds(settings: Settings, cutouts: Cutouts) -> dict[str, JobKind]:
+    """Job kinds by the path they are mounted at."""
     limits = settings.limits
     radius = settings.soda.bulk_default_radius
-    unfinished = None
-    if store is not None:
-        def unfinished(owner: str | None, up_to: int) -> int:
-            return len(store.list(owner=owner, kind="bulk", phases=UNFINISHED, last=up_to))
     kinds: dict[str, JobKind] = {
         "/async": cutout_job_kind(cutouts),
         "/bulk": bulk_job_kind(
@@ -117,8 +112,7 @@ def job_kinds(settings: Settings, cutouts: Cutouts, store: JobStore | None = Non
             BulkLimits(limits.bulk_max_rows, radius, limits.bulk_max_pixels, limits.bulk_max_active_jobs,
                        "(split the table into several jobs)"),
             BulkLimits(limits.anonymous_bulk_max_rows, radius, limits.anonymous_bulk_max_pixels,
-                       limits.anonymous_bulk_max_active_jobs, "for anonymous callers (log in for more)"),
-            unfinished),
+                       limits.anonymous_bulk_max_active_jobs, "for anonymous callers (log in for more)")),
     }
     if settings.uws.selftest_jobs:
         kinds["/selftest"] = SELFTEST
@@ -146,7 +140,7 @@ class Runtime:
         self.uws = UWSService(uws_config(settings), self.store, self.storage, self.notifier,
                               allowance=lambda caller: job_allowance(settings.limits, caller),
                               notices=notice_config(settings))
-        self.mounts = job_kinds(settings, self.cutouts, self.store)
+        self.mounts = job_kinds(settings, self.cutouts)
         for kind in self.mounts.values():
             self.uws.register(kind)
         self.broker = make_broker(ops.broker_url or None, ops.redis_namespace,
