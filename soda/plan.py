@@ -383,12 +383,11 @@ def locate_positions(datasets: Datasets, ra: Sequence[float] | np.ndarray, dec: 
     sky cell), never once per position, and nothing is made per position but array entries.
     """
     ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
-    by_bands: dict[tuple[str, ...], list[int]] = {}
     first = tuple(bands[0]) if len(bands) else ()
     if all(b is bands[0] for b in bands) or all(tuple(b) == first for b in bands):
-        by_bands[first] = []  # one selection for every row: no index list needed
-        selections = [(first, np.arange(len(ra), dtype=np.int64))]
+        selections = [(first, np.arange(len(ra), dtype=np.int64))]  # one for all: no list of rows
     else:
+        by_bands: dict[tuple[str, ...], list[int]] = {}
         for i, b in enumerate(bands):
             by_bands.setdefault(tuple(b), []).append(i)
         selections = [(key, np.asarray(rows, dtype=np.int64)) for key, rows in by_bands.items()]
