@@ -215,8 +215,8 @@ def million_section(tile: Tile, wcs: WCS, tmp: Path, redis: str, seed: int, time
     size = len(table.encode())
     service = start_cutout_service(tile, tmp / "bulk-million", broker_url=redis, layouts=("plain",),
                                    worker_threads=1, bulk_max_rows=str(MILLION),
-                                   anonymous_bulk_max_rows=str(MILLION), max_upload_bytes=str(4 * size),
-                                   anonymous_bulk_max_pixels="0")  # no limit: the estimate is ~10^10
+                                   anonymous_bulk_max_rows=str(MILLION), anonymous_bulk_max_pixels="0",
+                                   max_upload_bytes=str(4 * size))
     web, worker = service.proc.pid, service.workers[0].pid
     idle = {"web": memory(web).rss, "worker": memory(worker).rss}
     peak = dict.fromkeys(idle, 0)
@@ -245,6 +245,10 @@ def million_section(tile: Tile, wcs: WCS, tmp: Path, redis: str, seed: int, time
                           f"{took:.1f}" if took is not None else f"not within {timeout:g}"))
             steps.append(("phase then; parts; rows total", f"{state.get('phase', '?')}; {state.get('parts', '-')}; "
                                                           f"{state.get('total', '-')}"))
+            if took is not None:
+                unserved = client.get(f"{job}/results/manifest-unserved.csv").text.splitlines()[1:]
+                steps.append(("rows no part cuts (manifest-unserved.csv)",
+                              f"{len(unserved):,}" + (f"; first: {unserved[0]}" if unserved else "")))
             started = None
             if took is not None:
                 started = _poll(lambda: planned() and int(state.get("done", 0)) > 0, 60, watch)

@@ -597,9 +597,9 @@ class LimitsSettings(Group):
         "Bulk jobs (/bulk) of a user not yet finished (PENDING, QUEUED, EXECUTING, HELD, "
         "SUSPENDED); one more is refused (429 with Retry-After). 0: no limit."))
     anonymous_bulk_max_active_jobs: LimitOrOff = Field(2, description=(
-        "Bulk jobs not yet finished of all anonymous callers together (as the other anonymous "
-        "job limits count them: a job records no address); one more is refused (429 with "
-        "Retry-After). 0: no limit."))
+        "Bulk jobs not yet finished of one anonymous caller, counted per client address (as the "
+        "anonymous rate limit counts them), so that one address cannot hold back the others; "
+        "one more is refused (429 with Retry-After). 0: no limit."))
     max_upload_bytes: PositiveInt = Field(64 * 2**20, description=(
         "Most bytes of the files one job takes (DALI UPLOAD, e.g. a bulk job's position table: "
         "1,000,000 rows of CSV are about 30 MB), 64 MiB; the request body of a job list that "

@@ -30,7 +30,7 @@ from soda.engine.thumbnails import Thumbnails
 from soda.engine.tiles import reading_ahead
 from soda.output.fits import fits_cutouts
 from soda.output.pictures import render
-from soda.plan import FieldGroup, Target, plan, plan_positions
+from soda.plan import FieldGroup, Located, Target, locate_positions, plan, plan_positions, unserved_why
 from soda.request.model import SodaRequest, parse_request
 from soda.request.params import ShapeLimits
 from soda.surveys.base import ImageRef
@@ -205,6 +205,16 @@ class Cutouts:
             return self.thumbnails.cuts(target.images, target.shape, size)
         except ImageUnreadable as exc:
             raise _unreadable(target.images[0], exc) from None
+
+    def locate_positions(self, ra: Sequence[float], dec: Sequence[float],
+                         bands: Sequence[Sequence[str]]) -> tuple[list[Located], np.ndarray]:
+        """Many positions grouped by the field and images that serve them, as row indices
+        (``soda.plan``); and those no survey serves."""
+        return locate_positions(self.datasets, ra, dec, bands)
+
+    @staticmethod
+    def unserved_why(ra: float, dec: float, wanted: Sequence[str]) -> str:
+        return unserved_why(ra, dec, wanted)
 
     def plan_positions(self, ra: Sequence[float], dec: Sequence[float], radius: Sequence[float],
                        bands: Sequence[Sequence[str]]) -> tuple[list[FieldGroup], dict[int, str]]:

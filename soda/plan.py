@@ -44,6 +44,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from dali.errors import UsageError
 from soda.request.params import CutoutParams, Interval
 from soda.request.render import RGBRequest
@@ -362,26 +364,68 @@ class FieldGroup:
     members: list[tuple[int, Target]]  # (index into the caller's rows, its target)
 
 
+@dataclass(frozen=True)
+class Located:
+    """Positions one field serves with the same images: compact, whatever their number."""
+
+    field: str                      # "<survey>:<field>", e.g. "des:DES0139-4457"
+    rows: np.ndarray                # indices into the caller's positions, ascending (int64)
+    images: tuple[ImageRef, ...]    # what ``Survey.at`` gives each of them
+
+
+def locate_positions(datasets: Datasets, ra: Sequence[float] | np.ndarray, dec: Sequence[float] | np.ndarray,
+                     bands: Sequence[Sequence[str]]) -> tuple[list[Located], np.ndarray]:
+    """Each position on the images of the first survey (in the settings' order) with an
+    image there, in its ``bands`` (empty: every band it has there), in groups ordered by
+    their first position; and the positions no survey serves (ascending indices).
+
+    The surveys are asked once per group of positions (``Survey.at_many``: per field or
+    sky cell), never once per position, and nothing is made per position but array entries.
+    """
+    ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+    first = tuple(bands[0]) if len(bands) else ()
+    if all(b is bands[0] for b in bands) or all(tuple(b) == first for b in bands):
+        selections = [(first, np.arange(len(ra), dtype=np.int64))]  # one for all: no list of rows
+    else:
+        by_bands: dict[tuple[str, ...], list[int]] = {}
+        for i, b in enumerate(bands):
+            by_bands.setdefault(tuple(b), []).append(i)
+        selections = [(key, np.asarray(rows, dtype=np.int64)) for key, rows in by_bands.items()]
+    found: list[Located] = []
+    unserved: list[np.ndarray] = []
+    for wanted, rows in selections:
+        for survey in datasets.surveys.values():
+            if not rows.size:
+                break
+            served = np.zeros(len(rows), dtype=bool)
+            for idx, images in survey.at_many(ra[rows], dec[rows], wanted or survey.bands):
+                served[idx] = True
+                found.append(Located(f"{images[0].survey}:{images[0].tile}", rows[idx], tuple(images)))
+            rows = rows[~served]
+        unserved.append(rows)
+    found.sort(key=lambda g: int(g.rows[0]))
+    return found, np.sort(np.concatenate(unserved)) if unserved else np.zeros(0, dtype=np.int64)
+
+
+def unserved_why(ra: float, dec: float, wanted: Sequence[str]) -> str:
+    """Why a position has no target in ``locate_positions``."""
+    return (f"no survey of this service has an image at ({ra:.6f}, {dec:.6f})"
+            + (f" in band {', '.join(wanted)}" if wanted else ""))
+
+
 def plan_positions(datasets: Datasets, ra: Sequence[float], dec: Sequence[float], radius: Sequence[float],
                    bands: Sequence[Sequence[str]]) -> tuple[list[FieldGroup], dict[int, str]]:
-    """Each position's circle on the images of the first survey (in the settings' order) with
-    an image there, in ``bands`` (empty: every band it has there), grouped by field; and why
-    each position no survey serves has no target."""
-    groups: dict[tuple[str, str], FieldGroup] = {}
-    problems: dict[int, str] = {}
-    surveys = list(datasets.surveys.values())
-    for i, (a, d, r, wanted) in enumerate(zip(ra, dec, radius, bands, strict=True)):
-        images: list[ImageRef] = []
-        for survey in surveys:
-            images = survey.at(float(a), float(d), tuple(wanted) or survey.bands)
-            if images:
-                break
-        if not images:
-            problems[i] = (f"no survey of this service has an image at ({a:.6f}, {d:.6f})"
-                           + (f" in band {', '.join(wanted)}" if wanted else ""))
-            continue
-        key = (images[0].survey, images[0].tile)
-        group = groups.setdefault(key, FieldGroup(f"{key[0]}:{key[1]}", []))
-        group.members.append((i, Target(name=str(i), shape=Circle(float(a), float(d), float(r)),
-                                        images=tuple(images))))
-    return list(groups.values()), problems
+    """Each position's circle on the images ``locate_positions`` finds, grouped by field
+    (fields in the order of their first position, each its positions in order); and why
+    each position no survey serves has no target. A target per position: for the rows of
+    one part of a job, not for a whole table."""
+    located, unserved = locate_positions(datasets, ra, dec, bands)
+    members: dict[str, list[tuple[int, Target]]] = {}
+    for group in located:
+        mine = members.setdefault(group.field, [])
+        for i in group.rows.tolist():
+            a, d = float(ra[i]), float(dec[i])
+            mine.append((i, Target(name=str(i), shape=Circle(a, d, float(radius[i])), images=group.images)))
+    groups = [FieldGroup(field, sorted(found, key=lambda m: m[0])) for field, found in members.items()]
+    problems = {int(i): unserved_why(float(ra[i]), float(dec[i]), bands[i]) for i in unserved.tolist()}
+    return groups, problems

@@ -114,6 +114,17 @@ class PartReport:
 
 
 @dataclass(frozen=True)
+class KindLimit:
+    """How many jobs of one kind a caller may have not yet finished (PENDING, QUEUED,
+    EXECUTING, HELD, SUSPENDED): a user by their id, an anonymous caller by their client
+    address. Counted with the job's insert, as one unit (``JobStore.create``), so that
+    creations at once cannot all pass it."""
+
+    most: int                                  # 0: no limit
+    refusal: Callable[[int], ServiceError]     # the error for one more, given how many there are
+
+
+@dataclass(frozen=True)
 class JobKind(Generic[P]):
     name: str
     params_type: type[P]
@@ -130,6 +141,8 @@ class JobKind(Generic[P]):
     parts: Callable[["JobContext[P]"], Sequence[Part] | None] | None = None
     run_part: Callable[["JobContext[P]", Part], PartReport] | None = None
     finish: Callable[["JobContext[P]", Sequence[tuple[Part, PartReport | None]]], None] | None = None
+    # The kind's own limit on a caller's unfinished jobs of it (None: only the allowance's).
+    unfinished_limit: Callable[[str | None], KindLimit] | None = None
 
     @property
     def queue(self) -> str:

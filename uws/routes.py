@@ -216,7 +216,9 @@ class JobRoutes:
                 execution_duration=parse_duration(duration) if duration else None,
                 destruction=parse_timestamp("DESTRUCTION", destruction) if destruction else None,
                 allowance=allowance, notices=notices,
-                link=self.service.notice_link(self.list_url(request), self.path)))
+                link=self.service.notice_link(self.list_url(request), self.path),
+                client=None if identity.user_id is not None else
+                client_address(request, self.service.config.trust_forwarded_headers)))
         if phase == "RUN":
             try:
                 await run_in_threadpool(self.service.run, job)

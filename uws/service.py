@@ -36,7 +36,7 @@ from uws.notices import NoticeConfig, parse_targets
 from uws.notify import Notifier
 from uws.parts import PartedExecution, message_key
 from uws.quota import UNLIMITED, Allowance, AllowanceFor, Owner, Usage, check_create, owner_name, unlimited
-from uws.store import JobStore, JobView, UnfinishedLimitReached
+from uws.store import JobStore, JobView, KindLimitReached, UnfinishedLimitReached
 from uws.worker import JobWatchdog, Scheduler
 
 log = logging.getLogger(__name__)
@@ -247,11 +247,13 @@ class UWSService:
     def create(self, kind: JobKind[P], *, owner: str | None, parameters: Parsed[P],
                run_id: str | None, execution_duration: int | None,
                destruction: dt.datetime | None, allowance: Allowance = UNLIMITED,
-               notices: list[str] | None = None, link: str = "") -> JobView:
+               notices: list[str] | None = None, link: str = "", client: str | None = None) -> JobView:
         """A new PENDING job, refused (429) when its owner has ``max_unfinished_jobs`` jobs
-        not yet finished: checked with the insert, as one unit per owner. ``notices``: its
-        checked NOTIFY targets (``parse_notices``), shown with its parameters; ``link``:
-        the job list's URL they show."""
+        not yet finished, or as many of its kind as the kind's ``unfinished_limit`` allows
+        (an anonymous caller's counted by ``client``, their address): checked with the
+        insert, as one unit per owner. ``notices``: its checked NOTIFY targets
+        (``parse_notices``), shown with its parameters; ``link``: the job list's URL they
+        show."""
         now = utcnow()
         duration = self.clamp_duration(
             self.config.default_execution_duration if execution_duration is None else execution_duration)
@@ -260,13 +262,18 @@ class UWSService:
         shown = list(parameters.shown) + [(NOTIFY, target) for target in notices or ()]
         if notices:
             self.check_stored_parameters(shown)
+        limit = kind.unfinished_limit(owner) if kind.unfinished_limit is not None else None
         try:
             job = self.store.create(kind=kind.name, owner=owner, parameters=shown,
                                     run_id=run_id, execution_duration=duration, destruction=end,
                                     request_id=context.request_id.get(),
                                     typed_parameters=kind.dump(parameters.value),
                                     max_unfinished=allowance.max_unfinished_jobs,
-                                    notices=notices or (), link=link)
+                                    notices=notices or (), link=link, client=client,
+                                    max_unfinished_of_kind=limit.most if limit is not None else 0)
+        except KindLimitReached as exc:
+            assert limit is not None
+            raise limit.refusal(exc.unfinished) from None
         except UnfinishedLimitReached as exc:
             check_create(allowance, Usage(active_jobs=0, result_bytes=0, unfinished_jobs=exc.unfinished),
                          owner_name(owner))

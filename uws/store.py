@@ -149,6 +149,14 @@ class NoticeView:
                           row.attempts, row.last_error, row.due)
 
 
+class KindLimitReached(Exception):
+    """A job was not created: its creator already has this many unfinished jobs of its kind."""
+
+    def __init__(self, unfinished: int) -> None:
+        super().__init__(f"{unfinished} jobs of this kind not yet finished")
+        self.unfinished = unfinished
+
+
 class UnfinishedLimitReached(Exception):
     """A job was not created: its owner already has this many jobs not yet finished."""
 
@@ -292,18 +300,29 @@ class JobStore:
     def create(self, *, kind: str, owner: str | None, parameters: Params, run_id: str | None,
                execution_duration: int, destruction: dt.datetime | None,
                request_id: str | None = None, typed_parameters: str | None = None,
-               max_unfinished: int = 0, notices: Iterable[str] = (), link: str = "") -> JobView:
+               max_unfinished: int = 0, notices: Iterable[str] = (), link: str = "",
+               client: str | None = None, max_unfinished_of_kind: int = 0) -> JobView:
         """A new PENDING job; with ``max_unfinished``, only while its owner has fewer jobs
         not yet finished (else UnfinishedLimitReached). The count and the insert are one
         unit per owner: two creations at once cannot both pass the limit. ``notices``: the
-        targets told when it ends, ``link`` the job list's URL they show (inserted with it)."""
+        targets told when it ends, ``link`` the job list's URL they show (inserted with it).
+        ``client``: an anonymous creator's address, kept with the job; with
+        ``max_unfinished_of_kind``, only while the creator (a user, or an anonymous caller at
+        that address) has fewer unfinished jobs of this kind (else KindLimitReached), counted
+        in the same unit."""
         # Kept at the precision the documents show, so AFTER=<a creationTime we showed>
         # excludes that job (UWS §2.2.2.1: strictly after).
         now = utcnow()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         notices = list(notices)
-        with self._session(), self._owner_exclusive(owner, locked=bool(max_unfinished)), \
+        if owner is not None:
+            client = None
+        with self._session(), self._owner_exclusive(owner, locked=bool(max_unfinished or max_unfinished_of_kind)), \
                 (self.db.atomic() if notices else contextlib.nullcontext()):
+            if max_unfinished_of_kind:
+                of_kind = self.count_unfinished_of_kind(kind, owner, client)
+                if of_kind >= max_unfinished_of_kind:
+                    raise KindLimitReached(of_kind)
             if max_unfinished:
                 unfinished = self.tables.Job.select().where(
                     self._owned_by(owner) & self.tables.Job.phase.in_([p.value for p in UNFINISHED])).count()
@@ -314,11 +333,22 @@ class JobStore:
                 phase=Phase.PENDING.value, creation_time=now,
                 execution_duration=execution_duration, destruction=destruction,
                 parameters=json.dumps([list(p) for p in parameters]), request_id=request_id,
-                typed_parameters=typed_parameters)
+                typed_parameters=typed_parameters, client=client)
             if notices:
                 self.tables.Notice.insert_many(
                     [{"job": row.id, "target": t, "link": link, "state": "waiting"} for t in notices]).execute()
             return JobView.of(row)
+
+    def count_unfinished_of_kind(self, kind: str, owner: str | None, client: str | None) -> int:
+        """Jobs of a kind not yet finished of one user, or of the anonymous callers at one
+        client address (``owner`` None; ``client`` None: those whose address was not kept)."""
+        Job = self.tables.Job
+        whose = self._owned_by(owner)
+        if owner is None:
+            whose &= Job.client.is_null() if client is None else Job.client == client
+        with self._session():
+            return Job.select().where(whose & (Job.kind == kind)
+                                      & Job.phase.in_([p.value for p in UNFINISHED])).count()
 
     @contextmanager
     def _owner_exclusive(self, owner: str | None, *, locked: bool) -> Iterator[None]:

@@ -53,6 +53,9 @@ class JobTables:
             # A parted job (uws.parts): how many parts it was split into; None: not parted
             # (or not yet planned).
             parts = pw.IntegerField(null=True)
+            # An anonymous creator's client address, for a kind's limit per anonymous caller
+            # (uws.kinds.KindLimit); None for a user's job (its owner says whose).
+            client = pw.CharField(max_length=64, null=True)
 
             class Meta:
                 table_name = "uws_job"
@@ -169,5 +172,10 @@ def _v6(db: pw.Database) -> None:
         migrate_schema(SchemaMigrator.from_database(db).add_column("uws_result", "crc32", field))
 
 
+def _v7(db: pw.Database) -> None:
+    """uws_job.client: an anonymous creator's address, for limits per anonymous caller."""
+    _add_job_column(db, "client")
+
+
 # Append migrations here; never edit one that has shipped.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]

@@ -18,11 +18,12 @@ from functools import reduce
 from operator import or_
 from pathlib import Path
 
+import numpy as np
 import peewee as pw
 
-from soda.index.cells import cell_of, circle_ranges
+from soda.index.cells import cell_of, cells_of, circle_ranges
 from soda.index.tables import IndexTables, session
-from soda.sky.footprint import distance, holds, meets_circle
+from soda.sky.footprint import distance, holds, holds_many, meets_circle
 from soda.surveys.catalogue import CatalogueImage, Footprint
 
 
@@ -37,6 +38,9 @@ _FROM = ("SELECT " + ", ".join("CASE WHEN f.id IS NULL THEN NULL ELSE r.path END
          + " FROM index_image i LEFT JOIN index_retiled r ON r.file_id = i.file_id"
          + " LEFT JOIN index_file f ON f.id = r.file_id AND f.path = r.original"
          + " AND f.size = r.size AND f.mtime_ns = r.mtime_ns")
+
+
+_CHUNK = 500  # values of one IN (...) list: well within SQLite's and PostgreSQL's bounds
 
 
 def as_image(row: Sequence[object]) -> CatalogueImage:
@@ -69,6 +73,7 @@ class IndexCatalogue:
         self._get_sql = f"{_FROM} WHERE i.survey = ? AND i.name = ?"
         self._cell_sql = "SELECT image_id FROM index_cell WHERE cell = ?"
         self._by_id_sql = f"{_FROM} WHERE i.id IN "
+        self._with_id_sql = _FROM.replace("SELECT ", "SELECT i.id, ", 1) + " WHERE i.id IN"
         # An ingest adds or removes files (their count and largest id change; ids are not
         # reused while a larger one remains) or changes one (its size or mtime, which is
         # how the ingest told it changed): the remainder keeps the sum within 64 bits.
@@ -108,6 +113,40 @@ class IndexCatalogue:
         v, c, r = _COLUMNS.index("vertices"), _COLUMNS.index("ra"), _COLUMNS.index("radius")
         return _nearest((as_image(row) for row in rows if row[0] == survey and holds(
             json.loads(row[v]), (row[c], row[c + 1]), row[r], ra, dec)), ra, dec)
+
+    def holding(self, survey: str, ra: np.ndarray, dec: np.ndarray) -> list[tuple[CatalogueImage, np.ndarray]]:
+        """Positions grouped by their cells: one lookup per ``_CHUNK`` cells, not per
+        position; each candidate image's footprint tested on its cells' positions at once."""
+        ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+        if not ra.size:
+            return []
+        cells, where = np.unique(cells_of(ra, dec), return_inverse=True)
+        order = np.argsort(where, kind="stable")  # positions by cell
+        bounds = np.searchsorted(where[order], np.arange(len(cells) + 1))
+        p = self.db.param
+        cells_of_image: dict[int, list[int]] = {}
+        rows: list[Sequence[object]] = []
+        with session(self.db):
+            for start in range(0, len(cells), _CHUNK):
+                chunk = [int(c) for c in cells[start:start + _CHUNK]]
+                sql = (f"SELECT cell, image_id FROM index_cell WHERE cell IN ({', '.join([p] * len(chunk))})")
+                for cell, image in self.db.execute_sql(sql, chunk):
+                    cells_of_image.setdefault(int(image), []).append(int(cell))
+            ids = sorted(cells_of_image)
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                sql = f"{self._with_id_sql} ({', '.join([p] * len(chunk))}) AND i.survey = ?"
+                rows += self.db.execute_sql(sql.replace("?", p), [*chunk, survey]).fetchall()
+        found = []
+        for row in sorted(rows, key=lambda r: str(r[2])):  # by name
+            image = as_image(row[1:])
+            mine = np.searchsorted(cells, cells_of_image[int(row[0])])  # type: ignore[call-overload]
+            candidates = np.sort(np.concatenate([order[bounds[k]:bounds[k + 1]] for k in mine]))
+            held = holds_many(image.footprint.vertices, image.footprint.centre, image.footprint.radius,
+                              ra[candidates], dec[candidates])
+            if held.any():
+                found.append((image, candidates[held]))
+        return found
 
     def overlapping(self, survey: str, ra: float, dec: float, radius: float) -> list[CatalogueImage]:
         return self._meeting([survey], ra, dec, radius)

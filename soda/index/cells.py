@@ -26,6 +26,12 @@ def cell_of(ra: float, dec: float) -> int:
     return int(_GRID.lonlat_to_healpix(ra * u.deg, dec * u.deg))
 
 
+def cells_of(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """``cell_of`` of many positions (arrays of degrees), as int64."""
+    return np.asarray(_GRID.lonlat_to_healpix(np.asarray(ra, dtype=float) * u.deg,
+                                              np.asarray(dec, dtype=float) * u.deg), dtype=np.int64)
+
+
 def circle_cells(ra: float, dec: float, radius: float) -> list[int]:
     """Every cell (at CELL_ORDER) that a circle of ``radius`` degrees may touch."""
     found = _GRID.cone_search_lonlat(ra * u.deg, dec * u.deg, min(180.0, radius + _PAD) * u.deg)

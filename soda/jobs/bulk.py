@@ -38,6 +38,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
@@ -47,7 +48,7 @@ from dali.params import Params, RequestParams
 from soda.cutouts import Cut, CutoutLimits, Cutouts, FieldGroup
 from soda.output.bulk import RowCuts, group_fits, table_fits
 from soda.request.positions import PositionTable, read_positions
-from uws.kinds import JobContext, JobKind, Part, PartReport, Uploads
+from uws.kinds import JobContext, JobKind, KindLimit, Part, PartReport, Uploads
 
 PARAM_NAMES = frozenset({"UPLOAD", "RADIUS", "FILTER", "RESPONSEFORMAT", "LAYOUT"})
 LAYOUTS = ("row", "group", "table")
@@ -187,9 +188,8 @@ def shown(request: BulkRequest, pairs: Params) -> Params:
 def plan(cutouts: Cutouts, table: PositionTable, request: BulkRequest,
          outcomes: dict[int, RowOutcome]) -> list[FieldGroup]:
     """The rows grouped by the field that serves them; rows no survey serves are marked."""
-    bands = [request.filters or ((b,) if b else ()) for b in table.band]
     groups, problems = cutouts.plan_positions(table.ra, table.dec, [outcomes[i].radius for i in range(len(table))],
-                                              bands)
+                                              row_bands(table, request))
     for i, why in problems.items():
         outcomes[i].status, outcomes[i].error = "no image", why
     return groups
@@ -310,20 +310,38 @@ def _table(ctx: JobContext[BulkRequest]) -> PositionTable:
     return table
 
 
+def row_bands(table: PositionTable, request: BulkRequest) -> list[tuple[str, ...]]:
+    """The bands each row asks for: FILTER's, else the row's band, else () (every band there)."""
+    if request.filters:
+        return [request.filters] * len(table)
+    none: tuple[str, ...] = ()
+    return [(b,) if b else none for b in table.band]
+
+
 def plan_parts(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> list[Part]:
-    """One part per field (per PART_ROWS rows of it); the rows no part will cut (bad, or
-    no survey there) go into the manifest at once (``manifest-unserved.csv``)."""
+    """One part per field (per PART_ROWS rows of it), each the field's row indices in order;
+    the rows no part will cut (bad, or no survey there) go into the manifest at once
+    (``manifest-unserved.csv``). Only arrays of row indices are made for the table's rows
+    (no object per row): a table may hold a million."""
     table = _table(ctx)
-    outcomes = outcomes_of(table, ctx.params)
+    request = ctx.params
+    bands = row_bands(table, request)
+    located, unserved = cutouts.locate_positions(table.ra, table.dec, bands)
+    fields: dict[str, list[np.ndarray]] = {}
+    for group in located:  # ordered by their first row
+        fields.setdefault(group.field, []).append(group.rows)
     parts = []
-    size = PART_ROWS if ctx.params.layout == "row" else MANY_PART_ROWS
-    for group in plan(cutouts, table, ctx.params, outcomes):
-        rows = [i for i, _ in group.members]
+    size = PART_ROWS if request.layout == "row" else MANY_PART_ROWS
+    for field, found in fields.items():
+        rows = np.sort(np.concatenate(found)) if len(found) > 1 else found[0]
         for start in range(0, len(rows), size):
-            chunk = rows[start:start + size]
-            parts.append(Part(key=json.dumps({"field": group.field, "rows": chunk}), units=len(chunk)))
-    unserved = [o for o in outcomes.values() if o.status != "pending"] + bad_rows(table)
-    ctx.put_result("manifest-unserved.csv", manifest_csv(sorted(unserved, key=lambda o: o.row)), "text/csv")
+            chunk = rows[start:start + size].tolist()
+            parts.append(Part(key=json.dumps({"field": field, "rows": chunk}), units=len(chunk)))
+    outcomes = outcomes_of(table, request, unserved.tolist())
+    for i, outcome in outcomes.items():
+        outcome.status, outcome.error = "no image", cutouts.unserved_why(outcome.ra, outcome.dec, bands[i])
+    unserved_rows = list(outcomes.values()) + bad_rows(table)
+    ctx.put_result("manifest-unserved.csv", manifest_csv(sorted(unserved_rows, key=lambda o: o.row)), "text/csv")
     return parts
 
 
@@ -449,29 +467,33 @@ def manifest_votable(rows: Sequence[RowOutcome]) -> bytes:
     return out.getvalue()
 
 
-# The owner's bulk jobs not yet finished (None: anonymous callers together), at most ``up_to``.
-UnfinishedJobs = Callable[[str | None, int], int]
-
-
-def check_unfinished(limits: BulkLimits, unfinished: int) -> None:
+def unfinished_refusal(limits: BulkLimits, anonymous: bool, unfinished: int) -> ServiceUnavailable:
     """The same refusal as the job allowance's unfinished job limit (429, Retry-After)."""
-    if limits.max_active_jobs and unfinished >= limits.max_active_jobs:
-        raise ServiceUnavailable(
-            f"bulk job limit reached: {unfinished} bulk jobs not yet finished (PENDING, QUEUED, "
-            f"EXECUTING, HELD or SUSPENDED) and the limit is {limits.max_active_jobs} {limits.whom}; "
-            f"run, abort or delete one, or try again when one has finished",
-            status=429, headers={"Retry-After": "30"})
+    whose = " from this client address" if anonymous else ""
+    return ServiceUnavailable(
+        f"bulk job limit reached: {unfinished} bulk jobs{whose} not yet finished (PENDING, QUEUED, "
+        f"EXECUTING, HELD or SUSPENDED) and the limit is {limits.max_active_jobs} {limits.whom}; "
+        f"run, abort or delete one, or try again when one has finished",
+        status=429, headers={"Retry-After": "30"})
 
 
-def bulk_job_kind(cutouts: Cutouts, limits: BulkLimits, anonymous: BulkLimits,
-                  unfinished: UnfinishedJobs | None = None) -> JobKind[BulkRequest]:
+def unfinished_limit(limits: BulkLimits, anonymous: BulkLimits) -> Callable[[str | None], KindLimit]:
+    """A caller's limit on bulk jobs not yet finished: a user's own, an anonymous caller's
+    per client address (as the anonymous rate limit counts them: one address's jobs do not
+    hold back another's). Counted with the job's insert (``uws.store.JobStore.create``)."""
+
+    def of(owner: str | None) -> KindLimit:
+        mine = anonymous if owner is None else limits
+        return KindLimit(mine.max_active_jobs, partial(unfinished_refusal, mine, owner is None))
+
+    return of
+
+
+def bulk_job_kind(cutouts: Cutouts, limits: BulkLimits, anonymous: BulkLimits) -> JobKind[BulkRequest]:
     estimate = pixel_estimate(cutouts)
 
     def parse_with(pairs: Params, files: Uploads, owner: str | None) -> BulkRequest:
-        mine = anonymous if owner is None else limits
-        if mine.max_active_jobs and unfinished is not None:
-            check_unfinished(mine, unfinished(owner, mine.max_active_jobs))
-        return parse(pairs, files, mine, estimate)
+        return parse(pairs, files, anonymous if owner is None else limits, estimate)
 
     def no_files(pairs: Params, owner: str | None) -> BulkRequest:
         raise UsageError("a bulk job needs its position table (UPLOAD)")
@@ -480,5 +502,6 @@ def bulk_job_kind(cutouts: Cutouts, limits: BulkLimits, anonymous: BulkLimits,
                    shown=shown, uploads=1, parse_uploads=parse_with,
                    parts=lambda ctx: plan_parts(ctx, cutouts),
                    run_part=lambda ctx, part: run_part(ctx, part, cutouts), finish=finish,
+                   unfinished_limit=unfinished_limit(limits, anonymous),
                    description="bulk cutouts: a table of positions, FITS files (one per row, or per image "
                                "field with LAYOUT=group or table), and a manifest")

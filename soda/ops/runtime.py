@@ -42,7 +42,6 @@ from uws.broker import make_broker, start_worker
 from soda import SERVICE, VERSION
 from uws.notices import NoticeConfig
 from uws.notify import LocalNotifier, Notifier, RedisNotifier
-from uws.phases import UNFINISHED
 from uws.selftest import SELFTEST
 from uws.store import JobStore
 
@@ -105,23 +104,16 @@ def notice_config(settings: Settings) -> NoticeConfig:
     )
 
 
-def job_kinds(settings: Settings, cutouts: Cutouts, store: JobStore | None = None,
-              audit: AuditLog | None = None) -> dict[str, JobKind]:
-    """Job kinds by the path they are mounted at (``store``: for the bulk jobs a caller has;
-    ``audit``: where the jobs' results are recorded)."""
+def job_kinds(settings: Settings, cutouts: Cutouts, audit: AuditLog | None = None) -> dict[str, JobKind]:
+    """Job kinds by the path they are mounted at (``audit``: where the jobs' results are recorded)."""
     limits = settings.limits
     radius = settings.soda.bulk_default_radius
-    unfinished = None
-    if store is not None:
-        def unfinished(owner: str | None, up_to: int) -> int:
-            return len(store.list(owner=owner, kind="bulk", phases=UNFINISHED, last=up_to))
     bulk = bulk_job_kind(
         cutouts,
         BulkLimits(limits.bulk_max_rows, radius, limits.bulk_max_pixels, limits.bulk_max_active_jobs,
                    "(split the table into several jobs)"),
         BulkLimits(limits.anonymous_bulk_max_rows, radius, limits.anonymous_bulk_max_pixels,
-                   limits.anonymous_bulk_max_active_jobs, "for anonymous callers (log in for more)"),
-        unfinished)
+                   limits.anonymous_bulk_max_active_jobs, "for anonymous callers (log in for more)"))
     kinds: dict[str, JobKind] = {
         "/async": cutout_job_kind(cutouts, audit),
         "/bulk": audited_bulk(bulk, audit) if audit is not None else bulk,
@@ -154,7 +146,7 @@ class Runtime:
                               notices=notice_config(settings))
         # Who cut what: written in batches by a thread of its own, never in a cutout's way.
         self.audit = AuditLog(self.db, enabled=ops.audit_keep_days > 0, observe=observe_audit)
-        self.mounts = job_kinds(settings, self.cutouts, self.store, self.audit)
+        self.mounts = job_kinds(settings, self.cutouts, self.audit)
         for kind in self.mounts.values():
             self.uws.register(kind)
         self.broker = make_broker(ops.broker_url or None, ops.redis_namespace,

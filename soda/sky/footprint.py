@@ -72,6 +72,44 @@ def holds(vertices: Sequence[Vertex], centre: Vertex, radius: float, ra: float, 
     return _inside_plane(corners, *point)  # type: ignore[arg-type]
 
 
+def holds_many(vertices: Sequence[Vertex], centre: Vertex, radius: float,
+               ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """``holds`` for many positions at once (arrays of degrees): a boolean array."""
+    ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+    out = np.zeros(ra.shape, dtype=bool)
+    if not ra.size:
+        return out
+    c = np.array(_unit(*centre))
+    p = unit_vectors(ra, dec)
+    cross = np.linalg.norm(np.cross(p, c), axis=-1)
+    near = np.degrees(np.arctan2(cross, p @ c)) <= radius
+    if not near.any():
+        return out
+    ex, ey = -c[1], c[0]
+    norm = math.hypot(ex, ey)
+    east = np.array((ex / norm, ey / norm, 0.0) if norm >= 1e-12 else (0.0, 1.0, 0.0))
+    north = np.cross(c, east)
+    corners = np.array([_unit(*v) for v in vertices])
+    cz = corners @ c
+    if (cz <= HORIZON_COS).any():
+        return out
+    vx, vy = (corners @ east) / cz, (corners @ north) / cz
+    points = p[near]
+    z = points @ c
+    front = z > HORIZON_COS
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x, y = (points @ east) / z, (points @ north) / z
+        inside = np.zeros(len(points), dtype=bool)
+        n = len(vx)
+        for k in range(n):
+            x1, y1, x2, y2 = vx[k], vy[k], vx[(k + 1) % n], vy[(k + 1) % n]
+            if y1 == y2:
+                continue  # never crossed: (y1 > y) == (y2 > y)
+            inside ^= ((y1 > y) != (y2 > y)) & (x < x1 + (y - y1) * (x2 - x1) / (y2 - y1))
+    out[np.flatnonzero(near)] = inside & front
+    return out
+
+
 def _inside_plane(corners: Sequence[tuple[float, float]], x: float, y: float) -> bool:
     """Even-odd ray casting in the plane."""
     inside = False

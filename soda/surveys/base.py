@@ -7,8 +7,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 from astropy.io import fits
+
+if TYPE_CHECKING:
+    from soda.surveys.catalogue import CatalogueImage
+
+# Positions (indices into the arrays asked about) and the images that serve every one of them.
+Served = tuple[np.ndarray, list["ImageRef"]]
 
 # FITS files a survey's folders may hold (the ingest walks only these).
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fz", ".fits.gz")
@@ -83,6 +91,16 @@ def _hdu_label(hdul: fits.HDUList, i: int) -> str:
     return str(i)
 
 
+def _degrees(centre: tuple[float, float], ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Degrees from a centre to many positions (atan2 of the cross product's length and the
+    dot product, as ``soda.sky.footprint.distance``)."""
+    r, d = np.radians(centre[0]), np.radians(centre[1])
+    c = np.array([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)])
+    a, b = np.radians(ra), np.radians(dec)
+    p = np.stack([np.cos(b) * np.cos(a), np.cos(b) * np.sin(a), np.sin(b)], axis=-1)
+    return np.degrees(np.arctan2(np.linalg.norm(np.cross(p, c), axis=-1), p @ c))
+
+
 def _without_band(name: str, band: str) -> str:
     for sep in ("_", "-", "."):
         if name.endswith(sep + band) and len(name) > len(band) + 1:
@@ -106,6 +124,78 @@ class Survey(ABC):
 
         Empty when the position is outside the survey's footprint.
         """
+
+    def at_many(self, ra: np.ndarray, dec: np.ndarray, bands: Sequence[str]) -> list[Served]:
+        """``at`` for many positions (arrays of degrees) at once: the positions grouped by the
+        images that serve them, as ``at`` gives them; positions in no group have none.
+
+        This default asks ``at`` once per position; surveys override it to look their
+        images up once per field or sky cell.
+        """
+        groups: dict[tuple[str, ...], tuple[list[int], list[ImageRef]]] = {}
+        for i, (a, d) in enumerate(zip(ra, dec, strict=True)):
+            images = self.at(float(a), float(d), bands)
+            if images:
+                groups.setdefault(tuple(im.dataset_id for im in images), ([], images))[0].append(i)
+        return [(np.asarray(rows, dtype=np.int64), images) for rows, images in groups.values()]
+
+    def catalogue_ref(self, image: CatalogueImage) -> ImageRef | None:
+        """The ImageRef of one of the catalogue's images (None: the survey does not serve it)."""
+        return None
+
+    def held(self, ra: float, dec: float, bands: Sequence[str]) -> list[ImageRef]:
+        """The images of the catalogue whose footprints hold the position (``held_many``)."""
+        [(_, images)] = self.held_many(np.array([ra]), np.array([dec]), bands) or [(None, [])]
+        return images
+
+    def held_many(self, ra: np.ndarray, dec: np.ndarray, bands: Sequence[str]) -> list[Served]:
+        """Positions served by any image of the catalogue whose footprint holds them: the
+        nearest such image's field gives each band asked for, else the band's nearest image
+        holding the position. What the generic survey serves, and where a survey's own
+        geometry names a field that was not ingested (a DES tile, an LSST patch), what
+        /sync with an explicit ID could still cut: grouped as ``at_many``."""
+        catalogue = getattr(self, "catalogue", None)
+        ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+        if catalogue is None or not ra.size:
+            return []
+        found = [(image, rows) for image, rows in catalogue.holding(self.name, ra, dec)
+                 if self.catalogue_ref(image) is not None]
+        if not found:
+            return []
+        n = len(ra)
+        fields = {image.field for image, _ in found}
+        field_no = {f: k for k, f in enumerate(sorted(fields))}
+        nearest, nearest_field = np.full(n, np.inf), np.full(n, -1)
+        distances = []
+        for image, rows in found:
+            d = _degrees(image.footprint.centre, ra[rows], dec[rows])
+            distances.append(d)
+            closer = d < nearest[rows]  # ties: the first by name
+            nearest[rows[closer]] = d[closer]
+            nearest_field[rows[closer]] = field_no[image.field]
+        choice = np.full((n, len(bands)), -1)
+        for b, band in enumerate(bands):
+            score = np.full(n, np.inf)
+            for k, ((image, rows), d) in enumerate(zip(found, distances, strict=True)):
+                if image.band != band:
+                    continue
+                # The nearest image's own field first (its bands share one pixel grid).
+                mine = d + np.where(nearest_field[rows] == field_no[image.field], 0.0, 1000.0)
+                better = mine < score[rows]
+                score[rows[better]] = mine[better]
+                choice[rows[better], b] = k
+        served = np.flatnonzero((choice >= 0).any(axis=1))
+        if not served.size:
+            return []
+        combos, which = np.unique(choice[served], axis=0, return_inverse=True)
+        which = which.reshape(-1)
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(combos) + 1))
+        out = []
+        for c, combo in enumerate(combos):
+            images = [self.catalogue_ref(found[k][0]) for k in combo if k >= 0]
+            out.append((served[order[bounds[c]:bounds[c + 1]]], [i for i in images if i is not None]))
+        return out
 
     @abstractmethod
     def sibling(self, image: ImageRef, band: str) -> ImageRef | None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 Vertex = tuple[float, float]  # (RA, Dec) in degrees, ICRS
 
 
@@ -49,6 +51,10 @@ class ImageCatalogue(Protocol):
 
     def at(self, survey: str, ra: float, dec: float) -> list[CatalogueImage]:
         """Every image whose footprint holds the position, nearest its centre first."""
+
+    def holding(self, survey: str, ra: np.ndarray, dec: np.ndarray) -> list[tuple[CatalogueImage, np.ndarray]]:
+        """``at`` for many positions (arrays of degrees) at once: each image that holds any of
+        them, with the indices of those it holds (ascending), the images by name."""
 
     def overlapping(self, survey: str, ra: float, dec: float, radius: float) -> list[CatalogueImage]:
         """Every image whose footprint meets the circle (degrees)."""

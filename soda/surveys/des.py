@@ -44,10 +44,11 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from soda.surveys.base import ImageRef, Recognised, Survey
+from soda.surveys.base import ImageRef, Recognised, Served, Survey
 from soda.surveys.catalogue import CatalogueImage, ImageCatalogue
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,47 @@ def tile_for(ra: float, dec: float) -> str | None:
     return _name(k, _column_of(k, _norm_ra(ra)))
 
 
+_ROWS = np.arange(_LAST_ROW + 2)
+_TOPS = np.array([_row_top(int(k)) for k in _ROWS])        # row k's northern edge; k + 1: its southern
+_STEPS = np.array([_ra_step(int(k)) for k in _ROWS[:-1]])
+_COUNTS = np.array([_row_tiles(int(k)) for k in _ROWS[:-1]])
+
+
+def tiles_for(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``tile_for`` of many positions at once: each one's (row, column) in the tiling, row
+    -1 outside the tiled rows (``tile_name`` names a tile). The same edges decide as in
+    ``tile_for``, computed with the same arithmetic."""
+    ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+    finite = np.isfinite(ra) & np.isfinite(dec)
+    ra, dec = np.where(finite, ra, 0.0) % 360.0, np.where(finite, dec, 0.0)
+    ra = np.where(ra == 360.0, 0.0, ra)
+    k = np.floor((_FIRST_ROW + _ROW_STEP / 2 - dec * 3600.0) / _ROW_STEP).astype(np.int64)
+    row = np.full(len(ra), -1, dtype=np.int64)
+    for candidate in (k + 1, k, k - 1):  # the first of k - 1, k, k + 1 that holds it wins
+        ok = (candidate >= 0) & (candidate <= _LAST_ROW)
+        c = np.clip(candidate, 0, _LAST_ROW)
+        hit = ok & (_TOPS[c + 1] <= dec) & (dec < _TOPS[c])
+        row = np.where(hit, c, row)
+    row[~finite] = -1
+    inside = row >= 0
+    r = np.clip(row, 0, _LAST_ROW)
+    n, step = _COUNTS[r], _STEPS[r]
+    j = np.minimum((((ra - _RA_ORIGIN + step / 2) % 360.0) // step).astype(np.int64), n - 1)
+    column = np.full(len(ra), -1, dtype=np.int64)
+    for candidate in ((j + 1) % n, (j - 1) % n, j):  # the first of j, j - 1, j + 1 wins
+        low = (_RA_ORIGIN + (candidate % n - 0.5) * step) % 360.0
+        high = (_RA_ORIGIN + ((candidate + 1) % n - 0.5) * step) % 360.0
+        within = np.where(low <= high, (low <= ra) & (ra < high), (ra >= low) | (ra < high))
+        column = np.where(within, candidate, column)
+    row = np.where(inside & (column >= 0), row, -1)
+    return row, column
+
+
+def tile_name(row: int, column: int) -> str:
+    """The name of the tile in a row and column of the tiling (``tiles_for``)."""
+    return _name(row, column)
+
+
 def tile_centre(name: str) -> tuple[float, float]:
     """(RA, Dec) of the tile centre in degrees; ValueError for an unknown name."""
     k, j = _locate(name)
@@ -286,11 +328,39 @@ class DESSurvey(Survey):
         return self._ref(tile, band)
 
     def at(self, ra: float, dec: float, bands: Sequence[str]) -> list[ImageRef]:
+        """The tile whose unique area holds the position; where that tile has no image in
+        those bands (it was not ingested), the images that hold the position (``held``):
+        tiles overlap by an arcminute, so a neighbour's edge often does."""
         tile = tile_for(ra, dec)
-        if tile is None:
-            return []
-        refs = (self._ref(tile, band) for band in bands)
-        return [ref for ref in refs if ref is not None]
+        refs = [] if tile is None else [r for r in (self._ref(tile, band) for band in bands) if r is not None]
+        return refs or self.held(ra, dec, bands)
+
+    def at_many(self, ra: np.ndarray, dec: np.ndarray, bands: Sequence[str]) -> list[Served]:
+        """``at`` of many positions: the tiling computed for all at once, each tile's images
+        looked up once; the positions whose tile has none looked up together (``held_many``)."""
+        ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+        row, column = tiles_for(ra, dec)
+        codes, which = np.unique(np.where(row >= 0, row * 100_000 + column, -1), return_inverse=True)
+        which = which.reshape(-1)
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(codes) + 1))
+        out: list[Served] = []
+        left: list[np.ndarray] = []
+        for c, code in enumerate(codes):
+            rows = order[bounds[c]:bounds[c + 1]]
+            tile = tile_name(int(code) // 100_000, int(code) % 100_000) if code >= 0 else None
+            refs = [] if tile is None else [r for r in (self._ref(tile, band) for band in bands) if r is not None]
+            if refs:
+                out.append((rows, refs))
+            else:
+                left.append(rows)
+        if left:
+            rest = np.sort(np.concatenate(left))
+            out += [(rest[rows], images) for rows, images in self.held_many(ra[rest], dec[rest], bands)]
+        return out
+
+    def catalogue_ref(self, image: CatalogueImage) -> ImageRef | None:
+        return self._as_ref(image)
 
     def sibling(self, image: ImageRef, band: str) -> ImageRef | None:
         # Every band of a DES tile shares the tile's WCS and pixel grid.

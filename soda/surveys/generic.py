@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from soda.surveys.base import ImageRef, Survey
+import numpy as np
+
+from soda.surveys.base import ImageRef, Served, Survey
 from soda.surveys.catalogue import CatalogueImage, ImageCatalogue
 
 # Approximate filter intervals in metres: SDSS/DECam/LSST ugrizy (Y as DES and UKIRT
@@ -83,6 +85,12 @@ class GenericSurvey(Survey):
                 same = [image for image in of_band if image.field == field]
                 refs.append(self._ref((same or of_band)[0]))
         return refs
+
+    def at_many(self, ra: np.ndarray, dec: np.ndarray, bands: Sequence[str]) -> list[Served]:
+        return self.held_many(ra, dec, bands)
+
+    def catalogue_ref(self, image: CatalogueImage) -> ImageRef | None:
+        return self._ref(image)
 
     def sibling(self, image: ImageRef, band: str) -> ImageRef | None:
         for other in self.catalogue.in_field(self.name, image.tile):

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from soda.sky.footprint import distance, holds, meets_circle
+import numpy as np
+
+from soda.sky.footprint import distance, holds, holds_many, meets_circle
 from soda.surveys.catalogue import CatalogueImage
 
 
@@ -28,6 +30,14 @@ class InMemoryCatalogue:
         found = [i for i in self._of(survey)
                  if holds(i.footprint.vertices, i.footprint.centre, i.footprint.radius, ra, dec)]
         return sorted(found, key=lambda i: distance(i.footprint.centre, (ra, dec)))
+
+    def holding(self, survey: str, ra: np.ndarray, dec: np.ndarray) -> list[tuple[CatalogueImage, np.ndarray]]:
+        found = []
+        for i in sorted(self._of(survey), key=lambda i: i.name):
+            rows = np.flatnonzero(holds_many(i.footprint.vertices, i.footprint.centre, i.footprint.radius, ra, dec))
+            if rows.size:
+                found.append((i, rows))
+        return found
 
     def overlapping(self, survey: str, ra: float, dec: float, radius: float) -> list[CatalogueImage]:
         return self.search([survey], ra, dec, radius, len(self.images))

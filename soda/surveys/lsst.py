@@ -14,10 +14,11 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
 
-from soda.surveys.base import ImageRef, Recognised, Survey
-from soda.surveys.catalogue import ImageCatalogue
+from soda.surveys.base import ImageRef, Recognised, Served, Survey
+from soda.surveys.catalogue import CatalogueImage, ImageCatalogue
 from soda.surveys.lsst_skymap import DC2, DEMO, HSC_RINGS_120, PixelBox, SkyMapConfig
 from soda.surveys.lsst_skymap import skymap as make_skymap
 
@@ -94,8 +95,13 @@ class LSSTSurvey(Survey):
         if self.catalogue is None:
             return None
         image = self.catalogue.get(self.name, f"{tract}_{patch}_{band}")
-        if image is None:
+        return None if image is None else self.catalogue_ref(image)
+
+    def catalogue_ref(self, image: CatalogueImage) -> ImageRef | None:
+        parsed = parse_name(image.name)
+        if parsed is None:
             return None
+        tract, patch, band = parsed
         return ImageRef(dataset_id=self.dataset_id(tract, patch, band), survey=self.name,
                         tile=f"{tract}_{patch}", band=band, path=image.path,
                         hdus=self.hdus or image.hdus or HDUS, pixels=image.pixels)
@@ -119,7 +125,46 @@ class LSSTSurvey(Survey):
             refs = [ref for ref in refs if ref is not None]
             if refs:
                 return refs
-        return []
+        # No patch of those tracts was ingested there: another patch's border may hold it.
+        return self.held(ra, dec, bands)
+
+    def at_many(self, ra: np.ndarray, dec: np.ndarray, bands: Sequence[str]) -> list[Served]:
+        """``at`` of many positions: grouped by the sky map's first tract for each, the patch
+        of each found in that tract's pixels all at once, each patch's images looked up
+        once. The positions that tract does not serve, if any image holds them at all, are
+        asked of ``at`` one by one (its other tracts, then ``held``)."""
+        ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+        sky = self.skymap
+        tracts = sky.find_tracts(ra, dec)
+        patch = np.full(len(ra), -1, dtype=np.int64)
+        for tract in np.unique(tracts[tracts >= 0]):
+            rows = np.flatnonzero(tracts == tract)
+            patch[rows] = sky.patches_at(int(tract), ra[rows], dec[rows])
+        out: list[Served] = []
+        left: list[np.ndarray] = []
+        keys, which = np.unique(np.where(patch >= 0, tracts * 1_000_000 + patch, -1), return_inverse=True)
+        which = which.reshape(-1)
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(keys) + 1))
+        for k, key in enumerate(keys):
+            rows = order[bounds[k]:bounds[k + 1]]
+            refs = [] if key < 0 else [r for r in (self._ref(int(key) // 1_000_000, int(key) % 1_000_000, band)
+                                                   for band in bands) if r is not None]
+            if refs:
+                out.append((rows, refs))
+            else:
+                left.append(rows)
+        if left and self.catalogue is not None:
+            rest = np.sort(np.concatenate(left))
+            held = np.sort(np.concatenate([rows for _, rows in self.catalogue.holding(self.name, ra[rest], dec[rest])]
+                                          or [np.zeros(0, dtype=np.int64)]))
+            groups: dict[tuple[str, ...], tuple[list[int], list[ImageRef]]] = {}
+            for i in np.unique(rest[held]):
+                images = self.at(float(ra[i]), float(dec[i]), bands)
+                if images:
+                    groups.setdefault(tuple(im.dataset_id for im in images), ([], images))[0].append(int(i))
+            out += [(np.asarray(rows, dtype=np.int64), images) for rows, images in groups.values()]
+        return out
 
     def sibling(self, image: ImageRef, band: str) -> ImageRef | None:
         parsed = parse_name(f"{image.tile}_{band}")

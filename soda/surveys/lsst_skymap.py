@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 import numpy as np
+from astropy.coordinates import angular_separation
 from astropy.wcs import WCS
 
 
@@ -248,6 +249,37 @@ class RingsSkyMap:
             return self.tract_count - 1
         ring = min(int((dec - first_start) / size), self.config.num_rings - 1)
         return self._ring_first[ring] + self._ra_to_position(ra, ring)
+
+    def find_tracts(self, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        """``find_tract`` of many positions at once (-1 where a coordinate is not finite)."""
+        ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+        finite = np.isfinite(ra) & np.isfinite(dec)
+        ra, dec = np.where(finite, ra, 0.0), np.where(finite, dec, 0.0)
+        size = self.ring_size
+        first_start = size / 2 - 90.0
+        ring = np.clip(((dec - first_start) / size).astype(np.int64), 0, self.config.num_rings - 1)
+        n = np.asarray(self.ring_counts, dtype=np.int64)[ring]
+        j = (((ra - self.config.ra_start) % 360.0) / (360.0 / n) + 0.5).astype(np.int64)
+        tract = np.asarray(self._ring_first, dtype=np.int64)[ring] + np.where(j == n, 0, j)
+        tract = np.where(dec < first_start, 0, np.where(dec > -first_start, self.tract_count - 1, tract))
+        return np.where(finite, tract, -1)
+
+    def patches_at(self, tract: int, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        """``patch_at``'s index of many positions in one tract (-1: off the tract)."""
+        ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+        t = self.tract(tract)
+        out = np.full(len(ra), -1, dtype=np.int64)
+        near = np.flatnonzero(np.degrees(angular_separation(*(np.radians(v) for v in (ra, dec, *t.centre))))
+                              < 89.0)
+        if not near.size:
+            return out
+        x, y = self.tract_wcs(tract).all_world2pix(ra[near], dec[near], 0)
+        ix, iy = np.floor(x + 0.5), np.floor(y + 0.5)
+        inside = (ix >= 0) & (ix < t.width) & (iy >= 0) & (iy < t.height)
+        px = ix[inside].astype(np.int64) // self.config.patch_inner[0]
+        py = iy[inside].astype(np.int64) // self.config.patch_inner[1]
+        out[near[inside]] = py * t.patches[0] + px
+        return out
 
     def _ra_to_position(self, ra: float, ring: int) -> int:
         n = self.ring_counts[ring]

@@ -116,3 +116,27 @@ def test_positions_agree_with_the_wcs(sky) -> None:  # type: ignore[no-untyped-d
         x, y = wcs.world_to_pixel_values(ra, dec)
         inside = bool(-0.5 < x < SIZE - 0.5 and -0.5 < y < SIZE - 0.5)
         assert (names(catalogue.at(survey, ra, dec)) == ["tilted"]) is inside, (ra, dec, x, y)
+
+
+def test_many_positions_at_once_hold_what_each_holds(sky) -> None:  # type: ignore[no-untyped-def]
+    """``holding`` and the generic survey's ``at_many``: one lookup per cell, not per
+    position; the same images, nearest first, as ``at`` one by one, at RA 0 and the poles too."""
+    catalogue, survey, _ = sky
+    rng = np.random.default_rng(11)
+    centres = [(100.3, 20.0), (0.1, -5.0), (45.0, 89.8), (200.0, -90.0), (250.0, -30.0), (10.0, 10.0)]
+    ra = np.concatenate([(c[0] + rng.uniform(-1.2, 1.2, 150)) % 360.0 for c in centres])
+    dec = np.concatenate([np.clip(c[1] + rng.uniform(-0.8, 0.8, 150), -90, 90) for c in centres])
+    held: list[list[str]] = [[] for _ in ra]
+    for image, rows in catalogue.holding(survey, ra, dec):
+        for i in rows:
+            held[i].append(image.name)
+    one_by_one = [names(catalogue.at(survey, float(a), float(d))) for a, d in zip(ra, dec, strict=True)]
+    assert [sorted(h) for h in held] == [sorted(o) for o in one_by_one]
+    assert sum(map(len, one_by_one)) > 300 and any(len(o) == 2 for o in one_by_one)
+    generic = GenericSurvey(catalogue, "demo.cutout", survey)
+    found = [[] for _ in ra]  # type: list[list[str]]
+    for rows, images in generic.at_many(ra, dec, generic.bands):
+        for i in rows:
+            found[i] = [image.dataset_id for image in images]
+    assert found == [[i.dataset_id for i in generic.at(float(a), float(d), generic.bands)]
+                     for a, d in zip(ra, dec, strict=True)]

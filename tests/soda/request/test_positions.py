@@ -163,3 +163,23 @@ def test_array_valued_columns_are_refused() -> None:
     table = Table({"ra": np.array([[1.0, 2.0]]), "dec": [3.0]})
     with pytest.raises(UsageError, match="holds arrays"):
         read_positions(_votable(table), 10)
+
+
+@pytest.mark.parametrize("kind", ["csv", "fits"])  # XML cannot carry control characters
+def test_ids_with_control_characters_or_too_long_are_bad_rows(kind: str) -> None:
+    ids = ["ok", "a\x01b", "x" * 201, "  padded  ", "", "tab\tinside", "y" * 200]
+    table = Table({"ra": [1.0] * len(ids), "dec": [2.0] * len(ids), "id": ids})
+    data = {"csv": lambda: ("ra,dec,id\n" + "".join(f"1,2,{i}\n" for i in ids)).encode(),
+            "fits": lambda: _fits(table)}[kind]()
+    if kind == "csv":  # a tab inside a CSV value is a value of its own row; the others are whole
+        data = data.replace(b"tab\tinside", b"tab\x0binside")
+    t = read_positions(data, 100)
+    assert [row for row, _ in t.bad] == [2, 3, 6]
+    assert all("control characters" in why for _, why in t.bad)
+    assert t.id == ["ok", "padded", None, "y" * 200]
+    assert t.row.tolist() == [1, 4, 5, 7]
+
+
+def test_integer_ids_are_text() -> None:
+    t = read_positions(b"ra,dec,objid\n1,2,17\n3,4,-5\n", 10)
+    assert t.id == ["17", "-5"] and not t.bad
