@@ -46,6 +46,20 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def put_in_place(self, key: str, data: bytes) -> None:
+        """No temporary file and rename: a bulk part writes thousands of small files, each
+        listed by the job only once written (``writer``'s temporary file and rename were
+        two thirds of the time of each)."""
+        target = self.path(key)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        os.fchmod(fd, 0o644)  # whatever the umask: nginx (another user) sends results
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+
     def put_bytes(self, key: str, data: bytes) -> int:
         with self.writer(key) as fh:
             fh.write(data)

@@ -291,8 +291,7 @@ class ResultBatch:
             self.flush()  # what is written stays listed; then the limit with every other job's
             self._ctx._check_result_space(size)
         key = f"jobs/{self._ctx.job.id}/{result_id}"
-        with self._ctx._storage.writer(key) as fh:
-            fh.write(data)
+        self._ctx._storage.put_in_place(key, data)  # listed only once recorded (flush)
         if not self._pending:
             self._since = time.monotonic()
         self._pending.append(NewResult(result_id, key, mime_type, size, zlib.crc32(data)))

@@ -82,3 +82,25 @@ def test_a_result_past_the_owners_result_space_is_refused_before_it_is_written(p
     assert listed(store, ctx) == ["r0.txt", "r1.txt", "r2.txt"]  # 5 + 3 x 6 = 23; a fourth: 29
     assert storage.local_path(f"jobs/{ctx.job_id}/r3.txt") is None
     assert store.result_bytes("ann") == 23
+
+
+def test_a_result_rewritten_in_place_replaces_the_partial_one_and_others_can_read_it(parts) -> None:  # type: ignore[no-untyped-def]
+    """A part run again (its worker lost mid-file) writes its files over what the lost run
+    left; the files are readable by other users (nginx sends them), whatever the umask."""
+    import os
+    import stat
+
+    store, storage = parts
+    ctx = context(store, storage)
+    old = os.umask(0o077)
+    try:
+        storage.put_in_place(f"jobs/{ctx.job_id}/r.fits", b"x" * 1000)  # the lost run's partial file
+        with ctx.result_batch() as batch:
+            batch.put("r.fits", b"done", "application/fits")
+    finally:
+        os.umask(old)
+    path = storage.local_path(f"jobs/{ctx.job_id}/r.fits")
+    assert path is not None and path.read_bytes() == b"done"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert listed(store, ctx) == ["r.fits"]
+    assert [p.name for p in path.parent.iterdir()] == ["r.fits"]  # no temporary files left
