@@ -109,23 +109,32 @@ def _pg_admin():  # type: ignore[no-untyped-def]
     return conn
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database for this test session, dropped at the end."""
+@contextlib.contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """A new, empty database on the test PostgreSQL server (its name starts with ``prefix``),
+    dropped afterwards with whatever is still connected to it."""
     try:
         admin = _pg_admin()
     except Exception as exc:  # noqa: BLE001
         require("PostgreSQL", str(exc))
         raise
-    name = f"cutout_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_DSN.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    with admin.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.close()
+    try:
+        yield f"{POSTGRES_DSN.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this test session, dropped at the end."""
+    with fresh_database("cutout_test") as url:
+        yield url
 
 
 # --- processes -------------------------------------------------------------------------

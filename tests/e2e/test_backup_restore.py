@@ -6,20 +6,17 @@ same result bytes, the same users' tokens. PostgreSQL (with a real Redis broker 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import POSTGRES_DSN, ROOT, _pg_admin, assert_uws, base_env, link_demo, require, start_server, \
-    start_worker, uws_text
+from conftest import ROOT, assert_uws, base_env, fresh_database, link_demo, start_server, start_worker, uws_text
 
 pytestmark = [pytest.mark.slow]
 
@@ -32,26 +29,6 @@ def cutout(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The `cutout` command of the environment the tests run in, as an operator runs it."""
     return subprocess.run([str(Path(sys.prefix) / "bin" / "cutout"), *args], env={**env, "PYTHONPATH": str(ROOT)},
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-@contextlib.contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new, empty database on the shared PostgreSQL server, dropped afterwards."""
-    try:
-        admin = _pg_admin()
-    except Exception as exc:  # noqa: BLE001
-        require("PostgreSQL", str(exc))
-        raise
-    name = f"cutout_backup_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_DSN.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
 
 
 def finished(client: httpx.Client, url: str) -> str:
@@ -137,7 +114,7 @@ def check_restored(before: dict[str, object], client: httpx.Client, urls: list[s
 @pytest.mark.postgres
 def test_postgresql_backup_restores_into_a_fresh_database(tmp_path: Path, demo_root: Path, redis_url: str) -> None:
     backup_dir = tmp_path / "backup"
-    with fresh_database() as source_url, fresh_database() as restored_url:
+    with fresh_database("cutout_backup") as source_url, fresh_database("cutout_backup") as restored_url:
         env = base_env(tmp_path / "data", demo_root, CUTOUT_DATABASE_URL=source_url, CUTOUT_BROKER_URL=redis_url,
                        CUTOUT_REDIS_NAMESPACE=f"cutout-backup-{uuid.uuid4().hex[:8]}",
                        CUTOUT_ANONYMOUS_ASYNC="open")

@@ -48,6 +48,7 @@ from conftest import (
     base_env,
     eventually,
     free_port,
+    fresh_database,
     require,
     start_server,
     start_worker,
@@ -183,25 +184,6 @@ http {{
 # --- the cluster ----------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def fresh_database(postgres_url: str) -> Iterator[str]:
-    """A database of its own on the test PostgreSQL: no other module's jobs are swept here."""
-    import psycopg2
-
-    admin = psycopg2.connect(postgres_url, connect_timeout=5)
-    admin.autocommit = True
-    name = f"cutout_nginx_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{postgres_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
-
-
-@contextlib.contextmanager
 def shared_root() -> Iterator[Path]:
     """A directory nginx's unprivileged workers can traverse (pytest's tmp is 0700)."""
     root = Path(tempfile.mkdtemp(prefix="cutout-nginx-"))
@@ -288,7 +270,7 @@ class Cluster:
 def cluster(postgres_url: str, redis_url: str, demo_root: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     nginx_binary()  # fail (CI) or skip before starting anything
-    with shared_root() as root, fresh_database(postgres_url) as database:
+    with shared_root() as root, fresh_database("cutout_nginx") as database:
         c = Cluster(root, demo_root, database, redis_url, webs=2, workers=1,
                     keep_logs=tmp_path_factory.mktemp("nginx-cluster-logs"))
         try:
@@ -604,7 +586,7 @@ def test_redis_restart_loses_no_job(postgres_url: str, demo_root: Path, tmp_path
     binary = shutil.which("redis-server")
     require("redis-server", None if binary else "not on PATH")
     assert binary is not None
-    with shared_root() as root, fresh_database(postgres_url) as database:
+    with shared_root() as root, fresh_database("cutout_nginx") as database:
         server = ThrowawayRedis(binary, root / "redis.log")
         server.start()
         c: Cluster | None = None
