@@ -5,6 +5,8 @@ own URL with the session's CSRF token."""
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +50,7 @@ def _filters(site: Site, query: Any) -> tuple[str, str, int]:
     if kind and kind not in kinds:
         raise UsageError(f"kind must be one of {', '.join(sorted(kinds))}, not {kind[:40]!r}")
     text = query.get("page") or "1"
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    if not re.fullmatch(r"[0-9]{1,6}", text) or not 1 <= int(text) <= MAX_PAGE:  # int() of 4301 digits raises
         raise UsageError(f"page must be a whole number from 1 to {MAX_PAGE}, not {text[:40]!r}")
     return phase, kind, int(text)
 
