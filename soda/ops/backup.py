@@ -36,12 +36,10 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import peewee as pw
 
-from auth import tables as auth_tables
 from conf import Settings
 from soda import SERVICE, VERSION
-from soda.index import tables as index_tables
 from soda.ops.database import close_database, open_database
-from uws import tables as uws_tables
+from soda.ops.schemas import SCHEMAS
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -51,8 +49,7 @@ RESULTS = "results"
 SECRETS = "secrets"
 
 # The components whose schema this code knows (the runtime migrates them at start).
-KNOWN_SCHEMAS: Mapping[str, int] = {"uws": len(uws_tables.MIGRATIONS), "auth": len(auth_tables.MIGRATIONS),
-                                    "images": len(index_tables.MIGRATIONS)}
+KNOWN_SCHEMAS: Mapping[str, int] = {name: len(steps) for name, steps in SCHEMAS}
 # libpq connection options a database URL may carry on to pg_dump/pg_restore (the service's own,
 # such as max_connections, and the statement timeout in ``options`` are not theirs).
 _LIBPQ_OPTIONS = frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "connect_timeout",
@@ -131,8 +128,9 @@ def restore(settings: Settings, folder: Path) -> Report:
         raise BackupError(f"{folder} holds a {manifest['database']} database and the service is configured "
                           f"for {kind} (CUTOUT_DATABASE_URL): restore it into the same kind of database")
     schema = {str(k): int(v) for k, v in manifest["schema"].items()}
-    newer = [f"{name} {version} (this version knows {KNOWN_SCHEMAS[name]})"
-             for name, version in schema.items() if name in KNOWN_SCHEMAS and version > KNOWN_SCHEMAS[name]]
+    newer = [f"{name} {version} (this version knows {KNOWN_SCHEMAS[name]})" if name in KNOWN_SCHEMAS
+             else f"{name} {version} (unknown to this version)"
+             for name, version in schema.items() if version > KNOWN_SCHEMAS.get(name, 0)]
     if newer:
         raise BackupError(f"{folder} was made by a newer version of the service (schema {', '.join(newer)}); "
                           f"restore it with that version or a later one")

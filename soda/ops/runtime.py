@@ -17,13 +17,10 @@ import threading
 
 import dramatiq
 
-from auth import tables as auth_tables
 from auth.expiry import delete_expired
 from conf import Settings
-from soda.audit import tables as audit_tables
 from soda.audit.records import AuditLog, keep_until
 from soda.cutouts import Cutouts
-from soda.index import tables as index_tables
 from soda.index.catalogue import IndexCatalogue
 from soda.index.surveys import prepare_demo_surveys
 from soda.jobs.audited import audited_bulk
@@ -34,10 +31,10 @@ from soda.ops.database import close_database, migrate, open_database
 from soda.ops.health import service_checks
 from soda.ops.metrics import WorkerMetrics, observe_audit, observe_cutout, observe_notice, observe_sweep
 from soda.ops.pool import CutoutPool
+from soda.ops.schemas import SCHEMAS
 from soda.surveys.registry import load_datasets
 from storage import LocalStore
 from uws import JobKind, UWSConfig, UWSService
-from uws import tables as uws_tables
 from uws.broker import make_broker, start_worker
 from soda import SERVICE, VERSION
 from uws.notices import NoticeConfig
@@ -131,8 +128,7 @@ class Runtime:
         self.db = open_database(ops.effective_database_url,
                                 connect_timeout=ops.database_connect_timeout_seconds,
                                 statement_timeout=ops.database_statement_timeout_seconds)
-        migrate(self.db, [("uws", uws_tables.MIGRATIONS), ("auth", auth_tables.MIGRATIONS),
-                          ("images", index_tables.MIGRATIONS), ("audit", audit_tables.MIGRATIONS)])
+        migrate(self.db, list(SCHEMAS))
         prepare_demo_surveys(self.db, settings, build=build_demo)
         self.catalogue = IndexCatalogue(self.db)
         self.datasets = load_datasets(settings, self.catalogue)

@@ -196,6 +196,11 @@ def test_restore_refuses_what_it_cannot_restore(tmp_path: Path) -> None:
         {"format": 1, "database": "sqlite", "schema": {"uws": 999}, "results": {}}))
     newer = cutout("restore", str(made), env=env)
     assert newer.returncode == 1 and "newer version" in newer.stderr and "uws 999" in newer.stderr
+    for schema, named in (({"audit": 999}, "audit 999"), ({"future": 1}, "future 1 (unknown to this version)")):
+        (made / "manifest.json").write_text(json.dumps(
+            {"format": 1, "database": "sqlite", "schema": {"uws": 1, **schema}, "results": {}}))
+        later = cutout("restore", str(made), env=env)
+        assert later.returncode == 1 and "newer version" in later.stderr and named in later.stderr, later.stderr
     assert not (tmp_path / "data" / "cutout.sqlite").exists()
     full = tmp_path / "full"
     full.mkdir()
