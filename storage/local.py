@@ -2,7 +2,9 @@
 
 Keys are relative POSIX paths such as ``jobs/<job>/<result>``. Writes go to a
 temporary file beside the target and are renamed into place, so a reader never
-sees half a file and a crash never leaves one under a real name.
+sees half a file and a crash never leaves one under a real name; but for
+``put_in_place``, which writes a new key directly, for results the job lists only
+once written (a crash may leave a partial file that nothing lists).
 """
 
 from __future__ import annotations
@@ -46,19 +48,26 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def put_in_place(self, key: str, data: bytes) -> None:
-        """No temporary file and rename: a bulk part writes thousands of small files, each
-        listed by the job only once written (``writer``'s temporary file and rename were
-        two thirds of the time of each)."""
+    def put_in_place(self, key: str, data: bytes) -> bool:
+        """No temporary file and rename for a new key: a bulk part writes thousands of small
+        files, each listed by the job only once written (``writer``'s temporary file and
+        rename were two thirds of the time of each). A key already there (a part run again)
+        may be listed and read: it is replaced whole."""
         target = self.path(key)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        except FileNotFoundError:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            try:
+                fd = os.open(target, flags, 0o644)
+            except FileNotFoundError:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(target, flags, 0o644)
+        except FileExistsError:
+            self.put_bytes(key, data)
+            return False
         os.fchmod(fd, 0o644)  # whatever the umask: nginx (another user) sends results
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        return True
 
     def put_bytes(self, key: str, data: bytes) -> int:
         with self.writer(key) as fh:

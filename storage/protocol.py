@@ -17,10 +17,10 @@ class ResultStore(Protocol):
         """Open ``key`` for writing; it appears under its name only on success."""
         ...
 
-    def put_in_place(self, key: str, data: bytes) -> None:
-        """Write ``key`` under its own name at once, for a result listed only after this
-        returns (until then nothing names it; a failed write leaves a file that nothing
-        lists, and writing the key again replaces it)."""
+    def put_in_place(self, key: str, data: bytes) -> bool:
+        """Write a new ``key`` under its own name at once, for a result listed only after
+        this returns (until then nothing names it; a failed write leaves a file nothing
+        lists). A key that exists already is replaced whole, as ``writer`` does; False then."""
         ...
 
     def size(self, key: str) -> int: ...

@@ -291,12 +291,12 @@ class ResultBatch:
             self.flush()  # what is written stays listed; then the limit with every other job's
             self._ctx._check_result_space(size)
         key = f"jobs/{self._ctx.job.id}/{result_id}"
-        self._ctx._storage.put_in_place(key, data)  # listed only once recorded (flush)
+        new = self._ctx._storage.put_in_place(key, data)  # listed only once recorded (flush)
         if not self._pending:
             self._since = time.monotonic()
         self._pending.append(NewResult(result_id, key, mime_type, size, zlib.crc32(data)))
-        if len(self._pending) >= self._most or time.monotonic() - self._since >= self._seconds:
-            self.flush()
+        if not new or len(self._pending) >= self._most or time.monotonic() - self._since >= self._seconds:
+            self.flush()  # a result written again (its part run again) is recorded with its new bytes at once
 
     def flush(self) -> None:
         """Record the results written since the last record."""

@@ -104,3 +104,9 @@ def test_a_result_rewritten_in_place_replaces_the_partial_one_and_others_can_rea
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert listed(store, ctx) == ["r.fits"]
     assert [p.name for p in path.parent.iterdir()] == ["r.fits"]  # no temporary files left
+    # A result written again once listed is replaced whole and recorded again at once.
+    with ctx.result_batch(most=100, seconds=3600) as batch:
+        batch.put("r.fits", b"again", "application/fits")
+        [result] = store.get(ctx.job_id).results
+        assert (result.size, result.crc32) == (5, zlib.crc32(b"again"))
+    assert path.read_bytes() == b"again" and stat.S_IMODE(path.stat().st_mode) == 0o644
