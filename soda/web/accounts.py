@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from lxml import etree
 from lxml.html import builder as E
@@ -91,10 +91,11 @@ class Accounts:
         if not methods:
             raise not_found("login is not configured on this service")
         if len(methods) == 1:
-            return RedirectResponse(f"/login/{methods[0]}?next={next_path}", status_code=302)
+            # Quoted: the page to come back to may have a query string of its own.
+            return RedirectResponse(f"/login/{methods[0]}?next={quote(next_path, safe='/')}", status_code=302)
         names = {"oidc": "Log in with your institution (OpenID Connect)",
                  "saml": "Log in through the federation (SAML)"}
-        return _page("Log in", E.UL(*[E.LI(E.A(names[m], href=f"/login/{m}?next={next_path}"))
+        return _page("Log in", E.UL(*[E.LI(E.A(names[m], href=f"/login/{m}?next={quote(next_path, safe='/')}"))
                                       for m in methods]))
 
     async def login_oidc(self, request: Request) -> Response:

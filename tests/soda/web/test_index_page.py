@@ -4,7 +4,7 @@ the login is offered only where it is configured."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -93,6 +93,10 @@ def test_page_links_the_endpoints_and_login_only_where_configured(root: dict) ->
             assert r.status_code in (200, 302), (href, r.status_code, r.text[:200])
     if root["login"]:
         assert client.get("/login").status_code == 302
+        # The page to come back to keeps its own query string through the redirect.
+        back = "/ui/jobs?phase=COMPLETED&page=2"
+        to = client.get("/login", params={"next": back}, follow_redirects=False).headers["location"]
+        assert urlsplit(to).path == "/login/oidc" and parse_qs(urlsplit(to).query) == {"next": [back]}, to
 
 
 def test_page_form_defaults_make_a_picture(root: dict) -> None:  # type: ignore[type-arg]
