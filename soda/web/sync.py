@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,6 +16,8 @@ from soda.cutouts import Cutouts, Target, cutout_count
 from soda.ops.pool import CutoutPool
 from soda.request.model import SodaRequest
 from uws.ports import Caller, CallerResolver
+
+log = logging.getLogger(__name__)
 
 
 def sync_endpoint(cutouts: Cutouts, identify: CallerResolver, pool: CutoutPool,
@@ -29,13 +32,21 @@ def sync_endpoint(cutouts: Cutouts, identify: CallerResolver, pool: CutoutPool,
         cutouts.check_sync(targets, parsed, limits)
         body = await pool.make(cutouts, targets, parsed, limits)
         if audit is not None:
-            audit.record(served(request, identity, parsed, targets, body, started, trust_forwarded))
+            _record(audit, lambda: served(request, identity, parsed, targets, body, started, trust_forwarded))
         if body is None:
             return Response(status_code=204)  # SODA §5.1: no pixels of the dataset
         name = targets[0].name if len(targets) == 1 else "cutouts"
         return Response(body, media_type=parsed.mime, headers={
             "Content-Disposition": f'inline; filename="{name}.{parsed.extension}"'})
     return sync
+
+
+def _record(audit: AuditLog, made: Callable[[], Served]) -> None:
+    """The answer is made: its audit record never turns it into an error."""
+    try:
+        audit.record(made())
+    except Exception:  # noqa: BLE001
+        log.exception("the audit record of a /sync answer could not be made")
 
 
 def served(request: Request, identity: Caller, parsed: SodaRequest, targets: Sequence[Target],
