@@ -266,14 +266,36 @@ class ImageFiles:
         return np.array(source.section(hdu, box))  # a plain HDU's section may be a view of the file
 
     def _mapped(self, layout: Layout, hdu: Hdu, box: PixelBox) -> np.ndarray:
+        """The box of a plain HDU, read row by row with pread (a box of whole rows at once):
+        a small cut of a large file touches a page for each of its rows, and reading them
+        is less than half the time of faulting them in through a memory map."""
+        dtype = np.dtype(_BITPIX[hdu.bitpix]).newbyteorder(">")
         with layout.path.open("rb") as raw:
             _check(self, layout, raw)
             if not hdu.shape or 0 in hdu.shape:
-                return np.empty((0, 0), np.dtype(_BITPIX[hdu.bitpix]).newbyteorder(">"))
-            # Unmapped as soon as the box is copied out (nothing else refers to the map).
-            pixels = np.memmap(raw, dtype=np.dtype(_BITPIX[hdu.bitpix]).newbyteorder(">"), mode="r",
-                               offset=hdu.offset, shape=hdu.shape)
-            return scaled(pixels[box.y0:box.y1, box.x0:box.x1], hdu)
+                return np.empty((0, 0), dtype)
+            nx = hdu.shape[-1]
+            out = np.empty((box.y1 - box.y0, box.x1 - box.x0), dtype)
+            view, size = memoryview(out).cast("B"), dtype.itemsize
+            fd = raw.fileno()
+            if box.x0 == 0 and box.x1 == nx:
+                _read_exactly(fd, view, hdu.offset + box.y0 * nx * size)
+            else:
+                width = (box.x1 - box.x0) * size
+                for row in range(box.y1 - box.y0):
+                    _read_exactly(fd, view[row * width:(row + 1) * width],
+                                  hdu.offset + ((box.y0 + row) * nx + box.x0) * size)
+        if hdu.bzero == 0 and hdu.bscale == 1 and hdu.blank is None:
+            return out
+        return scaled(out, hdu)
+
+
+def _read_exactly(fd: int, into: memoryview, offset: int) -> None:
+    while len(into):
+        got = os.preadv(fd, [into], offset)
+        if got <= 0:
+            raise OSError(f"the file ends before the pixels its header gives (at byte {offset})")
+        into, offset = into[got:], offset + got
 
 
 def _check(files: ImageFiles, layout: Layout, raw: BinaryIO) -> None:

@@ -407,3 +407,25 @@ def test_a_layout_keeps_one_wcs_per_thread(tmp_path) -> None:  # type: ignore[no
     thread.join()
     assert other[0] is not mine
     assert np.allclose(mine.wcs.crval, [10.0, -20.0]) and np.allclose(other[0].wcs.crval, mine.wcs.crval)  # type: ignore[attr-defined]
+
+
+def test_a_plain_box_read_by_rows_equals_astropy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Plain pixels are read row by row with pread (whole rows at once): every kind of box,
+    scaled integers and a file cut short."""
+    from astropy.io import fits as _fits
+
+    from soda.engine.files import ImageFiles as _Files
+    from soda.engine.pixels import PixelBox
+
+    rng = np.random.default_rng(5)
+    sci = rng.normal(size=(40, 30)).astype(np.float32)
+    counts = rng.integers(0, 60000, size=(40, 30)).astype(np.uint16)   # stored with BZERO 32768
+    path = tmp_path / "plain.fits"
+    _fits.HDUList([_fits.PrimaryHDU(), _fits.ImageHDU(sci, name="SCI"),
+                   _fits.ImageHDU(counts, name="CNT")]).writeto(path)
+    files = _Files(4, 2**20)
+    layout = files.layout(path, "plain")
+    for box in (PixelBox(0, 30, 0, 40), PixelBox(0, 30, 5, 9), PixelBox(3, 17, 11, 12), PixelBox(29, 30, 0, 40)):
+        got_sci, got_cnt = files.read_planes(layout, [layout.hdu("SCI"), layout.hdu("CNT")], box, "plain")
+        assert np.array_equal(got_sci, sci[box.y0:box.y1, box.x0:box.x1])
+        assert got_cnt.dtype.kind == "u" and np.array_equal(got_cnt, counts[box.y0:box.y1, box.x0:box.x1])
