@@ -60,3 +60,22 @@ def test_a_small_cut_keeps_its_tiles_and_the_next_reads_them(row_tiled) -> None:
     assert len(files.tiles) == 100  # all taken from the cache
     files.release()
     assert len(files.tiles) == 0 and files.tiles.held_bytes == 0
+
+
+@pytest.mark.parametrize("tile_rows", [1, 3])
+def test_boxes_of_cached_row_tiles_are_their_rows_stacked(tile_rows: int) -> None:
+    """A box whose tiles are all cached, on an image tiled in bands of whole rows, is read
+    by stacking their rows: the same pixels as a first read that decoded them."""
+    image = np.arange(40 * 30, dtype=np.float32).reshape(40, 30)
+    decoded: list[PixelBox] = []
+
+    def decode(area: PixelBox) -> np.ndarray:
+        decoded.append(area)
+        return image[area.y0:area.y1, area.x0:area.x1]
+
+    cache = tiles.TileCache(2**20)
+    for box in (PixelBox(0, 30, 0, 40), PixelBox(3, 17, 11, 12), PixelBox(0, 30, 5, 9), PixelBox(29, 30, 1, 40),
+                PixelBox(7, 8, 39, 40)):
+        got = tiles.read_tiled(cache, "k", (40, 30), (tile_rows, 30), box, decode)
+        assert got.dtype == image.dtype and np.array_equal(got, image[box.y0:box.y1, box.x0:box.x1]), box
+    assert len(decoded) >= 1 and all(a.y0 == 0 and a.y1 == 40 for a in decoded[:1])
