@@ -130,6 +130,20 @@ def fresh_database(prefix: str) -> Iterator[str]:
         admin.close()
 
 
+@contextlib.contextmanager
+def redis_namespace(redis_url: str, prefix: str) -> Iterator[str]:
+    """A Redis key prefix of a test's own, its keys deleted afterwards."""
+    import redis
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{name}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database for this test session, dropped at the end."""

@@ -5,29 +5,38 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from pydantic import SecretStr
 
 from conf import load_settings
-from conf.reference import reference_toml
+from conf.reference import reference_markdown, reference_toml
 from conf.settings import GROUPS, Settings, SurveySettings
 from conftest import ROOT
 
 COMMITTED = ROOT / "conf" / "defaults.toml"
 
-
-def test_committed_reference_is_the_generated_one() -> None:
-    assert COMMITTED.read_text() == reference_toml(), (
-        "conf/defaults.toml is out of date: regenerate it with "
-        "`python -m soda.ops.cli config-defaults > conf/defaults.toml`")
+# The references written from the settings model: the file, what writes it, the command.
+GENERATED = [(COMMITTED, reference_toml, "config-defaults"),
+             (ROOT / "docs" / "configuration.md", reference_markdown, "config-reference")]
 
 
-def test_cli_prints_the_reference() -> None:
-    out = subprocess.run([sys.executable, "-m", "soda.ops.cli", "config-defaults"], cwd=ROOT,
+@pytest.mark.parametrize("path, made, command", GENERATED, ids=["defaults.toml", "configuration.md"])
+def test_committed_reference_is_the_generated_one(path: Path, made: Callable[[], str], command: str) -> None:
+    assert path.read_text(encoding="utf-8") == made(), (
+        f"{path.relative_to(ROOT)} is out of date: regenerate it with "
+        f"`python -m soda.ops.cli {command} > {path.relative_to(ROOT)}`")
+
+
+@pytest.mark.parametrize("path, made, command", GENERATED, ids=["defaults.toml", "configuration.md"])
+def test_cli_prints_the_reference(path: Path, made: Callable[[], str], command: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "soda.ops.cli", command], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == reference_toml()
+    assert out.stdout == made()
 
 
 def test_reference_as_a_site_file_gives_the_defaults(tmp_path: Path) -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import time
 import tracemalloc
-import uuid
 from collections.abc import Iterator
 
 import dramatiq
 import pytest
-import redis
 
+from conftest import redis_namespace
 from uws.broker import held_job_ids, make_broker
 
 QUEUE = "probe"
@@ -21,13 +20,8 @@ MESSAGES = 5_000
 
 @pytest.fixture
 def namespace(redis_url: str) -> Iterator[str]:
-    name = f"test-held-{uuid.uuid4().hex[:8]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{name}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with redis_namespace(redis_url, "test-held") as name:
+        yield name
 
 
 def broker_with_actor(redis_url: str, namespace: str) -> dramatiq.Broker:

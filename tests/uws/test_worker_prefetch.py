@@ -5,14 +5,13 @@ test's own; the messages a worker has taken are those in its ack sets."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 
 import dramatiq
 import pytest
 import redis
 
-from conftest import eventually
+from conftest import eventually, redis_namespace
 from uws.broker import make_broker, start_worker
 
 pytestmark = pytest.mark.redis
@@ -20,13 +19,8 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 def namespace(redis_url: str) -> Iterator[str]:
-    name = f"test-prefetch-{uuid.uuid4().hex[:8]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{name}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with redis_namespace(redis_url, "test-prefetch") as name:
+        yield name
 
 
 def taken(client: redis.Redis, namespace: str, queue: str) -> int:
