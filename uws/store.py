@@ -217,8 +217,9 @@ class JobStore:
 
     def list(self, *, owner: str | None, kind: str | None = None,
              phases: Iterable[Phase] | None = None, after: dt.datetime | None = None,
-             last: int | None = None) -> list[JobView]:
-        """UWS §2.2.2.1: filters combine with AND; ARCHIVED only when asked for."""
+             last: int | None = None, skip: int = 0) -> list[JobView]:
+        """UWS §2.2.2.1: filters combine with AND; ARCHIVED only when asked for. ``skip``
+        leaves out that many of the newest first (a page of a list)."""
         query = self.tables.Job.select().where(self._owned_by(owner))
         if kind is not None:
             query = query.where(self.tables.Job.kind == kind)
@@ -231,6 +232,8 @@ class JobStore:
         query = query.order_by(self.tables.Job.creation_time.desc(), self.tables.Job.id)
         if last is not None:
             query = query.limit(last)
+        if skip:
+            query = query.offset(skip)
         with self._session():
             return [JobView.of(row) for row in query]
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def sync_endpoint(cutouts: Cutouts, identify: CallerResolver, pool: CutoutPool,
-                  audit: AuditLog | None = None, trust_forwarded: bool = True) -> Endpoint:
+                  audit: AuditLog | None, trust_forwarded: bool) -> Endpoint:
     """``audit``: one record per answered request (200 or 204); errors are not recorded."""
     async def sync(request: Request) -> Response:
         started = time.perf_counter()

@@ -65,7 +65,7 @@ class CutoutForm:
         elif len(self.bands) == 3:  # a colour picture: reddest band as R
             order = [b for b in reversed(choice.bands) if b in self.bands]
             pairs.append(("RGB", ",".join(order)))
-        else:
+        elif self.bands:  # a survey without bands: its one image
             pairs.append(("FILTER", self.bands[0]))
         pairs.append(("RESPONSEFORMAT", media))
         if size is not None:
@@ -150,7 +150,7 @@ def read_form(query: Any, choices: list[SurveyChoice]) -> tuple[CutoutForm, Surv
     if form.format not in FORMATS:
         form.errors["format"] = f"format must be one of {', '.join(FORMATS)}, not {form.format[:40]!r}"
         form.format = "png"
-    elif form.format != "fits" and len(form.bands) not in (1, 3) and "band" not in form.errors:
+    elif form.format != "fits" and choice.bands and len(form.bands) not in (1, 3) and "band" not in form.errors:
         form.errors["band"] = "a picture shows one band (grey) or three (colour); choose 1 or 3 bands, or FITS"
     return form, choice
 

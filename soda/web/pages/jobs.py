@@ -60,9 +60,9 @@ def _rows(site: Site, base: str, owner: str, phase: str, kind: str, number: int)
     store = site.runtime.store
     paths = {k.name: path.rstrip("/") for path, k in site.runtime.mounts.items()}
     jobs = store.list(owner=owner, kind=kind or None, phases=[Phase(phase)] if phase else None,
-                      last=number * PAGE_SIZE + 1)
-    more = len(jobs) > number * PAGE_SIZE
-    jobs = jobs[(number - 1) * PAGE_SIZE:number * PAGE_SIZE]
+                      last=PAGE_SIZE + 1, skip=(number - 1) * PAGE_SIZE)
+    more = len(jobs) > PAGE_SIZE
+    jobs = jobs[:PAGE_SIZE]
     totals = store.result_totals(j.id for j in jobs)
     rows = []
     for job in jobs:

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import re
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from dali.errors import AuthorizationError, UsageError
 from dali.http import Endpoint
 from soda.web.pages.site import Site
+from soda.web.stats import MAX_DAYS, parse_days
 
-DAY_CHOICES = (7, 30, 90, 366)
+DAY_CHOICES = (7, 30, 90, MAX_DAYS)
 
 
 def page(site: Site) -> Endpoint:
@@ -21,10 +20,10 @@ def page(site: Site) -> Endpoint:
         if not caller.operator:
             return site.error(request, caller, AuthorizationError(
                 f"{request.url.path} is for the service's operators only"))
-        text = request.query_params.get("days", "30")
-        if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= 366:  # int() of 4301 digits raises
-            return site.error(request, caller, UsageError(
-                f"days must be a whole number from 1 to 366, not {text[:40]!r}"))
-        return site.render(request, "stats.html", caller, days=int(text), choices=DAY_CHOICES,
-                           source=f"{site.base(request)}/stats.json?days={int(text)}")
+        try:
+            days = parse_days(request.query_params.getlist("days"))  # as /stats.json reads it
+        except UsageError as exc:
+            return site.error(request, caller, exc)
+        return site.render(request, "stats.html", caller, days=days, choices=DAY_CHOICES,
+                           source=f"{site.base(request)}/stats.json?days={days}")
     return stats
