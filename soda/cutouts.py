@@ -234,7 +234,7 @@ class Cutouts:
         centres = np.array([(getattr(t.shape, "ra", np.nan), getattr(t.shape, "dec", np.nan)) if t.images
                             else (np.nan, np.nan) for t in targets], dtype=float)  # circles have a centre
         try:
-            wcs = self.files.layout(first.source, first.dataset_id).wcs(first.hdus[0])
+            wcs = self.files.layout(first.source, first.dataset_id).thread_wcs(first.hdus[0])
             x, y = wcs.world_to_pixel_values(centres[:, 0], centres[:, 1])
         except (ImageUnreadable, OSError, ValueError, KeyError):
             return given

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from astropy.io import fits
 
+from soda.sky.sphere import separation
+
 if TYPE_CHECKING:
     from soda.surveys.catalogue import CatalogueImage
 
@@ -91,16 +93,6 @@ def _hdu_label(hdul: fits.HDUList, i: int) -> str:
     return str(i)
 
 
-def _degrees(centre: tuple[float, float], ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Degrees from a centre to many positions (atan2 of the cross product's length and the
-    dot product, as ``soda.sky.footprint.distance``)."""
-    r, d = np.radians(centre[0]), np.radians(centre[1])
-    c = np.array([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)])
-    a, b = np.radians(ra), np.radians(dec)
-    p = np.stack([np.cos(b) * np.cos(a), np.cos(b) * np.sin(a), np.sin(b)], axis=-1)
-    return np.degrees(np.arctan2(np.linalg.norm(np.cross(p, c), axis=-1), p @ c))
-
-
 def _without_band(name: str, band: str) -> str:
     for sep in ("_", "-", "."):
         if name.endswith(sep + band) and len(name) > len(band) + 1:
@@ -168,7 +160,7 @@ class Survey(ABC):
         nearest, nearest_field = np.full(n, np.inf), np.full(n, -1)
         distances = []
         for image, rows in found:
-            d = _degrees(image.footprint.centre, ra[rows], dec[rows])
+            d = separation(image.footprint.centre[0], image.footprint.centre[1], ra[rows], dec[rows])
             distances.append(d)
             closer = d < nearest[rows]  # ties: the first by name
             nearest[rows[closer]] = d[closer]

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 
 import numpy as np
-from astropy.coordinates import angular_separation
+from soda.sky.sphere import separation
 from astropy.wcs import WCS
 
 
@@ -269,8 +269,7 @@ class RingsSkyMap:
         ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
         t = self.tract(tract)
         out = np.full(len(ra), -1, dtype=np.int64)
-        near = np.flatnonzero(np.degrees(angular_separation(*(np.radians(v) for v in (ra, dec, *t.centre))))
-                              < 89.0)
+        near = np.flatnonzero(separation(ra, dec, *t.centre) < 89.0)
         if not near.size:
             return out
         x, y = self.tract_wcs(tract).all_world2pix(ra[near], dec[near], 0)
