@@ -43,9 +43,12 @@ _STANDARD = re.compile(r"[A-Z0-9_-]{0,8}")  # FITS 4.0 §4.1.2.1
 def card_image(keyword: str, value: object, comment: str = "") -> str:
     """The card's image (80 characters, or a multiple for a continued long string), with
     ``comment`` only when it fits whole."""
+    plain = comment == comment.strip() and _PLAIN_KEYWORD.fullmatch(keyword)  # astropy drops a blank comment
+    if plain and type(value) is str and _PLAIN_STRING.fullmatch(value):
+        return _string_card_image(keyword, value, comment)  # SRCBOX, REGION: new on every cut
     if type(value) in (str, int, bool):  # IDs, names, sizes: the same on every plane and file
         return _kept_card_image(keyword, value, comment, type(value))
-    if type(value) is float and math.isfinite(value) and _PLAIN_KEYWORD.fullmatch(keyword):
+    if plain and type(value) is float and math.isfinite(value):
         return _float_card_image(keyword, value, comment)  # CRPIX, LTV: new on every cut
     return _card_image(keyword, value, comment)
 
@@ -61,6 +64,22 @@ def _float_card_image(keyword: str, value: float, comment: str) -> str:
         at = text.find("E")
         text = text[:20] if at < 0 else text[:20 - (len(text) - at)] + text[at:]
     image = f"{keyword:<8}= {text:>20}"
+    if comment and len(image) + 3 + len(comment) <= CARD_LENGTH:
+        image += f" / {comment}"
+    return f"{image:<80}"
+
+
+# A string astropy writes on one card as it is: printable ASCII without quotes, from 1 to
+# 68 characters (80 less "KEYWORD = ''"), not ending in a space (astropy keeps those but
+# FITS readers strip them).
+_PLAIN_STRING = re.compile(r"[ !#-&(-~]{0,67}[!#-&(-~]")
+
+
+def _string_card_image(keyword: str, value: str, comment: str) -> str:
+    """What astropy writes for a short string (FITS 4.0 §4.2.1.1: quoted, at least 8
+    characters between the quotes, the value field at least 20), without its Card machinery."""
+    quoted = f"'{value:<8}'"
+    image = f"{keyword:<8}= {quoted:<20}"
     if comment and len(image) + 3 + len(comment) <= CARD_LENGTH:
         image += f" / {comment}"
     return f"{image:<80}"
@@ -153,8 +172,9 @@ def header_cards(header: fits.Header) -> Cards:
     return Cards((card.keyword, card.image, card.value) for card in header.cards)
 
 
-# The copied cards of each source header, by the header object (see the module docstring).
-_copied: dict[int, tuple[weakref.ref, Cards]] = {}
+# The copied cards of each source header, by the header object (see the module docstring),
+# with the comments of its CRPIXn cards (read again for every cut otherwise).
+_copied: dict[int, tuple[weakref.ref, Cards, dict[str, str]]] = {}
 _copied_lock = threading.Lock()
 
 
@@ -163,12 +183,12 @@ def _forget(key: int) -> None:
         _copied.pop(key, None)
 
 
-def _source_cards(source: fits.Header) -> Cards:
+def _source_cards(source: fits.Header) -> tuple[Cards, dict[str, str]]:
     key = id(source)
     with _copied_lock:
         kept = _copied.get(key)
     if kept is not None and kept[0]() is source:
-        return kept[1]
+        return kept[1], kept[2]
     cards = Cards()
     for card in source.cards:
         keyword = card.keyword
@@ -181,18 +201,20 @@ def _source_cards(source: fits.Header) -> Cards:
             cards._put(keyword.upper(), card.image, card.value)
         else:
             cards.set(keyword, card.value, card.comment)
+    comments = {k: source.comments[k] for k in ("CRPIX1", "CRPIX2") if k in source}
     with _copied_lock:
-        _copied[key] = (weakref.ref(source, lambda _, key=key: _forget(key)), cards)
-    return cards
+        _copied[key] = (weakref.ref(source, lambda _, key=key: _forget(key)), cards, comments)
+    return cards, comments
 
 
 def cutout_cards(source: fits.Header, x0: int, y0: int) -> Cards:
     """The source header's cards for a cut starting at 0-based pixel (x0, y0)."""
-    cards = _source_cards(source).copy()
+    kept, comments = _source_cards(source)
+    cards = kept.copy()
     for axis, offset in ((1, x0), (2, y0)):
         crpix = f"CRPIX{axis}"
         if crpix in cards:
-            cards.set(crpix, float(cards.get(crpix)) - offset, source.comments[crpix])  # type: ignore[arg-type]
+            cards.set(crpix, float(cards.get(crpix)) - offset, comments.get(crpix, ""))  # type: ignore[arg-type]
         # IRAF physical coordinates: DS9 and friends then show source pixel numbers.
         cards.set(f"LTV{axis}", float(cards.get(f"LTV{axis}", 0.0)) - offset,  # type: ignore[arg-type]
                   "offset of this cut in the source")

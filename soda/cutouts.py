@@ -8,8 +8,8 @@ same pixel grid.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+from astropy.wcs.utils import proj_plane_pixel_scales
 
 from conf import Settings
 from dali.errors import MultiValuedParamNotSupported, ServiceError, UsageError
@@ -27,12 +28,13 @@ from soda.engine.cutout import Cut, ImageFiles, ImageUnreadable
 from soda.engine.mosaic import cut_across
 from soda.engine.pixels import PixelBox
 from soda.engine.thumbnails import Thumbnails
-from soda.engine.tiles import reading_ahead
+from soda.engine.tiles import Sweep, sweeping
 from soda.output.fits import fits_cutouts
 from soda.output.pictures import render
 from soda.plan import FieldGroup, Located, Target, locate_positions, plan, plan_positions, unserved_why
 from soda.request.model import SodaRequest, parse_request
 from soda.request.params import ShapeLimits
+from soda.sky.regions import Circle
 from soda.surveys.base import ImageRef
 from soda.surveys.registry import Datasets
 
@@ -74,6 +76,11 @@ def _cut(image: ImageRef, *, target: Target, limit: int, planes: int | None, lim
                           box=box, limit_name=limit_name, files=files)
     except ImageUnreadable as exc:
         raise _unreadable(image, exc) from None
+
+
+def _pixel_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices ordering pixel positions by row (rounded y), then x; those not finite last."""
+    return np.lexsort((np.where(np.isfinite(x), x, np.inf), np.where(np.isfinite(y), np.round(y), np.inf)))
 
 
 class Cutouts:
@@ -221,33 +228,56 @@ class Cutouts:
         """Many positions' targets grouped by the field that serves them (``soda.plan``)."""
         return plan_positions(self.datasets, ra, dec, radius, bands)
 
-    def pixel_order(self, targets: Sequence[Target]) -> list[int]:
-        """An order to cut many targets of one field in (indices into ``targets``): by
-        where their regions' centres fall on the first target's first image, pixel row
-        then column, so the compression tiles one decodes (a row-tiled ``.fits.fz`` decodes
-        whole image rows) are still in the tile cache for the next; targets without an
-        image or a centre last. As given when that image cannot be read."""
-        given = list(range(len(targets)))
-        first = next((t.images[0] for t in targets if t.images), None)
-        if first is None or len(targets) < 2:
-            return given
-        centres = np.array([(getattr(t.shape, "ra", np.nan), getattr(t.shape, "dec", np.nan)) if t.images
-                            else (np.nan, np.nan) for t in targets], dtype=float)  # circles have a centre
-        try:
-            wcs = self.files.layout(first.source, first.dataset_id).thread_wcs(first.hdus[0])
-            x, y = wcs.world_to_pixel_values(centres[:, 0], centres[:, 1])
-        except (ImageUnreadable, OSError, ValueError, KeyError):
-            return given
-        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-        rows = np.where(np.isfinite(y), np.round(y), np.inf)
-        return [int(k) for k in np.lexsort((np.where(np.isfinite(x), x, np.inf), rows))]
+    @contextmanager
+    def sweeping(self, targets: Sequence[Target], rows: int = 128) -> Iterator[list[int]]:
+        """For many targets of one field about to be cut, in the calling thread: the order
+        to cut them in (indices into ``targets``: where their centres fall on the first
+        target's first image, pixel row then column; ``positions_order``), and within the
+        block the engine reads for those cuts (``soda.engine.tiles.Sweep``): a row-tiled
+        image's rows decoded up to ``rows`` at a time, down to the last row the targets
+        need; a square-tiled image's tiles that the targets need in a row of tiles decoded
+        in one call; plain files read through a memory map. The tiles one decodes are
+        then still in the tile cache for the next cuts, whatever the order given."""
+        order, sweep = self._sweep(targets, rows)
+        with sweeping(sweep):
+            yield order
 
-    @staticmethod
-    def reading_ahead(rows: int = 128) -> contextlib.AbstractContextManager[None]:
-        """For many cuts about to be made going down an image (``pixel_order``): a
-        row-tiled image's rows are decoded ``rows`` at a time past each cut, in the calling
-        thread (``soda.engine.tiles.reading_ahead``)."""
-        return reading_ahead(rows)
+    def _sweep(self, targets: Sequence[Target], rows: int) -> tuple[list[int], Sweep]:
+        first = next((t.images[0] for t in targets if t.images), None)
+        # circles have a centre and a radius; other shapes are cut last, in the order given
+        circles = np.array([(t.shape.ra, t.shape.dec, t.shape.radius) if t.images and isinstance(t.shape, Circle)
+                            else (np.nan, np.nan, np.nan) for t in targets], dtype=float).reshape(-1, 3)
+        found = self._on_image(first, circles[:, 0], circles[:, 1]) if first is not None else None
+        if found is None:
+            return list(range(len(targets))), Sweep(rows)
+        x, y, scale, shape = found
+        order = _pixel_order(x, y)
+        reach = circles[:, 2] / scale + 2  # pixels from the centre, with a margin
+        boxes = tuple(PixelBox(math.floor(x[k] - reach[k]), math.ceil(x[k] + reach[k]) + 1,
+                               math.floor(y[k] - reach[k]), math.ceil(y[k] + reach[k]) + 1)
+                      for k in order.tolist() if math.isfinite(x[k] + y[k] + reach[k]))
+        sources = frozenset(str(image.path) for t in targets for image in t.images)
+        return order.tolist(), Sweep(rows, boxes, shape, sources)
+
+    def positions_order(self, image: ImageRef, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        """Positions (degrees) ordered by where they fall on ``image``: pixel row, then
+        column; those off its sky (or not finite) last. As given when it cannot be read."""
+        found = self._on_image(image, ra, dec)
+        return np.arange(len(ra)) if found is None else _pixel_order(found[0], found[1])
+
+    def _on_image(self, image: ImageRef, ra: np.ndarray,
+                  dec: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, tuple[int, int]] | None:
+        """Where positions fall on the image's science HDU (0-based pixels x, y), its
+        smallest pixel scale (degrees) and its (ny, nx); None when it cannot be read."""
+        try:
+            layout = self.files.layout(image.source, image.dataset_id)
+            ny, nx = layout.hdu(image.hdus[0]).shape[-2:]
+            wcs = layout.thread_wcs(image.hdus[0])
+            x, y = wcs.world_to_pixel_values(np.asarray(ra, dtype=float), np.asarray(dec, dtype=float))
+            scale = float(np.min(proj_plane_pixel_scales(wcs)))
+        except (ImageUnreadable, OSError, ValueError, KeyError):
+            return None
+        return np.asarray(x, dtype=float), np.asarray(y, dtype=float), scale, (ny, nx)
 
     def cut_target(self, target: Target, limits: CutoutLimits) -> list[Cut]:
         """Every image's cut of the target (every configured HDU, across image edges where

@@ -73,7 +73,7 @@ class JobTables:
 
             class Meta:
                 table_name = "uws_result"
-                indexes = ((("job", "result_id"), True),)
+                indexes = ((("job", "result_id"), True), (("job", "seq"), False))
 
         class Lock(Base):
             """A lease that lets one process of many run the scheduled sweeps."""
@@ -177,5 +177,11 @@ def _v7(db: pw.Database) -> None:
     _add_job_column(db, "client")
 
 
+def _v8(db: pw.Database) -> None:
+    """An index on uws_result (job, seq): a job's next result place read from it, not
+    counted over its results (a job may have a million)."""
+    db.execute_sql("CREATE INDEX IF NOT EXISTS uws_result_job_id_seq ON uws_result (job_id, seq)")
+
+
 # Append migrations here; never edit one that has shipped.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]

@@ -13,14 +13,15 @@
 * a few files **opened by astropy** (to decode tiles), each used by one call at a time, so
   a cut does not pay for opening the file and parsing its HDUs again.
 
-Plain FITS pixels are read through one memory map of the HDU's data (``numpy.memmap`` at
-its offset, big-endian), copying only the box and then applying BSCALE/BZERO/BLANK exactly
-as astropy does (``ImageHDU._scale_data``); a compressed file (``.fits.gz``) is read by
-astropy. The headers kept are shared by every cut of the file: read them, never change them.
+Plain FITS pixels are read row by row with ``pread`` (within a sweep of many cuts of one
+file, a bulk job's: from the file's memory map, kept until ``release``), only the box, then
+BSCALE/BZERO/BLANK applied exactly as astropy does (``ImageHDU._scale_data``); a compressed
+file (``.fits.gz``) is read by astropy. The headers kept are shared by every cut of the file: read them, never change them.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import warnings
@@ -34,7 +35,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from soda.engine.pixels import PixelBox
-from soda.engine.tiles import TileCache, read_tiled
+from soda.engine.tiles import TileCache, current_sweep, read_tiled
 
 _BITPIX = {8: "u1", 16: "i2", 32: "i4", 64: "i8", -32: "f4", -64: "f8"}
 # Files opened by astropy kept between calls (for the compressed ones: a descriptor and a
@@ -194,6 +195,7 @@ class ImageFiles:
         self.tiles = TileCache(tile_bytes)
         self.handles = _Handles(idle_handles)
         self._layouts: OrderedDict[str, Layout] = OrderedDict()
+        self._maps: dict[str, tuple[tuple[int, int], mmap.mmap]] = {}  # path -> (identity, map): sweeps
         self._lock = threading.Lock()
 
     def layout(self, path: Path, dataset_id: str) -> Layout:
@@ -219,6 +221,7 @@ class ImageFiles:
             gone = [self._layouts.popitem(last=False)[0] for _ in range(len(self._layouts) - self.max_files)]
         for old in gone + ([key] if replaced is not None else []):
             self.handles.close_file(old)  # files no longer read, or changed: their handles go
+            self._drop_map(old)
         return made
 
     def release(self) -> None:
@@ -226,12 +229,17 @@ class ImageFiles:
         what a process does when it has nothing to cut for a while."""
         self.tiles.clear()
         self.handles.close_all()
+        with self._lock:
+            maps, self._maps = list(self._maps.values()), {}
+        for _, kept in maps:
+            _unmap(kept)
 
     def forget(self, layout: Layout) -> None:
         with self._lock:
             if self._layouts.get(str(layout.path)) is layout:
                 del self._layouts[str(layout.path)]
         self.handles.close_file(str(layout.path))
+        self._drop_map(str(layout.path))
 
     def is_current(self, layout: Layout) -> bool:
         with self._lock:
@@ -260,10 +268,46 @@ class ImageFiles:
             key = (str(layout.path), layout.identity, hdu.index)
             cache = self.tiles if keep else TileCache(0)
             return read_tiled(cache, key, hdu.shape, hdu.tile_shape,  # type: ignore[arg-type]
-                              box, lambda area: source.section(hdu, area))
+                              box, lambda area: source.section(hdu, area), str(layout.path))
         if layout.mappable and not hdu.compressed:
+            if current_sweep() is not None:
+                return self._from_map(layout, hdu, box)
             return self._mapped(layout, hdu, box)
         return np.array(source.section(hdu, box))  # a plain HDU's section may be a view of the file
+
+    def _from_map(self, layout: Layout, hdu: Hdu, box: PixelBox) -> np.ndarray:
+        """The box of a plain HDU from the file's memory map, kept until ``release``: for
+        many cuts of one file (a sweep: a bulk job's rows), whose pages, once mapped, serve
+        the next cuts without a system call (a 51-pixel box of three planes: about 0.02 ms,
+        against 0.15 ms read row by row)."""
+        dtype = np.dtype(_BITPIX[hdu.bitpix]).newbyteorder(">")
+        if not hdu.shape or 0 in hdu.shape:
+            return np.empty((0, 0), dtype)
+        pixels = np.ndarray(hdu.shape, dtype, buffer=self._map(layout), offset=hdu.offset)
+        return scaled(pixels[box.y0:box.y1, box.x0:box.x1], hdu)
+
+    def _map(self, layout: Layout) -> mmap.mmap:
+        """The file's memory map, made once per file as it is now (its layout's identity)."""
+        key = str(layout.path)
+        with self._lock:
+            kept = self._maps.get(key)
+        if kept is not None and kept[0] == layout.identity:
+            return kept[1]
+        with layout.path.open("rb") as raw:
+            _check(self, layout, raw)
+            made = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+        with self._lock:
+            old = self._maps.get(key)
+            self._maps[key] = (layout.identity, made)
+        if old is not None:
+            _unmap(old[1])
+        return made
+
+    def _drop_map(self, key: str) -> None:
+        with self._lock:
+            kept = self._maps.pop(key, None)
+        if kept is not None:
+            _unmap(kept[1])
 
     def _mapped(self, layout: Layout, hdu: Hdu, box: PixelBox) -> np.ndarray:
         """The box of a plain HDU, read row by row with pread (a box of whole rows at once):
@@ -288,6 +332,13 @@ class ImageFiles:
         if hdu.bzero == 0 and hdu.bscale == 1 and hdu.blank is None:
             return out
         return scaled(out, hdu)
+
+
+def _unmap(kept: mmap.mmap) -> None:
+    try:
+        kept.close()
+    except BufferError:  # a cut still copies from it: unmapped when its last view goes
+        pass
 
 
 def _read_exactly(fd: int, into: memoryview, offset: int) -> None:

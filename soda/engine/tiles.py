@@ -14,12 +14,14 @@ books; decoding happens outside it (two threads may decode the same tile, once e
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,6 +65,20 @@ class TileCache:
                 return None
             self._tiles.move_to_end(key)
             return kept[0]
+
+    def get_many(self, keys: list[Hashable]) -> list[np.ndarray | None]:
+        """``get`` of each key, under one hold of the lock (a box of a row-tiled image asks
+        for one tile per pixel row)."""
+        out: list[np.ndarray | None] = []
+        with self._lock:
+            for key in keys:
+                kept = self._tiles.get(key)
+                if kept is None:
+                    out.append(None)
+                else:
+                    self._tiles.move_to_end(key)
+                    out.append(kept[0])
+        return out
 
     def put_block(self, block: np.ndarray, tiles: list[tuple[Hashable, np.ndarray]]) -> None:
         """Keep ``tiles`` (views of ``block``, the array one decoding made)."""
@@ -119,22 +135,68 @@ def _rectangles(missing: list[Tile]) -> list[tuple[int, int, int, int]]:
     return done
 
 
-# Pixel rows decoded past a box's last missing tile row when the image's tiles are shorter
-# than that (a row-tiled image), for a caller about to cut many boxes going down the image
-# in order (a bulk job's rows, sorted by pixel row): one decoding call then serves many
-# cuts; astropy's section costs as much per call as decoding a hundred 10,000-pixel rows.
-_READ_AHEAD: ContextVar[int] = ContextVar("read_ahead", default=0)
+@dataclass
+class Sweep:
+    """Many cuts about to be made going down an image's pixel rows (a bulk job's rows,
+    sorted by pixel row): what ``read_tiled`` decodes with each box besides its own tiles.
+
+    * ``rows``: when the tiles are shorter than that (a row-tiled image), the pixel rows
+      below the box are decoded with it, up to ``rows`` of them: one decoding call then
+      serves many cuts (astropy's section costs as much per call as decoding a hundred
+      10,000-pixel rows);
+    * ``boxes``: the boxes the cuts to come need (approximately: a tile missed is decoded
+      when a cut asks for it) on the pixel grid of ``shape``, in the files ``sources``.
+      Rows below a box are then decoded only down to the last row a box to come needs,
+      and on an image tiled in columns too (256x256 tiles), every tile those boxes need in
+      the box's rows of tiles is decoded in the same call, not one call per cut.
+    """
+
+    rows: int
+    boxes: tuple[PixelBox, ...] = ()
+    shape: tuple[int, int] | None = None
+    sources: frozenset[str] = frozenset()
+    _masks: dict[tuple[tuple[int, int], tuple[int, int]], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def wanted(self, source: str, shape: tuple[int, int], tile_shape: tuple[int, int]) -> np.ndarray | None:
+        """The tiles of an HDU of ``source`` the cuts to come need (a boolean array: rows of
+        tiles x columns of tiles); None when not known."""
+        if source not in self.sources or tuple(shape) != self.shape:
+            return None
+        key = (tuple(shape), tuple(tile_shape))
+        mask = self._masks.get(key)
+        if mask is None:
+            (ny, nx), (ty, tx) = shape, tile_shape
+            mask = np.zeros((-(-ny // ty), -(-nx // tx)), dtype=bool)
+            for b in self.boxes:
+                y0, y1, x0, x1 = max(b.y0, 0), min(b.y1, ny), max(b.x0, 0), min(b.x1, nx)
+                if y0 < y1 and x0 < x1:
+                    mask[y0 // ty:(y1 - 1) // ty + 1, x0 // tx:(x1 - 1) // tx + 1] = True
+            self._masks[key] = mask
+        return mask
+
+
+_SWEEP: ContextVar[Sweep | None] = ContextVar("sweep", default=None)
 
 
 @contextmanager
-def reading_ahead(rows: int) -> Iterator[None]:
-    """Within the block, the calling thread's ``read_tiled`` decodes ``rows`` pixel rows
-    past each box (those not yet kept), when the tiles are shorter than that."""
-    token = _READ_AHEAD.set(rows)
+def sweeping(sweep: Sweep) -> Iterator[None]:
+    """Within the block, the calling thread's reads are those of ``sweep``."""
+    token = _SWEEP.set(sweep)
     try:
         yield
     finally:
-        _READ_AHEAD.reset(token)
+        _SWEEP.reset(token)
+
+
+def reading_ahead(rows: int) -> contextlib.AbstractContextManager[None]:
+    """Within the block, the calling thread's ``read_tiled`` decodes ``rows`` pixel rows
+    past each box (those not yet kept), when the tiles are shorter than that."""
+    return sweeping(Sweep(rows))
+
+
+def current_sweep() -> Sweep | None:
+    """The calling thread's sweep (``sweeping``), if any."""
+    return _SWEEP.get()
 
 
 # Missing tiles are decoded in strips of at most this many bytes (at 8 bytes a pixel), so
@@ -143,9 +205,10 @@ STRIP_BYTES = 16 * 2**20
 
 
 def read_tiled(cache: TileCache, key: Hashable, shape: tuple[int, int], tile_shape: tuple[int, int],
-               box: PixelBox, decode: Decoder) -> np.ndarray:
+               box: PixelBox, decode: Decoder, source: str = "") -> np.ndarray:
     """The pixels [y0:y1, x0:x1] of a tile-compressed HDU of ``shape`` (ny, nx) tiled by
-    ``tile_shape`` (rows, columns), from ``cache`` (tiles under ``(key, tile)``) and ``decode``.
+    ``tile_shape`` (rows, columns), from ``cache`` (tiles under ``(key, tile)``) and ``decode``;
+    within ``sweeping``, with the tiles the sweep's cuts to come need (``source``: the file).
 
     A cut whose missing tiles would fill more than half the cache keeps none of them: it
     would push out every other cut's tiles and hold the memory of a large cut for nothing.
@@ -159,8 +222,7 @@ def read_tiled(cache: TileCache, key: Hashable, shape: tuple[int, int], tile_sha
     wanted = [(r, c) for r in range(y0 // ty, (y1 - 1) // ty + 1) for c in range(x0 // tx, (x1 - 1) // tx + 1)]
     found: list[tuple[Tile, np.ndarray]] = []
     missing = []
-    for tile in wanted:
-        kept = cache.get((key, tile))
+    for tile, kept in zip(wanted, cache.get_many([(key, tile) for tile in wanted]), strict=True):
         if kept is None:
             missing.append(tile)
         else:
@@ -171,9 +233,9 @@ def read_tiled(cache: TileCache, key: Hashable, shape: tuple[int, int], tile_sha
         return np.concatenate([tile[max(y0 - r * ty, 0):y1 - r * ty, x0:x1] for (r, _), tile in found])
     keep = len(missing) * ty * tx * 8 <= cache.max_bytes // 2
     if keep:
-        extra = _ahead(cache, key, shape, tile_shape, missing, x0, x1)
-        if (len(missing) + len(extra)) * ty * tx * 8 <= cache.max_bytes // 2:
-            missing += extra
+        extra = _ahead(cache, key, shape, tile_shape, missing, x0, x1, source)
+        if extra and (len(missing) + len(extra)) * ty * tx * 8 <= cache.max_bytes // 2:
+            missing = sorted(missing + extra)
     out: np.ndarray | None = None
 
     def place(tile_at: Tile, tile: np.ndarray) -> None:
@@ -198,7 +260,7 @@ def read_tiled(cache: TileCache, key: Hashable, shape: tuple[int, int], tile_sha
             for r in range(s0, s1 + 1):
                 for c in range(c0, c1 + 1):
                     tile = block[(r - s0) * ty:(r - s0 + 1) * ty, (c - c0) * tx:(c - c0 + 1) * tx]
-                    if r * ty < y1:  # not a row read ahead, below the box
+                    if r * ty < y1 and c * tx < x1 and (c + 1) * tx > x0:  # not one decoded for cuts to come
                         place((r, c), tile)
                     made.append(((key, (r, c)), tile))
             if keep:
@@ -209,17 +271,34 @@ def read_tiled(cache: TileCache, key: Hashable, shape: tuple[int, int], tile_sha
 
 
 def _ahead(cache: TileCache, key: Hashable, shape: tuple[int, int], tile_shape: tuple[int, int],
-           missing: list[Tile], x0: int, x1: int) -> list[Tile]:
-    """The tile rows below the box's last missing one to decode with it (``reading_ahead``):
-    up to the rows asked for, the image's end, or the first row already (partly) kept."""
-    ty, tx = tile_shape
-    rows = _READ_AHEAD.get() // ty
-    if rows <= 0 or not missing:
+           missing: list[Tile], x0: int, x1: int, source: str) -> list[Tile]:
+    """The tiles to decode with a box's missing ones within a sweep (``Sweep``): those of
+    the box's rows of tiles that the cuts to come need, and the rows of tiles below (when
+    shorter than the sweep's rows) up to the image's end, the first row already (partly)
+    kept, or the last row the cuts to come need."""
+    sweep = _SWEEP.get()
+    if sweep is None or not missing:
         return []
-    last = max(r for r, _ in missing)
-    columns = range(x0 // tx, (x1 - 1) // tx + 1)
+    ty, tx = tile_shape
+    wanted = sweep.wanted(source, shape, tile_shape) if source else None
+    have = set(missing)
     extra: list[Tile] = []
-    for r in range(last + 1, min(last + rows, (shape[0] - 1) // ty) + 1):
+    if wanted is not None and wanted.shape[1] > 1:
+        for r in sorted({r for r, _ in missing}):
+            columns = np.flatnonzero(wanted[r])
+            if columns.size:  # one run from the first tile needed to the last: one call
+                extra += [(r, int(c)) for c in range(columns[0], columns[-1] + 1)
+                          if (r, int(c)) not in have and cache.get((key, (r, int(c)))) is None]
+    rows = sweep.rows // ty
+    if rows <= 0:
+        return extra
+    last = max(r for r, _ in missing)
+    stop = min(last + rows, (shape[0] - 1) // ty)
+    if wanted is not None:
+        needed = np.flatnonzero(wanted[last + 1:stop + 1].any(axis=1))
+        stop = last + 1 + int(needed[-1]) if needed.size else last
+    columns = range(x0 // tx, (x1 - 1) // tx + 1)
+    for r in range(last + 1, stop + 1):
         row = [(r, c) for c in columns]
         if any(cache.get((key, tile)) is not None for tile in row):
             break

@@ -45,7 +45,7 @@ from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
 
 from dali.errors import ServiceError, ServiceUnavailable, UsageError
 from dali.params import Params, RequestParams
-from soda.cutouts import Cut, CutoutLimits, Cutouts, FieldGroup
+from soda.cutouts import Cut, CutoutLimits, Cutouts, FieldGroup, Located
 from soda.output.bulk import RowCuts, group_fits, table_fits
 from soda.request.positions import PositionTable, read_positions
 from uws.kinds import JobContext, JobKind, KindLimit, Part, PartReport, Uploads
@@ -212,12 +212,12 @@ def cut_group(ctx: JobContext[BulkRequest], cutouts: Cutouts, limits: CutoutLimi
 
     The rows are cut in the order of their pixels' rows on the field's first image, so the
     compression tiles each decodes (a row-tiled ``.fits.fz`` decodes whole image rows) are
-    still in the tile cache for the next rows, whatever the order of the table, and decoded
-    many rows at a time (``Cutouts.reading_ahead``): a group's tiles are decoded about once,
-    in few calls, not once per row. The files of one row each are recorded
+    still in the tile cache for the next rows, whatever the order of the table, and the
+    tiles the group's rows need are decoded many at a time (``Cutouts.sweeping``): a
+    group's tiles are decoded about once, in few calls, not once per row. The files of one row each are recorded
     in batches (``JobContext.result_batch``), not one database statement per row."""
-    with ctx.result_batch() if kept is None else contextlib.nullcontext() as batch, cutouts.reading_ahead():
-        order = cutouts.pixel_order([target for _, target in group.members])
+    with (ctx.result_batch() if kept is None else contextlib.nullcontext() as batch,
+          cutouts.sweeping([target for _, target in group.members]) as order):
         for i, target in (group.members[k] for k in order):
             outcome = outcomes[i]
             try:
@@ -319,7 +319,9 @@ def row_bands(table: PositionTable, request: BulkRequest) -> list[tuple[str, ...
 
 
 def plan_parts(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> list[Part]:
-    """One part per field (per PART_ROWS rows of it), each the field's row indices in order;
+    """One part per field (per PART_ROWS rows of it), each the field's row indices; a field
+    of more rows than a part is cut into bands of its pixel rows (``Cutouts.positions_order``),
+    so that the compression tiles of a row-tiled image are decoded by one part, not by each;
     the rows no part will cut (bad, or no survey there) go into the manifest at once
     (``manifest-unserved.csv``). Only arrays of row indices are made for the table's rows
     (no object per row): a table may hold a million."""
@@ -327,13 +329,15 @@ def plan_parts(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> list[Part]:
     request = ctx.params
     bands = row_bands(table, request)
     located, unserved = cutouts.locate_positions(table.ra, table.dec, bands)
-    fields: dict[str, list[np.ndarray]] = {}
+    fields: dict[str, list[Located]] = {}
     for group in located:  # ordered by their first row
-        fields.setdefault(group.field, []).append(group.rows)
+        fields.setdefault(group.field, []).append(group)
     parts = []
     size = PART_ROWS if request.layout == "row" else MANY_PART_ROWS
     for field, found in fields.items():
-        rows = np.sort(np.concatenate(found)) if len(found) > 1 else found[0]
+        rows = np.concatenate([g.rows for g in found]) if len(found) > 1 else found[0].rows
+        if len(rows) > size:  # each part a band of the field's pixel rows: its tiles decoded by one part
+            rows = rows[cutouts.positions_order(found[0].images[0], table.ra[rows], table.dec[rows])]
         for start in range(0, len(rows), size):
             chunk = rows[start:start + size].tolist()
             parts.append(Part(key=json.dumps({"field": field, "rows": chunk}), units=len(chunk)))

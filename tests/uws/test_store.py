@@ -62,6 +62,20 @@ def test_migration_adds_request_id_to_a_version_1_database(store):
     assert store.get(job_id).request_id == "req-1"
 
 
+def test_migration_8_indexes_result_places_and_the_next_place_is_read_from_it(store):
+    SchemaVersion = version_table(store.db, "uws")
+    with store.db.connection_context():
+        store.db.execute_sql("DROP INDEX uws_result_job_id_seq")
+        SchemaVersion.update(version=7).execute()
+    migrate(store.db, UWS)
+    with store.db.connection_context():
+        assert ["job_id", "seq"] in [i.columns for i in store.db.get_indexes("uws_result")]
+        if store.db.__class__.__name__.startswith("Sqlite"):  # the planner's choice on a table of any size
+            plan = " ".join(str(row) for row in store.db.execute_sql(
+                "EXPLAIN QUERY PLAN SELECT MAX(seq) FROM uws_result WHERE job_id = ?", ("x",)).fetchall())
+            assert "uws_result_job_id_seq" in plan
+
+
 def test_claim_is_won_by_exactly_one_of_many(store):
     job_id = new_job(store)
     assert store.queue(job_id)
