@@ -104,6 +104,10 @@ class CutoutService:
         worker.wait_logged("worker started")
         return worker
 
+    def remove_worker(self) -> None:
+        """Stop the last worker added (between jobs: it holds no work)."""
+        self.workers.pop().stop()
+
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()

@@ -294,10 +294,10 @@ def _ahead(cache: TileCache, key: Hashable, shape: tuple[int, int], tile_shape: 
         return extra
     last = max(r for r, _ in missing)
     stop = min(last + rows, (shape[0] - 1) // ty)
-    if wanted is not None:
-        needed = np.flatnonzero(wanted[last + 1:stop + 1].any(axis=1))
-        stop = last + 1 + int(needed[-1]) if needed.size else last
     columns = range(x0 // tx, (x1 - 1) // tx + 1)
+    if wanted is not None:
+        needed = np.flatnonzero(wanted[last + 1:stop + 1, columns.start:columns.stop].any(axis=1))
+        stop = last + 1 + int(needed[-1]) if needed.size else last
     for r in range(last + 1, stop + 1):
         row = [(r, c) for c in columns]
         if any(cache.get((key, tile)) is not None for tile in row):

@@ -304,3 +304,31 @@ def test_soda_job_writes_one_result_per_target(tmp_path, cutouts):
     assert (results / f"02_{TILE}_r.txt").read_text() == \
         f"UsageError: CIRCLE {RA0:g} {DEC0 + 0.2:g} 0.01 does not overlap {DEMO_ID}\n"
     db.close()
+
+
+def test_a_sweep_orders_targets_by_pixel_row_and_its_boxes_hold_their_cuts(cutouts):
+    """A bulk group's cuts (``Cutouts.sweeping``): cut going down the image, and each cut's
+    pixels inside the box the sweep told the engine about (so its tiles were decoded ahead)."""
+    from soda.engine.tiles import current_sweep
+    from soda.sky.regions import Circle
+
+    rng = np.random.default_rng(9)
+    image = cutouts.datasets.surveys["des"].at(RA0, DEC0, ["r"])[0]
+    with fits.open(image.path) as hdul:
+        wcs = WCS(hdul[image.hdus[0]].header, naxis=2)
+    xy = rng.uniform(30, 990, size=(40, 2))
+    ra, dec = wcs.pixel_to_world_values(xy[:, 0], xy[:, 1])
+    radii = rng.uniform(1, 12, 40) / 3600
+    targets = [Target(str(k), Circle(float(a), float(d), float(r)), (image,))
+               for k, (a, d, r) in enumerate(zip(ra, dec, radii, strict=True))]
+    targets.append(Target("none", None, ()))  # no image: last
+    with cutouts.sweeping(targets) as order:
+        sweep = current_sweep()
+        assert sweep is not None and str(image.path) in sweep.sources and len(sweep.boxes) == 40
+        assert order[-1] == 40 and sorted(order) == list(range(41))
+        assert list(np.round(xy[order[:-1], 1])) == sorted(np.round(xy[:, 1]))
+        for k, box in zip(order, sweep.boxes, strict=False):
+            [cut] = cutouts.cut_target(targets[k], cutouts.limits("alice"))
+            b = cut.box
+            assert box.x0 <= b.x0 and b.x1 <= box.x1 and box.y0 <= b.y0 and b.y1 <= box.y1, (k, b, box)
+    assert current_sweep() is None

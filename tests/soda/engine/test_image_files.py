@@ -16,7 +16,7 @@ from astropy.wcs import WCS
 from soda.engine.cutout import cut
 from soda.engine.files import ImageFiles, ImageUnreadable
 from soda.engine.pixels import PixelBox
-from soda.engine.tiles import TileCache, _rectangles, read_tiled, reading_ahead
+from soda.engine.tiles import Sweep, TileCache, _rectangles, read_tiled, reading_ahead, sweeping
 from soda.sky.regions import Circle
 from soda.surveys.base import ImageRef
 
@@ -228,6 +228,83 @@ def test_reading_ahead_decodes_the_rows_below_a_box_with_it_for_the_next_boxes()
     asked.clear()
     read_tiled(TileCache(10**6), "k", data.shape, (1, 40), PixelBox(5, 9, 10, 20), decode)
     assert asked == [PixelBox(0, 40, 10, 20)]  # outside the block: the box's rows only
+
+
+def recording(data: np.ndarray) -> tuple[list[PixelBox], object]:
+    asked: list[PixelBox] = []
+
+    def decode(area: PixelBox) -> np.ndarray:
+        asked.append(area)
+        return data[area.y0:area.y1, area.x0:area.x1].copy()
+
+    return asked, decode
+
+
+def test_a_sweep_over_square_tiles_decodes_the_tiles_its_cuts_need_a_row_of_tiles_at_a_time() -> None:
+    data = np.arange(100 * 100, dtype=np.float32).reshape(100, 100)
+    asked, decode = recording(data)
+    # cuts to come: two in the first row of 20-pixel tiles (columns 0 and 3), one in the third
+    boxes = (PixelBox(2, 8, 3, 9), PixelBox(61, 70, 5, 12), PixelBox(30, 35, 45, 50))
+    cache = TileCache(10**6)
+    with sweeping(Sweep(128, boxes, (100, 100), frozenset({"f.fits"}))):
+        out = read_tiled(cache, "k", data.shape, (20, 20), boxes[0], decode, "f.fits")
+        assert np.array_equal(out, data[3:9, 2:8])
+        assert asked == [PixelBox(0, 80, 0, 20)]  # tiles 0..3 of the first row, in one call
+        out = read_tiled(cache, "k", data.shape, (20, 20), boxes[1], decode, "f.fits")
+        assert np.array_equal(out, data[5:12, 61:70]) and len(asked) == 1  # decoded with the first
+        out = read_tiled(cache, "k", data.shape, (20, 20), boxes[2], decode, "f.fits")
+        assert np.array_equal(out, data[45:50, 30:35])
+        assert asked[1:] == [PixelBox(20, 40, 40, 60)]  # the one tile it needs: no row below
+        read_tiled(cache, "other", data.shape, (20, 20), PixelBox(2, 8, 3, 9), decode, "other.fits")
+        assert asked[2:] == [PixelBox(0, 20, 0, 100)]  # a file not swept: its column, rows ahead as ever
+
+
+def test_a_sweep_over_row_tiles_reads_ahead_only_down_to_the_rows_its_cuts_need() -> None:
+    data = np.arange(100 * 40, dtype=np.float32).reshape(100, 40)
+    asked, decode = recording(data)
+    boxes = (PixelBox(5, 9, 10, 20), PixelBox(1, 30, 15, 25))  # nothing below row 25
+    with sweeping(Sweep(50, boxes, (100, 40), frozenset({"f.fits"}))):
+        out = read_tiled(TileCache(10**6), "k", data.shape, (1, 40), boxes[0], decode, "f.fits")
+    assert np.array_equal(out, data[10:20, 5:9])
+    assert asked == [PixelBox(0, 40, 10, 25)]  # not the 50 rows below the box: 5 are needed
+    asked.clear()
+    with sweeping(Sweep(50, boxes, (100, 40), frozenset({"f.fits"}))):  # unknown file: 50 rows
+        read_tiled(TileCache(10**6), "k", data.shape, (1, 40), boxes[0], decode, "g.fits")
+    assert asked == [PixelBox(0, 40, 10, 70)]
+    asked.clear()
+    with sweeping(Sweep(50, boxes, (200, 40), frozenset({"f.fits"}))):  # another grid: unknown
+        read_tiled(TileCache(10**6), "k", data.shape, (1, 40), boxes[0], decode, "f.fits")
+    assert asked == [PixelBox(0, 40, 10, 70)]
+
+
+@pytest.mark.parametrize("kind", ["float32", "int16 BSCALE/BZERO/BLANK", "uint16"])
+def test_a_sweep_reads_plain_files_through_a_map_kept_until_release(tmp_path: Path, kind: str) -> None:
+    raw, cards = RAW[kind]
+    path = scaled_file(tmp_path, "swept.fits", raw, **cards)
+    files = ImageFiles(4, 0)
+    layout = files.layout(path, "test")
+    with sweeping(Sweep(128)):
+        for box in BOXES:
+            assert_same(files.read(layout, layout.hdu("1"), box, "test"), astropy_box(path, 1, box))
+    assert list(files._maps) == [str(path)]
+    kept = files._maps[str(path)][1]
+    files.release()
+    assert files._maps == {} and kept.closed
+    assert_same(read(files, path, "1", BOXES[2]), astropy_box(path, 1, BOXES[2]))  # outside: pread
+    assert files._maps == {}
+
+
+def test_a_swept_file_that_changed_is_mapped_again(tmp_path: Path) -> None:
+    path = scaled_file(tmp_path, "changing.fits", RAW["float32"][0])
+    files = ImageFiles(4, 0)
+    with sweeping(Sweep(128)):
+        read(files, path, "1", BOXES[1])
+        first = files._maps[str(path)][1]
+        new = RAW["float32"][0] + 1
+        replaced = scaled_file(tmp_path, "new.fits", new)
+        os.replace(replaced, path)
+        assert_same(read(files, path, "1", BOXES[1]), new[5:9, 3:70])
+    assert first.closed and files._maps[str(path)][1] is not first
 
 
 def test_missing_tiles_are_decoded_in_few_rectangles() -> None:
