@@ -247,12 +247,19 @@ class JobContext(Generic[P]):
             fh.write(data)
 
     @contextmanager
-    def result_batch(self, most: int = 200, seconds: float = 1.0) -> Iterator["ResultBatch"]:
+    def result_batch(self, most: int = 200, seconds: float = 1.0, folder: str = "") -> Iterator["ResultBatch"]:
         """Many results of known size written one by one, recorded together: at most
         ``most`` results or ``seconds`` after the first not yet recorded, and at the end
         (also when the block raises). For a kind that makes very many small results, where
-        one database statement per result would cost more than writing it."""
-        batch = ResultBatch(self, most, seconds)
+        one database statement per result would cost more than writing it.
+
+        ``folder``: the files are stored in a folder of that name within the job's (their
+        result names are their own): parts of one job writing at once on one host then do
+        not wait for each other's file creations in one directory (two writers of small
+        files in one ext4 directory took twice as long as in two)."""
+        if folder and not RESULT_ID.match(folder):
+            raise ServiceError(f"invalid result folder {folder!r}")
+        batch = ResultBatch(self, most, seconds, folder)
         try:
             yield batch
         except BaseException:
@@ -272,8 +279,9 @@ class ResultBatch:
     since. Another job of the owner's writing at the same time is seen at the next record
     (so the two may pass the limit by one batch between them)."""
 
-    def __init__(self, ctx: JobContext[Any], most: int, seconds: float) -> None:
+    def __init__(self, ctx: JobContext[Any], most: int, seconds: float, folder: str = "") -> None:
         self._ctx = ctx
+        self._prefix = f"jobs/{ctx.job.id}/{folder}/" if folder else f"jobs/{ctx.job.id}/"
         self._most = max(most, 1)
         self._seconds = seconds
         self._pending: list[NewResult] = []
@@ -290,7 +298,7 @@ class ResultBatch:
         if self._limit and self._used + written + size > self._limit:
             self.flush()  # what is written stays listed; then the limit with every other job's
             self._ctx._check_result_space(size)
-        key = f"jobs/{self._ctx.job.id}/{result_id}"
+        key = self._prefix + result_id
         new = self._ctx._storage.put_in_place(key, data)  # listed only once recorded (flush)
         if not self._pending:
             self._since = time.monotonic()

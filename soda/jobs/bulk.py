@@ -36,12 +36,12 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
+from lxml import etree
 
 from dali.errors import ServiceError, ServiceUnavailable, UsageError
 from dali.params import Params, RequestParams
@@ -206,7 +206,7 @@ def group_result_name(field: str, index: int) -> str:
 
 
 def cut_group(ctx: JobContext[BulkRequest], cutouts: Cutouts, limits: CutoutLimits, group: FieldGroup,
-              outcomes: dict[int, RowOutcome], kept: list[RowCuts] | None = None) -> None:
+              outcomes: dict[int, RowOutcome], kept: list[RowCuts] | None = None, folder: str = "") -> None:
     """The group's rows, each one FITS file (``kept`` None) or its cuts added to ``kept``
     (for one file of many rows); its images' files and tiles read once for all.
 
@@ -215,8 +215,9 @@ def cut_group(ctx: JobContext[BulkRequest], cutouts: Cutouts, limits: CutoutLimi
     still in the tile cache for the next rows, whatever the order of the table, and the
     tiles the group's rows need are decoded many at a time (``Cutouts.sweeping``): a
     group's tiles are decoded about once, in few calls, not once per row. The files of one row each are recorded
-    in batches (``JobContext.result_batch``), not one database statement per row."""
-    with (ctx.result_batch() if kept is None else contextlib.nullcontext() as batch,
+    in batches (``JobContext.result_batch``), not one database statement per row, and
+    stored in ``folder`` (a part's own: parts running at once do not share a directory)."""
+    with (ctx.result_batch(folder=folder) if kept is None else contextlib.nullcontext() as batch,
           cutouts.sweeping([target for _, target in group.members]) as order):
         for i, target in (group.members[k] for k in order):
             outcome = outcomes[i]
@@ -366,7 +367,7 @@ def run_part(ctx: JobContext[BulkRequest], part: Part, cutouts: Cutouts) -> Part
     with cutouts.busy():
         for group in groups:
             group.members = [(rows[k], target) for k, target in group.members]
-            cut_group(ctx, cutouts, limits, group, outcomes, kept)
+            cut_group(ctx, cutouts, limits, group, outcomes, kept, folder=f"part-{part.index:05d}")
     if kept is not None:
         write_many(ctx, group_result_name(json.loads(part.key)["field"], part.index), kept, outcomes)
     ctx.put_result(f"manifest-part-{part.index:05d}.csv", manifest_csv(list(outcomes.values())), "text/csv")
@@ -445,30 +446,50 @@ def _num(value: float) -> str:
     return f"{value:.10g}" if math.isfinite(value) else ""
 
 
-def manifest_votable(rows: Sequence[RowOutcome]) -> bytes:
-    votable = VOTableFile()
-    resource = Resource()
-    votable.resources.append(resource)
-    table = TableElement(votable, name="manifest")
-    resource.tables.append(table)
-    table.fields.extend([
-        Field(votable, name="row", datatype="long", ucd="meta.number"),
-        Field(votable, name="id", datatype="char", arraysize="*", ucd="meta.id"),
-        Field(votable, name="ra", datatype="double", unit="deg", ucd="pos.eq.ra"),
-        Field(votable, name="dec", datatype="double", unit="deg", ucd="pos.eq.dec"),
-        Field(votable, name="radius", datatype="double", unit="deg"),
-        Field(votable, name="status", datatype="char", arraysize="*", ucd="meta.code.status"),
-        Field(votable, name="result", datatype="char", arraysize="*", ucd="meta.ref.url"),
-        Field(votable, name="error", datatype="char", arraysize="*", ucd="meta.code.error"),
-        Field(votable, name="extver", datatype="char", arraysize="*"),
-        Field(votable, name="table_row", datatype="char", arraysize="*"),
-    ])
-    table.create_arrays(len(rows))
-    for n, r in enumerate(rows):
-        table.array[n] = (r.row, r.id, r.ra, r.dec, r.radius, r.status, r.result, r.error, r.extver, r.table_row)
+VOTABLE = "http://www.ivoa.net/xml/VOTable/v1.3"
+# The manifest's columns as VOTable FIELDs (VOTable 1.4 §4.2), in COLUMNS' order.
+_FIELDS = (
+    {"name": "row", "datatype": "long", "ucd": "meta.number"},
+    {"name": "id", "datatype": "char", "arraysize": "*", "ucd": "meta.id"},
+    {"name": "ra", "datatype": "double", "unit": "deg", "ucd": "pos.eq.ra"},
+    {"name": "dec", "datatype": "double", "unit": "deg", "ucd": "pos.eq.dec"},
+    {"name": "radius", "datatype": "double", "unit": "deg"},
+    {"name": "status", "datatype": "char", "arraysize": "*", "ucd": "meta.code.status"},
+    {"name": "result", "datatype": "char", "arraysize": "*", "ucd": "meta.ref.url"},
+    {"name": "error", "datatype": "char", "arraysize": "*", "ucd": "meta.code.error"},
+    {"name": "extver", "datatype": "char", "arraysize": "*"},
+    {"name": "table_row", "datatype": "char", "arraysize": "*"},
+)
+
+
+def manifest_votable(rows: Iterable[RowOutcome]) -> bytes:
+    """The manifest as a VOTable 1.4 (TABLEDATA), written row by row with lxml's incremental
+    writer: about 10 µs a row (astropy's writer took 38, a million rows 38 s)."""
     out = io.BytesIO()
-    votable.to_xml(out)
+    q = partial(str.format, "{{" + VOTABLE + "}}{}")
+    with etree.xmlfile(out, encoding="utf-8") as xf:
+        xf.write_declaration()
+        with xf.element(q("VOTABLE"), version="1.4", nsmap={None: VOTABLE}), \
+                xf.element(q("RESOURCE"), type="results"), xf.element(q("TABLE"), name="manifest"):
+            for attrs in _FIELDS:
+                xf.write("\n")
+                with xf.element(q("FIELD"), attrs):
+                    pass
+            with xf.element(q("DATA")), xf.element(q("TABLEDATA")):
+                tr, td = q("TR"), q("TD")
+                for r in rows:
+                    xf.write("\n")
+                    with xf.element(tr):
+                        for value in (str(r.row), r.id, _vo_num(r.ra), _vo_num(r.dec), _vo_num(r.radius),
+                                      r.status, r.result, r.error, r.extver, r.table_row):
+                            with xf.element(td):
+                                xf.write(value)
+                xf.write("\n")
     return out.getvalue()
+
+
+def _vo_num(value: float) -> str:
+    return repr(value) if math.isfinite(value) else "NaN"
 
 
 def unfinished_refusal(limits: BulkLimits, anonymous: bool, unfinished: int) -> ServiceUnavailable:

@@ -110,3 +110,19 @@ def test_a_result_rewritten_in_place_replaces_the_partial_one_and_others_can_rea
         [result] = store.get(ctx.job_id).results
         assert (result.size, result.crc32) == (5, zlib.crc32(b"again"))
     assert path.read_bytes() == b"again" and stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_batch_in_a_folder_stores_its_files_there_under_their_own_names(parts):
+    store, storage = parts
+    ctx = context(store, storage)
+    with ctx.result_batch(folder="part-00003") as batch:
+        batch.put("r0.fits", b"zero", "application/fits")
+    with ctx.result_batch() as batch:
+        batch.put("r1.fits", b"one", "application/fits")
+    [first, second] = store.get(ctx.job_id).results
+    assert (first.id, first.key) == ("r0.fits", f"jobs/{ctx.job_id}/part-00003/r0.fits")
+    assert storage.local_path(first.key).read_bytes() == b"zero"
+    assert (second.id, second.key) == ("r1.fits", f"jobs/{ctx.job_id}/r1.fits")
+    for bad in ("../elsewhere", "a/b", ".hidden"):
+        with pytest.raises(Exception, match="invalid result folder"), ctx.result_batch(folder=bad):
+            pass
