@@ -38,6 +38,7 @@ class Proc:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = log.open("ab")
+        self._from = self._out.tell()  # what this process logs: a log may hold an earlier one's
         self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT,
                                       start_new_session=True)
 
@@ -61,7 +62,7 @@ class Proc:
 
     def wait_logged(self, text: str, timeout: float = 120) -> None:
         end = time.monotonic() + timeout
-        while text not in self.log.read_text(errors="replace"):
+        while text not in self.log.read_bytes()[self._from:].decode(errors="replace"):
             if self.popen.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(f"{self.log.stem} did not log {text!r}:\n{self.tail()}")
             time.sleep(0.1)
@@ -93,13 +94,15 @@ class CutoutService:
     workers: list[Proc] = field(default_factory=list)  # `cutout worker`s (distributed shape)
     env: dict[str, str] = field(default_factory=dict)
     tmp: Path | None = None
+    started: int = 0  # workers started so far (each logs to a file of its own)
 
     def add_worker(self, threads: int | None = None) -> Proc:
         """One more `cutout worker` on the same broker and database (distributed shape)."""
         assert self.tmp is not None
         extra = ["--threads", str(threads)] if threads else []
+        self.started += 1
         worker = Proc([sys.executable, "-m", "soda.ops.cli", "worker", *extra], self.env,
-                      self.tmp / f"cutout-worker-{len(self.workers) + 1}.log")
+                      self.tmp / f"cutout-worker-{self.started}.log")
         self.workers.append(worker)
         worker.wait_logged("worker started")
         return worker

@@ -78,7 +78,7 @@ class BulkRequest:
     layout: str = "row"       # row, group or table (LAYOUTS)
 
 
-@dataclass
+@dataclass(slots=True)
 class RowOutcome:
     row: int
     id: str
