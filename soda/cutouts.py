@@ -34,7 +34,6 @@ from soda.output.pictures import render
 from soda.plan import FieldGroup, Located, Target, locate_positions, plan, plan_positions, unserved_why
 from soda.request.model import SodaRequest, parse_request
 from soda.request.params import ShapeLimits
-from soda.sky.regions import Circle
 from soda.surveys.base import ImageRef
 from soda.surveys.registry import Datasets
 
@@ -245,8 +244,9 @@ class Cutouts:
     def _sweep(self, targets: Sequence[Target], rows: int) -> tuple[list[int], Sweep]:
         first = next((t.images[0] for t in targets if t.images), None)
         # circles have a centre and a radius; other shapes are cut last, in the order given
-        circles = np.array([(t.shape.ra, t.shape.dec, t.shape.radius) if t.images and isinstance(t.shape, Circle)
-                            else (np.nan, np.nan, np.nan) for t in targets], dtype=float).reshape(-1, 3)
+        circles = np.array([(getattr(t.shape, "ra", np.nan), getattr(t.shape, "dec", np.nan),
+                             getattr(t.shape, "radius", np.nan)) if t.images else (np.nan, np.nan, np.nan)
+                            for t in targets], dtype=float).reshape(-1, 3)
         found = self._on_image(first, circles[:, 0], circles[:, 1]) if first is not None else None
         if found is None:
             return list(range(len(targets))), Sweep(rows)
