@@ -43,7 +43,8 @@ _STANDARD = re.compile(r"[A-Z0-9_-]{0,8}")  # FITS 4.0 §4.1.2.1
 def card_image(keyword: str, value: object, comment: str = "") -> str:
     """The card's image (80 characters, or a multiple for a continued long string), with
     ``comment`` only when it fits whole."""
-    plain = comment == comment.strip() and _PLAIN_KEYWORD.fullmatch(keyword)  # astropy drops a blank comment
+    # a value card of a standard keyword, its comment as astropy keeps it (it drops a blank one)
+    plain = comment == comment.strip() and _PLAIN_KEYWORD.fullmatch(keyword) and keyword not in _COMMENTARY
     if plain and type(value) is str and _PLAIN_STRING.fullmatch(value):
         return _string_card_image(keyword, value, comment)  # SRCBOX, REGION: new on every cut
     if type(value) in (str, int, bool):  # IDs, names, sizes: the same on every plane and file

@@ -256,7 +256,7 @@ class Cutouts:
         boxes = tuple(PixelBox(math.floor(x[k] - reach[k]), math.ceil(x[k] + reach[k]) + 1,
                                math.floor(y[k] - reach[k]), math.ceil(y[k] + reach[k]) + 1)
                       for k in order.tolist() if math.isfinite(x[k] + y[k] + reach[k]))
-        sources = frozenset(str(image.path) for t in targets for image in t.images)
+        sources = frozenset(str(image.source) for t in targets for image in t.images)  # the files read
         return order.tolist(), Sweep(rows, boxes, shape, sources)
 
     def positions_order(self, image: ImageRef, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:

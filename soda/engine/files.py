@@ -230,9 +230,7 @@ class ImageFiles:
         self.tiles.clear()
         self.handles.close_all()
         with self._lock:
-            maps, self._maps = list(self._maps.values()), {}
-        for _, kept in maps:
-            _unmap(kept)
+            self._maps = {}  # each unmapped once no cut copies from it
 
     def forget(self, layout: Layout) -> None:
         with self._lock:
@@ -280,14 +278,21 @@ class ImageFiles:
         many cuts of one file (a sweep: a bulk job's rows), whose pages, once mapped, serve
         the next cuts without a system call (a 51-pixel box of three planes: about 0.02 ms,
         against 0.15 ms read row by row)."""
+        if len(hdu.shape) != 2:
+            return self._mapped(layout, hdu, box)  # the first plane of more axes, as outside a sweep
         dtype = np.dtype(_BITPIX[hdu.bitpix]).newbyteorder(">")
-        if not hdu.shape or 0 in hdu.shape:
+        if 0 in hdu.shape:
             return np.empty((0, 0), dtype)
-        pixels = np.ndarray(hdu.shape, dtype, buffer=self._map(layout), offset=hdu.offset)
-        return scaled(pixels[box.y0:box.y1, box.x0:box.x1], hdu)
+        kept = self._map(layout)
+        if hdu.offset + hdu.shape[0] * hdu.shape[1] * dtype.itemsize > len(kept):
+            raise OSError(f"the file ends before the pixels its header gives (at byte {len(kept)})")
+        pixels = np.ndarray(hdu.shape, dtype, buffer=kept, offset=hdu.offset)
+        return scaled(pixels[box.y0:box.y1, box.x0:box.x1], hdu)  # a copy: no view of the map is kept
 
     def _map(self, layout: Layout) -> mmap.mmap:
-        """The file's memory map, made once per file as it is now (its layout's identity)."""
+        """The file's memory map, made once per file as it is now (its layout's identity).
+        A map is never closed here: one let go (``release``, a changed or forgotten file) is
+        unmapped when the last cut still copying from it is done with it."""
         key = str(layout.path)
         with self._lock:
             kept = self._maps.get(key)
@@ -297,17 +302,15 @@ class ImageFiles:
             _check(self, layout, raw)
             made = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
         with self._lock:
-            old = self._maps.get(key)
+            kept = self._maps.get(key)
+            if kept is not None and kept[0] == layout.identity:
+                return kept[1]  # another thread mapped it meanwhile
             self._maps[key] = (layout.identity, made)
-        if old is not None:
-            _unmap(old[1])
         return made
 
     def _drop_map(self, key: str) -> None:
         with self._lock:
-            kept = self._maps.pop(key, None)
-        if kept is not None:
-            _unmap(kept[1])
+            self._maps.pop(key, None)
 
     def _mapped(self, layout: Layout, hdu: Hdu, box: PixelBox) -> np.ndarray:
         """The box of a plain HDU, read row by row with pread (a box of whole rows at once):
@@ -332,13 +335,6 @@ class ImageFiles:
         if hdu.bzero == 0 and hdu.bscale == 1 and hdu.blank is None:
             return out
         return scaled(out, hdu)
-
-
-def _unmap(kept: mmap.mmap) -> None:
-    try:
-        kept.close()
-    except BufferError:  # a cut still copies from it: unmapped when its last view goes
-        pass
 
 
 def _read_exactly(fd: int, into: memoryview, offset: int) -> None:

@@ -14,7 +14,6 @@ books; decoding happens outside it (two threads may decode the same tile, once e
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 from collections import OrderedDict
@@ -186,12 +185,6 @@ def sweeping(sweep: Sweep) -> Iterator[None]:
         yield
     finally:
         _SWEEP.reset(token)
-
-
-def reading_ahead(rows: int) -> contextlib.AbstractContextManager[None]:
-    """Within the block, the calling thread's ``read_tiled`` decodes ``rows`` pixel rows
-    past each box (those not yet kept), when the tiles are shorter than that."""
-    return sweeping(Sweep(rows))
 
 
 def current_sweep() -> Sweep | None:

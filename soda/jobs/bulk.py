@@ -39,6 +39,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import BinaryIO
 
 import numpy as np
 from lxml import etree
@@ -388,8 +389,15 @@ def finish(ctx: JobContext[BulkRequest], ended: Sequence[tuple[Part, PartReport 
             outcome.status, outcome.error = "failed", part.error or "its part of the job failed"
             rows.append(outcome)
     rows.sort(key=lambda o: o.row)
-    ctx.put_result("manifest.csv", manifest_csv(rows), "text/csv")
-    ctx.put_result("manifest.xml", manifest_votable(rows), "application/x-votable+xml")
+    write_manifests(ctx, rows)
+
+
+def write_manifests(ctx: JobContext[BulkRequest], rows: Sequence[RowOutcome]) -> None:
+    """``manifest.csv`` and ``manifest.xml``, each written to its file as it is made."""
+    with ctx.result_writer("manifest.csv", "text/csv") as out:
+        write_manifest_csv(rows, out)
+    with ctx.result_writer("manifest.xml", "application/x-votable+xml") as out:
+        write_manifest_votable(rows, out)
 
 
 def bad_rows(table: PositionTable) -> list[RowOutcome]:
@@ -422,9 +430,7 @@ def run(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> None:
             cut_group(ctx, cutouts, limits, group, outcomes, kept)
             if kept is not None:
                 write_many(ctx, group_result_name(group.field, index), kept, outcomes)
-    rows = sorted([*outcomes.values(), *bad_rows(table)], key=lambda o: o.row)
-    ctx.put_result("manifest.csv", manifest_csv(rows), "text/csv")
-    ctx.put_result("manifest.xml", manifest_votable(rows), "application/x-votable+xml")
+    write_manifests(ctx, sorted([*outcomes.values(), *bad_rows(table)], key=lambda o: o.row))
 
 
 # --- the manifest ------------------------------------------------------------------------
@@ -432,14 +438,21 @@ def run(ctx: JobContext[BulkRequest], cutouts: Cutouts) -> None:
 COLUMNS = ("row", "id", "ra", "dec", "radius", "status", "result", "error", "extver", "table_row")
 
 
-def manifest_csv(rows: Sequence[RowOutcome]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+def manifest_csv(rows: Iterable[RowOutcome]) -> bytes:
+    out = io.BytesIO()
+    write_manifest_csv(rows, out)
+    return out.getvalue()
+
+
+def write_manifest_csv(rows: Iterable[RowOutcome], out: BinaryIO) -> None:
+    text = io.TextIOWrapper(out, encoding="utf-8", errors="replace", newline="")
+    writer = csv.writer(text, lineterminator="\n")
     writer.writerow(COLUMNS)
     for r in rows:
         writer.writerow([r.row, r.id, _num(r.ra), _num(r.dec), _num(r.radius), r.status, r.result, r.error,
                          r.extver, r.table_row])
-    return out.getvalue().encode()
+    text.flush()
+    text.detach()  # ``out`` stays open: its owner closes it
 
 
 def _num(value: float) -> str:
@@ -447,25 +460,34 @@ def _num(value: float) -> str:
 
 
 VOTABLE = "http://www.ivoa.net/xml/VOTable/v1.3"
-# The manifest's columns as VOTable FIELDs (VOTable 1.4 §4.2), in COLUMNS' order.
+# The manifest's columns as VOTable FIELDs (VOTable 1.4 §4.2), in COLUMNS' order. ``char``
+# is ASCII (§2.1): the caller's ids and the error texts, which may quote them, are unicodeChar.
 _FIELDS = (
     {"name": "row", "datatype": "long", "ucd": "meta.number"},
-    {"name": "id", "datatype": "char", "arraysize": "*", "ucd": "meta.id"},
+    {"name": "id", "datatype": "unicodeChar", "arraysize": "*", "ucd": "meta.id"},
     {"name": "ra", "datatype": "double", "unit": "deg", "ucd": "pos.eq.ra"},
     {"name": "dec", "datatype": "double", "unit": "deg", "ucd": "pos.eq.dec"},
     {"name": "radius", "datatype": "double", "unit": "deg"},
     {"name": "status", "datatype": "char", "arraysize": "*", "ucd": "meta.code.status"},
     {"name": "result", "datatype": "char", "arraysize": "*", "ucd": "meta.ref.url"},
-    {"name": "error", "datatype": "char", "arraysize": "*", "ucd": "meta.code.error"},
+    {"name": "error", "datatype": "unicodeChar", "arraysize": "*", "ucd": "meta.code.error"},
     {"name": "extver", "datatype": "char", "arraysize": "*"},
     {"name": "table_row", "datatype": "char", "arraysize": "*"},
 )
+# What a unicodeChar (UCS-2, VOTable 1.4 §2.1) in XML 1.0 (§2.2) cannot hold: U+FFFD instead.
+_NOT_UCS2_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd]")
 
 
 def manifest_votable(rows: Iterable[RowOutcome]) -> bytes:
-    """The manifest as a VOTable 1.4 (TABLEDATA), written row by row with lxml's incremental
-    writer: about 10 µs a row (astropy's writer took 38, a million rows 38 s)."""
     out = io.BytesIO()
+    write_manifest_votable(rows, out)
+    return out.getvalue()
+
+
+def write_manifest_votable(rows: Iterable[RowOutcome], out: BinaryIO) -> None:
+    """The manifest as a VOTable 1.4 (TABLEDATA) into ``out``, row by row with lxml's
+    incremental writer: about 10 µs a row (astropy's writer took 38: a million rows 38 s),
+    nothing held but the row being written."""
     q = partial(str.format, "{{" + VOTABLE + "}}{}")
     with etree.xmlfile(out, encoding="utf-8") as xf:
         xf.write_declaration()
@@ -480,12 +502,12 @@ def manifest_votable(rows: Iterable[RowOutcome]) -> bytes:
                 for r in rows:
                     xf.write("\n")
                     with xf.element(tr):
-                        for value in (str(r.row), r.id, _vo_num(r.ra), _vo_num(r.dec), _vo_num(r.radius),
-                                      r.status, r.result, r.error, r.extver, r.table_row):
+                        for value in (str(r.row), _NOT_UCS2_XML.sub("\ufffd", r.id), _vo_num(r.ra),
+                                      _vo_num(r.dec), _vo_num(r.radius), r.status, r.result,
+                                      _NOT_UCS2_XML.sub("\ufffd", r.error), r.extver, r.table_row):
                             with xf.element(td):
                                 xf.write(value)
                 xf.write("\n")
-    return out.getvalue()
 
 
 def _vo_num(value: float) -> str:

@@ -170,5 +170,5 @@ def test_card_images_made_without_astropy_are_the_ones_astropy_makes(seed: int) 
         if rng.random() < 0.3:
             value = float(rng.normal(0, 10.0 ** rng.integers(-12, 14)))
         comment = "".join(rng.choice(letters[:-1], size=int(rng.integers(0, 60))))
-        keyword = str(rng.choice(["SRCBOX", "REGION", "A", "CRPIX1", "DATASET8"]))
+        keyword = str(rng.choice(["SRCBOX", "REGION", "A", "CRPIX1", "DATASET8", "HISTORY", "COMMENT"]))
         assert card_image(keyword, value, comment) == _card_image(keyword, value, comment), (keyword, value, comment)

@@ -324,7 +324,7 @@ def test_a_sweep_orders_targets_by_pixel_row_and_its_boxes_hold_their_cuts(cutou
     targets.append(Target("none", None, ()))  # no image: last
     with cutouts.sweeping(targets) as order:
         sweep = current_sweep()
-        assert sweep is not None and str(image.path) in sweep.sources and len(sweep.boxes) == 40
+        assert sweep is not None and sweep.sources == {str(image.source)} and len(sweep.boxes) == 40
         assert order[-1] == 40 and sorted(order) == list(range(41))
         assert list(np.round(xy[order[:-1], 1])) == sorted(np.round(xy[:, 1]))
         for k, box in zip(order, sweep.boxes, strict=False):
@@ -332,3 +332,24 @@ def test_a_sweep_orders_targets_by_pixel_row_and_its_boxes_hold_their_cuts(cutou
             b = cut.box
             assert box.x0 <= b.x0 and b.x1 <= box.x1 and box.y0 <= b.y0 and b.y1 <= box.y1, (k, b, box)
     assert current_sweep() is None
+
+
+def test_a_sweep_names_the_file_the_engine_reads_a_retiled_copy(cutouts, tmp_path):
+    """An image with a faster copy to cut from (``cutout retile``): the sweep's files are the
+    copy, which the engine reads, not the file a download serves."""
+    import dataclasses
+    import shutil
+
+    from soda.engine.tiles import current_sweep
+    from soda.sky.regions import Circle
+
+    image = cutouts.datasets.surveys["des"].at(RA0, DEC0, ["r"])[0]
+    copy = tmp_path / "copy.fits.fz"
+    shutil.copy(image.source, copy)
+    retiled = dataclasses.replace(image, pixels=copy)
+    targets = [Target(str(k), Circle(RA0 + k * 1e-3, DEC0, 3e-3), (retiled,)) for k in range(3)]
+    with cutouts.sweeping(targets):
+        sweep = current_sweep()
+        assert sweep is not None and sweep.sources == {str(copy)}
+        assert sweep.wanted(str(copy), sweep.shape, (1, sweep.shape[1])) is not None
+        assert sweep.wanted(str(image.path), sweep.shape, (1, sweep.shape[1])) is None

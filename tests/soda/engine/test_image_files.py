@@ -3,8 +3,11 @@ pixels through the tile cache; every box equal to astropy's own slice of the dat
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import astropy.io.fits.hdu.compressed.tests as compressed_tests
@@ -16,7 +19,7 @@ from astropy.wcs import WCS
 from soda.engine.cutout import cut
 from soda.engine.files import ImageFiles, ImageUnreadable
 from soda.engine.pixels import PixelBox
-from soda.engine.tiles import Sweep, TileCache, _rectangles, read_tiled, reading_ahead, sweeping
+from soda.engine.tiles import Sweep, TileCache, _rectangles, read_tiled, sweeping
 from soda.sky.regions import Circle
 from soda.surveys.base import ImageRef
 
@@ -210,7 +213,7 @@ def test_reading_ahead_decodes_the_rows_below_a_box_with_it_for_the_next_boxes()
         return data[area.y0:area.y1, area.x0:area.x1].copy()
 
     cache = TileCache(10**6)
-    with reading_ahead(16):
+    with sweeping(Sweep(16)):  # rows ahead, no boxes known
         out = read_tiled(cache, "k", data.shape, (1, 40), PixelBox(5, 9, 10, 20), decode)
         assert np.array_equal(out, data[10:20, 5:9])
         assert asked == [PixelBox(0, 40, 10, 36)]  # the box's rows and 16 more, in one call
@@ -287,11 +290,35 @@ def test_a_sweep_reads_plain_files_through_a_map_kept_until_release(tmp_path: Pa
         for box in BOXES:
             assert_same(files.read(layout, layout.hdu("1"), box, "test"), astropy_box(path, 1, box))
     assert list(files._maps) == [str(path)]
-    kept = files._maps[str(path)][1]
+    kept = weakref.ref(files._maps[str(path)][1])
     files.release()
-    assert files._maps == {} and kept.closed
+    gc.collect()
+    assert files._maps == {} and kept() is None  # unmapped: no cut holds a view of it
     assert_same(read(files, path, "1", BOXES[2]), astropy_box(path, 1, BOXES[2]))  # outside: pread
     assert files._maps == {}
+
+
+@pytest.mark.filterwarnings("ignore:File may have been truncated")
+def test_a_swept_file_shorter_than_its_header_says_is_unreadable(tmp_path: Path) -> None:
+    path = scaled_file(tmp_path, "short.fits", RAW["float32"][0])
+    with path.open("r+b") as fh:
+        fh.truncate(path.stat().st_size - 40 * 2880)
+    files = ImageFiles(4, 0)
+    for swept in (False, True):
+        with sweeping(Sweep(128)) if swept else contextlib.nullcontext():
+            with pytest.raises(ImageUnreadable, match="ends before the pixels"):
+                read(files, path, "1", PixelBox(0, 300, 290, 300))
+
+
+def test_a_swept_plane_of_three_axes_is_read_as_outside_a_sweep(tmp_path: Path) -> None:
+    cube = RNG.normal(size=(1, 40, 50)).astype(">f4")
+    path = tmp_path / "cube.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(cube, header=wcs_header())]).writeto(path)
+    files = ImageFiles(4, 0)
+    layout = files.layout(path, "test")
+    outside = files.read(layout, layout.hdu("1"), PixelBox(3, 9, 2, 7), "test")
+    with sweeping(Sweep(128)):
+        assert_same(files.read(layout, layout.hdu("1"), PixelBox(3, 9, 2, 7), "test"), outside)
 
 
 def test_a_swept_file_that_changed_is_mapped_again(tmp_path: Path) -> None:
@@ -299,12 +326,13 @@ def test_a_swept_file_that_changed_is_mapped_again(tmp_path: Path) -> None:
     files = ImageFiles(4, 0)
     with sweeping(Sweep(128)):
         read(files, path, "1", BOXES[1])
-        first = files._maps[str(path)][1]
+        first = weakref.ref(files._maps[str(path)][1])
         new = RAW["float32"][0] + 1
         replaced = scaled_file(tmp_path, "new.fits", new)
         os.replace(replaced, path)
         assert_same(read(files, path, "1", BOXES[1]), new[5:9, 3:70])
-    assert first.closed and files._maps[str(path)][1] is not first
+    gc.collect()
+    assert first() is None and str(path) in files._maps
 
 
 def test_missing_tiles_are_decoded_in_few_rectangles() -> None:

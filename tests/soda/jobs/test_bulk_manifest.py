@@ -42,6 +42,16 @@ def test_the_votable_manifest_validates_and_holds_what_the_csv_holds() -> None:
                 assert np.ma.is_masked(row[name]) or math.isnan(row[name])
 
 
+def test_text_xml_or_ucs_2_cannot_hold_is_replaced_in_the_votable_only() -> None:
+    odd = [RowOutcome(1, "a\uffffb\ufffec\U0001f600", 1.0, 2.0, 0.1, "failed", error="bad \ud800 id \u00e9")]
+    table = parse_single_table(io.BytesIO(manifest_votable(odd)))
+    assert [f.datatype for f in table.fields if f.name in ("id", "error")] == ["unicodeChar", "unicodeChar"]
+    assert str(table.array["id"][0]) == "a\ufffdb\ufffdc\ufffd"
+    assert str(table.array["error"][0]) == "bad \ufffd id \u00e9"
+    line = manifest_csv(odd).decode().splitlines()[1]
+    assert "a\uffffb\ufffec\U0001f600" in line  # the CSV keeps what was given
+
+
 def test_an_empty_manifest_is_a_valid_table_without_rows() -> None:
     body = manifest_votable([])
     assert_votable(body)
