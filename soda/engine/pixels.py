@@ -164,20 +164,43 @@ def _celestial(wcs: WCS) -> tuple[WCS, float]:
     return known
 
 
+def _corners(image: _Image) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The image's corners in pixels and on the sky (RA in [0, 360)), kept per WCS."""
+    kept = _CORNERS.setdefault(image.wcs, {})
+    known = kept.get((image.nx, image.ny))
+    if known is None:
+        corners_x = np.array([-0.5, image.nx - 0.5, image.nx - 0.5, -0.5])
+        corners_y = np.array([-0.5, -0.5, image.ny - 0.5, image.ny - 0.5])
+        cra, cdec = image.wcs.pixel_to_world_values(corners_x, corners_y)
+        known = kept[(image.nx, image.ny)] = (corners_x, corners_y, np.asarray(cra) % 360.0, np.asarray(cdec))
+    return known
+
+
+_CORNERS: weakref.WeakKeyDictionary[WCS, dict[tuple[int, int], tuple[np.ndarray, ...]]] = weakref.WeakKeyDictionary()
+
+
+def _projectable(region: Shape, image: _Image, ra: np.ndarray, dec: np.ndarray) -> np.ndarray | slice:
+    """Which boundary points the projection can place: all of a circle whose far side is
+    well within the limit (one distance instead of one per point), else point by point."""
+    if isinstance(region, Circle):
+        ra0, dec0 = image.wcs.wcs.crval[0], image.wcs.wcs.crval[1]
+        if float(separation(ra0, dec0, region.ra, region.dec)) + region.radius < 88.0:
+            return slice(None)
+    return image.projectable(ra, dec)
+
+
 def pixel_box(wcs: WCS, shape_yx: tuple[int, int], region: Shape) -> PixelBox | None:
     """The pixels of a (ny, nx) image that hold ``region``; None when they do not overlap."""
     ny, nx = shape_yx
     celestial, scale = _celestial(wcs)
     image = _Image(celestial, nx, ny, scale)
     ra, dec = _boundary(region, image)
-    ok = image.projectable(ra, dec)
+    ok = _projectable(region, image, ra, dec)
     x, y = image.to_pixels(ra[ok], dec[ok])
     keep = image.inside(x, y)
     xs, ys = [x[keep]], [y[keep]]
-    corners_x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
-    corners_y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
-    cra, cdec = image.wcs.pixel_to_world_values(corners_x, corners_y)
-    covered = contains(region, np.asarray(cra) % 360.0, np.asarray(cdec))
+    corners_x, corners_y, cra, cdec = _corners(image)
+    covered = contains(region, cra, cdec)
     xs.append(corners_x[covered])
     ys.append(corners_y[covered])
     if isinstance(region, Circle):  # a circle smaller than a pixel has no inside samples
