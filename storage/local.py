@@ -64,9 +64,13 @@ class LocalStore:
         except FileExistsError:
             self.put_bytes(key, data)
             return False
-        os.fchmod(fd, 0o644)  # whatever the umask: nginx (another user) sends results
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        try:
+            os.fchmod(fd, 0o644)  # whatever the umask: nginx (another user) sends results
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         return True
 
     def put_bytes(self, key: str, data: bytes) -> int:

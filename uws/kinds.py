@@ -294,8 +294,7 @@ class ResultBatch:
         if not RESULT_ID.match(result_id):
             raise ServiceError(f"invalid result id {result_id!r}")
         size = len(data)
-        written = sum(r.size or 0 for r in self._pending)
-        if self._limit and self._used + written + size > self._limit:
+        if self._limit and self._used + sum(r.size or 0 for r in self._pending) + size > self._limit:
             self.flush()  # what is written stays listed; then the limit with every other job's
             self._ctx._check_result_space(size)
         key = self._prefix + result_id
