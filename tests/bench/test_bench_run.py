@@ -76,5 +76,5 @@ def test_quick_bulk_section_prints_each_layout_and_worker_count(tmp_path: Path, 
         assert row[10].endswith("x")  # against one /sync per position
     verdicts = {r[0]: r[-1] for r in _table(done.stdout, "targets")[1:]}
     assert verdicts["bulk: stamps/s per worker, 1000s of positions on a tile (worst layout, median)"] in ("PASS", "FAIL")
-    assert verdicts["bulk: 1 -> 2 workers scaling efficiency (worst layout, medians)"] == "not measured"  # one part
+    assert verdicts["bulk: 1 -> 2 workers scaling efficiency (worst layout, median of rounds)"] == "not measured"  # one part
     assert "1,000,000-row upload" not in done.stdout  # the full run's only
