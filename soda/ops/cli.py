@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from conf import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from auth.tokens import TokenStore
+    from soda.ops.backup import Report
 
 
 def _settings_or_exit(**overrides: object) -> Settings:
@@ -251,13 +252,10 @@ def config_reference(args: argparse.Namespace) -> int:
 
 def backup(args: argparse.Namespace) -> int:
     """Copy the database, the results folder and the session key into a new folder."""
-    from soda.ops.backup import BackupError, backup as take
+    from soda.ops.backup import backup as take
 
-    settings = _settings_or_exit()
-    try:
-        report = take(settings, Path(args.folder))
-    except BackupError as exc:
-        print(f"cutout backup: {exc}", file=sys.stderr)
+    report = _backup_step("backup", take, Path(args.folder))
+    if report is None:
         return 1
     print(report.summary("backed up into"))
     return 0
@@ -265,16 +263,26 @@ def backup(args: argparse.Namespace) -> int:
 
 def restore(args: argparse.Namespace) -> int:
     """Put a backup into an empty database and an empty results folder."""
-    from soda.ops.backup import BackupError, restore as put
+    from soda.ops.backup import restore as put
 
-    settings = _settings_or_exit()
-    try:
-        report = put(settings, Path(args.folder))
-    except BackupError as exc:
-        print(f"cutout restore: {exc}", file=sys.stderr)
+    report = _backup_step("restore", put, Path(args.folder))
+    if report is None:
         return 1
     print(report.summary("restored from"))
     return 1 if report.missing else 0
+
+
+def _backup_step(name: str, step: Callable[[Settings, Path], Report], folder: Path) -> Report | None:
+    """``step`` (backup or restore) on the settings' database and data folder; None when it
+    refused (the reason on standard error)."""
+    from soda.ops.backup import BackupError
+
+    settings = _settings_or_exit()
+    try:
+        return step(settings, folder)
+    except BackupError as exc:
+        print(f"cutout {name}: {exc}", file=sys.stderr)
+        return None
 
 
 # --- personal API tokens, for operators -------------------------------------------------------

@@ -112,6 +112,17 @@ def check_restored(before: dict[str, object], client: httpx.Client, urls: list[s
 
 @pytest.mark.redis
 @pytest.mark.postgres
+def backed_up(client: httpx.Client, base: str, env: dict[str, str],
+              backup_dir: Path) -> tuple[list[str], set[str], dict[str, object], str]:
+    """The test's jobs made, what they answer kept, and a backup taken while the service runs
+    (with what it printed)."""
+    urls, anonymous = make_jobs(client, base)
+    before = snapshot(client, urls, base, anonymous)
+    taken = cutout("backup", str(backup_dir), env=env)
+    assert taken.returncode == 0, taken.stderr
+    return urls, anonymous, before, taken.stdout
+
+
 def test_postgresql_backup_restores_into_a_fresh_database(tmp_path: Path, demo_root: Path, redis_url: str) -> None:
     backup_dir = tmp_path / "backup"
     with fresh_database("cutout_backup") as source_url, fresh_database("cutout_backup") as restored_url:
@@ -122,11 +133,8 @@ def test_postgresql_backup_restores_into_a_fresh_database(tmp_path: Path, demo_r
         worker = start_worker(env, tmp_path / "worker.log")
         try:
             with httpx.Client(headers={"Authorization": f"Bearer {token_for(env)}"}) as client:
-                urls, anonymous = make_jobs(client, base)
-                before = snapshot(client, urls, base, anonymous)
-                taken = cutout("backup", str(backup_dir), env=env)   # while the service runs
-                assert taken.returncode == 0, taken.stderr
-                assert "postgresql database" in taken.stdout
+                urls, anonymous, before, said = backed_up(client, base, env, backup_dir)
+                assert "postgresql database" in said
                 for url in urls:   # gone from the old service: only the backup has them now
                     assert caller(client, url, anonymous).delete(url).status_code == 303
                 token = client.headers["Authorization"][7:]
@@ -159,10 +167,7 @@ def test_sqlite_backup_restores_into_a_fresh_data_folder(tmp_path: Path, demo_ro
     server, base = start_server(env, tmp_path / "server.log")
     try:
         with httpx.Client(headers={"Authorization": f"Bearer {token_for(env)}"}) as client:
-            urls, anonymous = make_jobs(client, base)
-            before = snapshot(client, urls, base, anonymous)
-            taken = cutout("backup", str(backup_dir), env=env)   # while the service runs
-            assert taken.returncode == 0, taken.stderr
+            urls, anonymous, before, _ = backed_up(client, base, env, backup_dir)
             token = client.headers["Authorization"][7:]
     finally:
         server.stop()

@@ -8,6 +8,7 @@ import gc
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import astropy.io.fits.hdu.compressed.tests as compressed_tests
@@ -183,13 +184,20 @@ def test_scaled_compressed_integers(tmp_path: Path) -> None:
         assert_same(read(files, path, "SCI", box), astropy_box(path, 1, box))
 
 
-def test_a_nearby_box_decodes_only_the_tiles_it_does_not_share() -> None:
-    data = np.arange(100 * 40, dtype=np.float32).reshape(100, 40)
+def recording(data: np.ndarray) -> tuple[list[PixelBox], Callable[[PixelBox], np.ndarray]]:
+    """A decoder of ``data`` and the boxes it was asked for."""
     asked: list[PixelBox] = []
 
     def decode(area: PixelBox) -> np.ndarray:
         asked.append(area)
         return data[area.y0:area.y1, area.x0:area.x1].copy()
+
+    return asked, decode
+
+
+def test_a_nearby_box_decodes_only_the_tiles_it_does_not_share() -> None:
+    data = np.arange(100 * 40, dtype=np.float32).reshape(100, 40)
+    asked, decode = recording(data)
 
     cache = TileCache(10**6)
     out = read_tiled(cache, "k", data.shape, (1, 40), PixelBox(5, 9, 10, 30), decode)
@@ -206,11 +214,7 @@ def test_a_nearby_box_decodes_only_the_tiles_it_does_not_share() -> None:
 
 def test_reading_ahead_decodes_the_rows_below_a_box_with_it_for_the_next_boxes() -> None:
     data = np.arange(100 * 40, dtype=np.float32).reshape(100, 40)
-    asked: list[PixelBox] = []
-
-    def decode(area: PixelBox) -> np.ndarray:
-        asked.append(area)
-        return data[area.y0:area.y1, area.x0:area.x1].copy()
+    asked, decode = recording(data)
 
     cache = TileCache(10**6)
     with sweeping(Sweep(16)):  # rows ahead, no boxes known
@@ -231,16 +235,6 @@ def test_reading_ahead_decodes_the_rows_below_a_box_with_it_for_the_next_boxes()
     asked.clear()
     read_tiled(TileCache(10**6), "k", data.shape, (1, 40), PixelBox(5, 9, 10, 20), decode)
     assert asked == [PixelBox(0, 40, 10, 20)]  # outside the block: the box's rows only
-
-
-def recording(data: np.ndarray) -> tuple[list[PixelBox], object]:
-    asked: list[PixelBox] = []
-
-    def decode(area: PixelBox) -> np.ndarray:
-        asked.append(area)
-        return data[area.y0:area.y1, area.x0:area.x1].copy()
-
-    return asked, decode
 
 
 def test_a_sweep_over_square_tiles_decodes_the_tiles_its_cuts_need_a_row_of_tiles_at_a_time() -> None:
